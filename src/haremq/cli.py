@@ -1,0 +1,76 @@
+"""Command line: ``haremq serve``. Parsing and wiring only; no business logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from haremq import __version__
+from haremq.config import Settings, load
+from haremq.errors import ConfigError
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run a broker node")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--amqp-port", help="AMQP port (default 5672; 0 = any free port)")
+    p.add_argument("--data-dir", help="data directory (default ./haremq-data)")
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument("--heartbeat", help="heartbeat interval offered to clients, seconds (default 60)")
+
+
+async def _serve(settings: Settings) -> None:
+    from haremq.server.node import Node
+
+    node = Node(settings)
+    await node.start()
+    print(f"haremq {__version__} ready: amqp://{settings.bind}:{node.amqp_port}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("haremq").info("shutting down")
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="haremq", description="haremq message broker")
+    parser.add_argument("--version", action="version", version=f"haremq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = load(args.config, overrides={
+                "bind": args.bind, "amqp_port": args.amqp_port, "data_dir": args.data_dir,
+                "log_level": args.log_level, "heartbeat": args.heartbeat,
+            })
+        except ConfigError as exc:
+            print(f"haremq: invalid setting: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        try:
+            asyncio.run(_serve(settings))
+        except OSError as exc:
+            print(f"haremq: cannot start: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Replication and coordination (not built yet: see the cluster issue)."""

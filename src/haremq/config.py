@@ -1,0 +1,118 @@
+"""Settings: defaults < TOML file < ``HAREMQ_*`` environment < command-line flags.
+
+The result is frozen and validated; an invalid value raises ``ConfigError`` naming the setting,
+which the CLI prints as one line before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from haremq.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    bind: str = "127.0.0.1"
+    amqp_port: int = 5672
+    data_dir: str = "haremq-data"
+    log_level: str = "info"
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * 1024 * 1024
+    handshake_timeout: float = 10.0
+    close_timeout: float = 3.0
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    node_name: str = "haremq@localhost"
+
+    def validate(self) -> Settings:
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            if self.bind not in ("localhost", "") and not self.bind.replace("-", "").replace(".", "").isalnum():
+                raise ConfigError(f"bind: {self.bind!r} is not an IP address or host name") from None
+        _port("amqp_port", self.amqp_port)
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.heartbeat <= 65535:
+            raise ConfigError(f"heartbeat: {self.heartbeat} is not between 0 and 65535 seconds")
+        if not 4096 <= self.frame_max <= 1 << 24:
+            raise ConfigError(f"frame_max: {self.frame_max} is not between 4096 and 16777216")
+        if not 1 <= self.channel_max <= 65535:
+            raise ConfigError(f"channel_max: {self.channel_max} is not between 1 and 65535")
+        if not 1 <= self.max_message_size <= 512 * 1024 * 1024:
+            raise ConfigError(f"max_message_size: {self.max_message_size} is not between 1 and 536870912")
+        if not self.data_dir:
+            raise ConfigError("data_dir: must not be empty")
+        return self
+
+
+def _port(name: str, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name}: {value} is not a TCP port (0-65535)")
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    """Convert a TOML/env/flag value to the field's type, or say which setting is wrong."""
+    if isinstance(target, bool):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{name}: {raw!r} is not a boolean")
+    if isinstance(target, int):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: {raw!r} is not an integer")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+    if isinstance(target, float):
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}: {raw!r} is not a string")
+    return raw
+
+
+def load(config_file: str | None = None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Settings:
+    defaults = Settings()
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {config_file} is not valid TOML: {exc}") from None
+        section = data.get("haremq", data)
+        for k, v in section.items():
+            key = k.replace("-", "_")
+            if key not in fields:
+                raise ConfigError(f"{k}: unknown setting in {config_file}")
+            values[key] = v
+    env = os.environ if env is None else env
+    for k, v in env.items():
+        if k.startswith("HAREMQ_"):
+            key = k[len("HAREMQ_"):].lower()
+            if key in fields:
+                values[key] = v
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = v
+    coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
+    return dataclasses.replace(defaults, **coerced).validate()

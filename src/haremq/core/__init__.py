@@ -1,0 +1,1 @@
+"""The broker model: vhosts, exchanges, bindings, queues, consumers, leases. Synchronous, no I/O."""

@@ -1,0 +1,259 @@
+"""The broker: vhosts, users, timers, and the commands every protocol is translated into.
+
+Commands are synchronous and return results; their side effects on other sessions (deliveries,
+consumer cancellations) go out through each session's ``DeliverySink``. Queues that may have
+work are marked dirty and dispatched once per batch of input by ``flush``: a publish burst read in
+one socket read costs one dispatch pass per queue, not one per message.
+
+Timers (message TTL at the queue head, ``x-expires``) live in one heap; the server sleeps until
+``next_deadline`` and calls ``run_timers``. ``on_schedule`` tells it when an earlier deadline
+appeared.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from haremq.clock import Clock, SystemClock
+from haremq.core.consumer import Consumer, DeliverySink, Session
+from haremq.core.exchange import Exchange
+from haremq.core.message import Message
+from haremq.core.queue import Entry, Queue
+from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
+from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
+from haremq.security.users import Access, User, UserStore
+from haremq.store.api import MetadataStore, QueueStore
+from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
+
+ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
+
+
+class Broker:
+    def __init__(self, *, clock: Clock | None = None, store: QueueStore | None = None,
+                 metadata: MetadataStore | None = None, users: UserStore | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.store: QueueStore = store or MemoryQueueStore()
+        self.metadata: MetadataStore = metadata or MemoryMetadataStore()
+        self.users = users or UserStore()
+        self.vhosts: dict[str, VHost] = {}
+        self._dirty: dict[Queue, None] = {}
+        self._timers: list[tuple[float, int, Queue]] = []
+        self._timer_seq = itertools.count()
+        self.on_schedule: Callable[[float], None] | None = None
+        self.add_vhost("/")
+
+    def add_vhost(self, name: str) -> VHost:
+        vh = self.vhosts.get(name)
+        if vh is None:
+            vh = self.vhosts[name] = VHost(self, name)
+        return vh
+
+    # ---- scheduling ----------------------------------------------------------------------------
+    def mark_dirty(self, q: Queue) -> None:
+        self._dirty[q] = None
+
+    def flush(self) -> None:
+        """Dispatch every queue that may have deliverable messages."""
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for q in dirty:
+                if not q.deleted:
+                    q.dispatch()
+
+    def schedule(self, deadline: float, q: Queue) -> None:
+        earliest = self._timers[0][0] if self._timers else None
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), q))
+        if self.on_schedule is not None and (earliest is None or deadline < earliest):
+            self.on_schedule(deadline)
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def run_timers(self) -> None:
+        now = self.clock.monotonic()
+        fired: dict[Queue, None] = {}
+        while self._timers and self._timers[0][0] <= now:
+            _, _, q = heapq.heappop(self._timers)
+            fired[q] = None
+        for q in fired:
+            q.on_timer(now)
+        self.flush()
+
+    # ---- connections ---------------------------------------------------------------------------
+    def open_vhost(self, user: User, name: str) -> VHost:
+        vh = self.vhosts.get(name)
+        if vh is None:
+            raise NotAllowed(f"vhost {name} not found")
+        if name not in user.permissions:
+            raise NotAllowed(f"access to vhost '{name}' refused for user '{user.name}'")
+        return vh
+
+    def open_session(self, vhost: VHost, user: User, connection: object, sink: DeliverySink) -> Session:
+        return Session(vhost, user, connection, sink)
+
+    def connection_closed(self, connection: object) -> None:
+        """Exclusive queues die with the connection that declared them."""
+        for vh in self.vhosts.values():
+            for q in [q for q in vh.queues.values() if q.exclusive_owner is connection]:
+                vh.delete_queue(q)
+        self.flush()
+
+    # ---- permissions ---------------------------------------------------------------------------
+    @staticmethod
+    def check(session: Session, access: Access, kind: str, name: str) -> None:
+        resource = name or "amq.default"
+        if not session.user.can(session.vhost.name, access, resource):
+            raise AccessRefused(f"access to {kind} '{resource}' in vhost '{session.vhost.name}' refused for "
+                                f"user '{session.user.name}'")
+
+    # ---- exchanges -----------------------------------------------------------------------------
+    def exchange_declare(self, s: Session, name: str, type_: str, *, passive: bool = False,
+                         durable: bool = False, auto_delete: bool = False, internal: bool = False,
+                         arguments: dict[str, Any] | None = None) -> Exchange:
+        if not passive:
+            self.check(s, "configure", "exchange", name)
+        return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable,
+                                        auto_delete=auto_delete, internal=internal, arguments=arguments or {})
+
+    def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False) -> None:
+        self.check(s, "configure", "exchange", name)
+        s.vhost.delete_exchange(name, if_unused=if_unused)
+
+    def exchange_bind(self, s: Session, destination: str, source: str, routing_key: str,
+                      arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+        self.check(s, "write", "exchange", destination)
+        self.check(s, "read", "exchange", source)
+        dest = s.vhost.exchange(destination)
+        if unbind:
+            if source not in s.vhost.exchanges:
+                raise NotFound(f"no exchange '{source}' in vhost '{s.vhost.name}'")
+            s.vhost.unbind(source, dest, routing_key, arguments or {})
+        else:
+            s.vhost.bind(source, dest, routing_key, arguments or {})
+
+    # ---- queues --------------------------------------------------------------------------------
+    def queue_declare(self, s: Session, name: str, *, passive: bool = False, durable: bool = False,
+                      exclusive: bool = False, auto_delete: bool = False,
+                      arguments: dict[str, Any] | None = None) -> Queue:
+        if name == REPLY_TO or name.startswith(REPLY_TO_PREFIX):
+            if not passive:
+                raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+            q = s.vhost.reply_queues.get(name[len(REPLY_TO_PREFIX):])
+            if q is None:
+                raise NotFound(f"no queue '{name}' in vhost '{s.vhost.name}'")
+            return q
+        if not passive:
+            self.check(s, "configure", "queue", name or "amq.gen")
+        return s.vhost.declare_queue(s, name, passive=passive, durable=durable, exclusive=exclusive,
+                                     auto_delete=auto_delete, arguments=arguments or {})
+
+    def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        self.check(s, "configure", "queue", name)
+        q = s.vhost.queues.get(name)
+        if q is None:
+            return 0
+        s.vhost.check_exclusive(q, s)
+        count = s.vhost.delete_queue(q, if_unused=if_unused, if_empty=if_empty)
+        self.flush()
+        return count
+
+    def queue_purge(self, s: Session, name: str) -> int:
+        self.check(s, "read", "queue", name)
+        return s.vhost.queue(name, s).purge()
+
+    def queue_bind(self, s: Session, queue: str, exchange: str, routing_key: str,
+                   arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+        self.check(s, "write", "queue", queue)
+        self.check(s, "read", "exchange", exchange)
+        q = s.vhost.queue(queue, s)
+        if unbind:
+            if exchange not in s.vhost.exchanges:
+                raise NotFound(f"no exchange '{exchange}' in vhost '{s.vhost.name}'")
+            s.vhost.unbind(exchange, q, routing_key, arguments or {})
+        else:
+            s.vhost.bind(exchange, q, routing_key, arguments or {})
+
+    # ---- consuming -----------------------------------------------------------------------------
+    def consume(self, s: Session, queue: str, tag: str, *, no_ack: bool = False, exclusive: bool = False,
+                arguments: dict[str, Any] | None = None) -> Consumer:
+        if queue == REPLY_TO:
+            if not no_ack:
+                raise PreconditionFailed("reply consumer cannot acknowledge")
+            if s.reply_to_token is not None and s.reply_to_token in s.vhost.reply_queues:
+                raise PreconditionFailed("reply consumer already set")
+            q = s.vhost.reply_queue_for(s)
+        else:
+            self.check(s, "read", "queue", queue)
+            q = s.vhost.queue(queue, s)
+        if not tag:
+            tag = server_name("amq.ctag-")
+        if tag in s.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):
+            raise AccessRefused(f"queue '{queue}' in vhost '{s.vhost.name}' in exclusive use")
+        c = Consumer(s, q, tag, no_ack=no_ack, exclusive=exclusive, prefetch=s.prefetch,
+                     arguments=arguments or {})
+        s.consumers[tag] = c
+        q.add_consumer(c)
+        return c
+
+    def cancel(self, s: Session, tag: str) -> None:
+        s.cancel(tag)
+
+    def get(self, s: Session, queue: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
+        """``basic.get``: (delivery tag, entry, ready count after) or None when empty."""
+        self.check(s, "read", "queue", queue)
+        q = s.vhost.queue(queue, s)
+        if q.args.single_active_consumer and q.consumers:
+            raise ResourceLocked(f"cannot get from queue '{queue}' in vhost '{s.vhost.name}' with an active "
+                                 "single active consumer")
+        e = q.get()
+        if e is None:
+            return None
+        return s.take_get(q, e, no_ack), e, q.message_count
+
+    # ---- publishing ----------------------------------------------------------------------------
+    def publish(self, s: Session, exchange: str, msg: Message) -> int:
+        """Route and enqueue. Returns ROUTED, UNROUTABLE (for mandatory returns) or REJECTED (nack)."""
+        vh = s.vhost
+        ex = vh.exchanges.get(exchange)
+        if ex is None:
+            raise NotFound(f"no exchange '{exchange}' in vhost '{vh.name}'")
+        if exchange not in s.write_ok:
+            self.check(s, "write", "exchange", exchange)
+            if ex.internal:
+                raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
+            s.write_ok.add(exchange)
+        props = msg.props
+        if props.user_id is not None and props.user_id != s.user.name:
+            raise PreconditionFailed(f"user_id property set to '{props.user_id}' but authenticated user was "
+                                     f"'{s.user.name}'")
+        if props.reply_to is not None and props.reply_to == REPLY_TO:
+            if s.reply_to_token is None or s.reply_to_token not in vh.reply_queues:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            msg = msg.with_props(props.replace(reply_to=REPLY_TO_PREFIX + s.reply_to_token))
+        if exchange == "" and msg.routing_key.startswith(REPLY_TO_PREFIX):
+            rq = vh.reply_queues.get(msg.routing_key[len(REPLY_TO_PREFIX):])
+            if rq is None:
+                return UNROUTABLE
+            rq.enqueue(msg)
+            return ROUTED
+        queues = vh.route(ex, msg)
+        if not queues:
+            return UNROUTABLE
+        ok = True
+        for q in queues:
+            if not q.enqueue(msg):
+                ok = False
+        return ROUTED if ok else REJECTED
+
+    # ---- flow ----------------------------------------------------------------------------------
+    def resume(self, s: Session) -> None:
+        """Back-pressure lifted or flow re-enabled: the session's queues may dispatch again."""
+        for c in s.consumers.values():
+            self.mark_dirty(c.queue)
+

@@ -1,0 +1,407 @@
+"""Queues: ready messages in FIFO (or priority) order, in-flight leases, consumers served in turn.
+
+Invariants:
+- every ``Entry`` is in exactly one place: ``ready`` (waiting), a ``Lease`` (delivered, unacked),
+  or gone (acked, dropped, expired, dead-lettered);
+- ``ready`` is ordered by ``seq`` within a priority level, so requeued messages go back to their
+  original position (as RabbitMQ's classic queues do);
+- only the head can expire (RabbitMQ semantics for per-message TTL), so expiry costs O(1) per
+  message and needs one timer per queue, for the head.
+
+A queue never awaits: enqueue marks it dirty, and the broker's ``flush`` calls ``dispatch`` once
+per batch of input, which hands entries to consumers with credit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from haremq.core.arguments import QueueArgs
+from haremq.core.message import Message
+
+if TYPE_CHECKING:
+    from haremq.core.consumer import Consumer
+    from haremq.core.vhost import VHost
+
+
+class Entry:
+    """One message's place in one queue."""
+
+    __slots__ = ("delivery_count", "expires_at", "msg", "priority", "seq")
+
+    def __init__(self, msg: Message, seq: int, expires_at: float | None, priority: int) -> None:
+        self.msg = msg
+        self.seq = seq
+        self.expires_at = expires_at
+        self.priority = priority
+        self.delivery_count = 0
+
+    def __lt__(self, other: Entry) -> bool:
+        return self.seq < other.seq
+
+
+class _Fifo:
+    """Ready entries of one priority level, ordered by seq."""
+
+    __slots__ = ("d",)
+
+    def __init__(self) -> None:
+        self.d: deque[Entry] = deque()
+
+    def requeue(self, entries: list[Entry]) -> None:
+        d = self.d
+        if not d or entries[-1].seq < d[0].seq:
+            d.extendleft(reversed(entries))
+        else:
+            self.d = deque(heapq.merge(entries, d))
+
+
+class ReadyList:
+    """Ready entries, by priority level (one level unless ``x-max-priority`` is set)."""
+
+    __slots__ = ("bytes", "count", "levels", "single")
+
+    def __init__(self, max_priority: int | None) -> None:
+        n = 1 if not max_priority else max_priority + 1
+        self.levels = [_Fifo() for _ in range(n)]
+        self.single = self.levels[0] if n == 1 else None
+        self.count = 0
+        self.bytes = 0
+
+    def append(self, e: Entry) -> None:
+        (self.single or self.levels[e.priority]).d.append(e)
+        self.count += 1
+        self.bytes += len(e.msg.body)
+
+    def head_level(self) -> _Fifo | None:
+        if self.single is not None:
+            return self.single if self.single.d else None
+        for level in reversed(self.levels):
+            if level.d:
+                return level
+        return None
+
+    def peek(self) -> Entry | None:
+        level = self.head_level()
+        return level.d[0] if level is not None else None
+
+    def popleft(self) -> Entry | None:
+        level = self.head_level()
+        if level is None:
+            return None
+        e = level.d.popleft()
+        self.count -= 1
+        self.bytes -= len(e.msg.body)
+        return e
+
+    def requeue(self, entries: list[Entry]) -> None:
+        if self.single is not None:
+            self.single.requeue(entries)
+        else:
+            by_level: dict[int, list[Entry]] = {}
+            for e in entries:
+                by_level.setdefault(e.priority, []).append(e)
+            for p, es in by_level.items():
+                self.levels[p].requeue(es)
+        self.count += len(entries)
+        self.bytes += sum(len(e.msg.body) for e in entries)
+
+    def clear(self) -> list[Entry]:
+        out = [e for level in self.levels for e in level.d]
+        for level in self.levels:
+            level.d.clear()
+        self.count = self.bytes = 0
+        return out
+
+    def __iter__(self) -> Iterator[Entry]:
+        for level in reversed(self.levels):
+            yield from level.d
+
+
+class Queue:
+    """A queue in a vhost. Created and deleted only through ``VHost``."""
+
+    def __init__(
+        self,
+        vhost: VHost,
+        name: str,
+        *,
+        durable: bool,
+        exclusive_owner: object | None,
+        auto_delete: bool,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments = arguments
+        self.args = QueueArgs.parse(name, vhost.name, arguments)
+        self.ready = ReadyList(self.args.max_priority)
+        self.consumers: list[Consumer] = []
+        self._rr = 0
+        self.has_had_consumer = False
+        self.unacked = 0
+        self.next_seq = 1
+        self.deleted = False
+        self.last_used = vhost.broker.clock.monotonic()
+        self.has_consumer_priorities = False
+        # statistics
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.redelivered = 0
+        if self.args.expires_ms is not None:
+            self.vhost.broker.schedule(self.last_used + self.args.expires_ms / 1000, self)
+
+    # ---- counts ------------------------------------------------------------------------------
+    @property
+    def message_count(self) -> int:
+        """Ready messages (what queue.declare-ok and basic.get-ok report)."""
+        return self.ready.count
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    def __repr__(self) -> str:
+        return f"Queue({self.vhost.name!r}, {self.name!r})"
+
+    # ---- input -------------------------------------------------------------------------------
+    def enqueue(self, msg: Message) -> bool:
+        """Add a routed message; False when the queue refuses it (``x-overflow`` reject-publish*)."""
+        args = self.args
+        now = self.vhost.broker.clock.monotonic()
+        ttl = args.message_ttl_ms
+        msg_ttl = msg.ttl_ms()
+        if msg_ttl is not None and (ttl is None or msg_ttl < ttl):
+            ttl = msg_ttl
+        prio = 0
+        if args.max_priority:
+            p = msg.props.priority or 0
+            prio = p if p <= args.max_priority else args.max_priority
+        if (args.max_length is not None or args.max_length_bytes is not None) and not self._make_room(msg):
+            if args.overflow == "reject-publish-dlx":
+                self.vhost.dead_letter(self, [msg], "maxlen")
+            return False
+        e = Entry(msg, self.next_seq, None if ttl is None else now + ttl / 1000, prio)
+        self.next_seq += 1
+        self.published += 1
+        if ttl == 0 and not self._consumer_available():
+            # RabbitMQ: a zero TTL means "deliver now or expire"
+            self.vhost.dead_letter(self, [msg], "expired", original_expiration=msg.props.expiration)
+            return True
+        if self.durable and msg.props.delivery_mode == 2:
+            self.vhost.broker.store.publish(self, e)
+        self.ready.append(e)
+        if e.expires_at is not None and self.ready.count == 1:
+            self.vhost.broker.schedule(e.expires_at, self)
+        self.vhost.broker.mark_dirty(self)
+        return True
+
+    def _make_room(self, msg: Message) -> bool:
+        args = self.args
+        size = len(msg.body)
+
+        def full() -> bool:
+            return (args.max_length is not None and self.ready.count >= args.max_length) or (
+                args.max_length_bytes is not None and self.ready.bytes + size > args.max_length_bytes
+            )
+
+        if not full():
+            return True
+        if args.overflow != "drop-head":
+            return False
+        dropped: list[Message] = []
+        while full() and self.ready.count:
+            e = self.ready.popleft()
+            assert e is not None
+            self._forget(e)
+            dropped.append(e.msg)
+        if dropped:
+            self.vhost.dead_letter(self, dropped, "maxlen")
+        if full():
+            # a single message larger than x-max-length-bytes, or x-max-length = 0: drop it too
+            self.vhost.dead_letter(self, [msg], "maxlen")
+            return False
+        return True
+
+    def _forget(self, e: Entry) -> None:
+        """The entry leaves the queue for good (not via ack): tell the store."""
+        if self.durable and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.remove(self, e)
+
+    # ---- consumers ---------------------------------------------------------------------------
+    def add_consumer(self, c: Consumer) -> None:
+        self.consumers.append(c)
+        self.has_had_consumer = True
+        if c.priority:
+            self.has_consumer_priorities = True
+        if self.has_consumer_priorities:
+            self.consumers.sort(key=lambda x: -x.priority)
+        self.touch()
+        self.vhost.broker.mark_dirty(self)
+
+    def remove_consumer(self, c: Consumer) -> None:
+        try:
+            self.consumers.remove(c)
+        except ValueError:
+            return
+        self.touch()
+        if not self.consumers and self.auto_delete and self.has_had_consumer and not self.deleted:
+            self.vhost.delete_queue(self)
+        else:
+            self.vhost.broker.mark_dirty(self)
+
+    def active_consumer(self) -> Consumer | None:
+        """With ``x-single-active-consumer``, the one consumer that gets messages."""
+        return self.consumers[0] if self.consumers else None
+
+    def _consumer_available(self) -> bool:
+        return any(c.has_credit() for c in self._eligible())
+
+    def _eligible(self) -> list[Consumer]:
+        if self.args.single_active_consumer:
+            return self.consumers[:1]
+        return self.consumers
+
+    def _next_consumer(self) -> Consumer | None:
+        cs = self._eligible()
+        n = len(cs)
+        if n == 1:
+            c = cs[0]
+            return c if c.has_credit() else None
+        if self.has_consumer_priorities:
+            # highest priority group first; round-robin inside a group by moving the chosen one last
+            for i, c in enumerate(cs):
+                if c.has_credit():
+                    j = i
+                    while j + 1 < n and cs[j + 1].priority == c.priority:
+                        j += 1
+                    cs.insert(j, cs.pop(i))
+                    return c
+            return None
+        start = self._rr
+        for k in range(n):
+            c = cs[(start + k) % n]
+            if c.has_credit():
+                self._rr = (start + k + 1) % n
+                return c
+        return None
+
+    # ---- output ------------------------------------------------------------------------------
+    def take_head(self, now: float) -> Entry | None:
+        """Pop the next live entry, expiring (and dead-lettering) dead heads on the way."""
+        ready = self.ready
+        while True:
+            e = ready.popleft()
+            if e is None:
+                return None
+            if e.expires_at is None or e.expires_at > now:
+                return e
+            self._expire([e])
+
+    def _expire(self, entries: list[Entry]) -> None:
+        for e in entries:
+            self._forget(e)
+        by_exp: dict[str | None, list[Message]] = {}
+        for e in entries:
+            by_exp.setdefault(e.msg.props.expiration, []).append(e.msg)
+        for exp, msgs in by_exp.items():
+            self.vhost.dead_letter(self, msgs, "expired", original_expiration=exp)
+
+    def dispatch(self) -> None:
+        """Hand ready entries to consumers with credit, until either runs out."""
+        if not self.consumers or not self.ready.count:
+            return
+        now = self.vhost.broker.clock.monotonic()
+        while self.ready.count:
+            c = self._next_consumer()
+            if c is None:
+                break
+            e = self.take_head(now)
+            if e is None:
+                break
+            self.delivered += 1
+            if e.delivery_count:
+                self.redelivered += 1
+            e.delivery_count += 1
+            c.session.deliver(c, self, e)
+        self._schedule_head_expiry()
+
+    def _schedule_head_expiry(self) -> None:
+        head = self.ready.peek()
+        if head is not None and head.expires_at is not None:
+            self.vhost.broker.schedule(head.expires_at, self)
+
+    def get(self) -> Entry | None:
+        """``basic.get``: the next live entry, or None."""
+        self.touch()
+        e = self.take_head(self.vhost.broker.clock.monotonic())
+        if e is not None:
+            self.delivered += 1
+            if e.delivery_count:
+                self.redelivered += 1
+            e.delivery_count += 1
+        return e
+
+    # ---- settlement --------------------------------------------------------------------------
+    def settle(self, e: Entry) -> None:
+        """The entry was acknowledged (or delivered with no-ack): it is gone."""
+        self.acked += 1
+        if self.durable and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.remove(self, e)
+
+    def requeue(self, entries: list[Entry]) -> None:
+        """Unacked entries come back to their place at the head, flagged redelivered."""
+        if self.deleted or not entries:
+            return
+        entries.sort()
+        self.ready.requeue(entries)
+        self.vhost.broker.mark_dirty(self)
+        self._schedule_head_expiry()
+
+    def reject(self, entries: list[Entry]) -> None:
+        """Rejected without requeue: dead-letter (reason ``rejected``) or drop."""
+        for e in entries:
+            self._forget(e)
+        if not self.deleted:
+            self.vhost.dead_letter(self, [e.msg for e in entries], "rejected")
+
+    def purge(self) -> int:
+        entries = self.ready.clear()
+        for e in entries:
+            self._forget(e)
+        return len(entries)
+
+    # ---- timers ------------------------------------------------------------------------------
+    def touch(self) -> None:
+        self.last_used = self.vhost.broker.clock.monotonic()
+
+    def on_timer(self, now: float) -> None:
+        """Expire dead heads, and delete the queue when ``x-expires`` has passed unused."""
+        if self.deleted:
+            return
+        expired: list[Entry] = []
+        while True:
+            head = self.ready.peek()
+            if head is None or head.expires_at is None or head.expires_at > now:
+                break
+            self.ready.popleft()
+            expired.append(head)
+        if expired:
+            self._expire(expired)
+        self._schedule_head_expiry()
+        if self.args.expires_ms is not None:
+            deadline = self.last_used + self.args.expires_ms / 1000
+            if not self.consumers and deadline <= now:
+                self.vhost.delete_queue(self)
+            else:
+                self.vhost.broker.schedule(max(deadline, now + 0.001), self)
+
+    def entries(self) -> Iterable[Entry]:
+        return iter(self.ready)

@@ -1,0 +1,346 @@
+"""A virtual host: its exchanges, queues and bindings, routing, and dead-lettering.
+
+Every operation checks the same things RabbitMQ does, in the same order, and raises the same
+errors with the same texts, because client libraries and users match on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from typing import TYPE_CHECKING, Any
+
+from haremq.core.exchange import EXCHANGE_TYPES, Exchange
+from haremq.core.message import Message
+from haremq.core.queue import Queue
+from haremq.core.routing.table import canonical
+from haremq.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+
+if TYPE_CHECKING:
+    from haremq.core.broker import Broker
+    from haremq.core.consumer import Session
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO_PREFIX = REPLY_TO + "."
+STANDARD_EXCHANGES = (
+    ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
+    ("amq.headers", "headers"), ("amq.match", "headers"),
+)
+
+
+def server_name(prefix: str = "amq.gen-") -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def _s(v: Any) -> str:
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return str(v)
+
+
+class VHost:
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.reply_queues: dict[str, Queue] = {}
+        self.exchanges[""] = Exchange("", "direct", durable=True, auto_delete=False, internal=False,
+                                      arguments={})
+        for ename, etype in STANDARD_EXCHANGES:
+            self.exchanges[ename] = Exchange(ename, etype, durable=True, auto_delete=False, internal=False,
+                                             arguments={})
+
+    def __repr__(self) -> str:
+        return f"VHost({self.name!r})"
+
+    # ---- lookups -------------------------------------------------------------------------------
+    def exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+        return ex
+
+    def queue(self, name: str, session: Session | None = None) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if session is not None:
+            self.check_exclusive(q, session)
+        return q
+
+    def check_exclusive(self, q: Queue, session: Session) -> None:
+        if q.exclusive_owner is not None and q.exclusive_owner is not session.connection:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{q.name}' in vhost '{self.name}'. It could be "
+                "originally declared on another connection or the exclusive property value does not match "
+                "that of the original declaration."
+            )
+
+    # ---- exchanges -----------------------------------------------------------------------------
+    def declare_exchange(self, name: str, type_: str, *, passive: bool, durable: bool, auto_delete: bool,
+                         internal: bool, arguments: dict[str, Any]) -> Exchange:
+        if passive:
+            return self.exchange(name)
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        if type_ not in EXCHANGE_TYPES:
+            raise CommandInvalid(f"unknown exchange type '{type_}'")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            if name.startswith("amq."):
+                raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            ex = Exchange(name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
+                          arguments=arguments)
+            self.exchanges[name] = ex
+            if durable:
+                self.broker.metadata.save_exchange(self.name, ex)
+            return ex
+        for field, got, cur in (("type", type_, ex.type), ("durable", durable, ex.durable),
+                                ("auto_delete", auto_delete, ex.auto_delete),
+                                ("internal", internal, ex.internal)):
+            if got != cur:
+                raise PreconditionFailed(f"inequivalent arg '{field}' for exchange '{name}' in vhost "
+                                         f"'{self.name}': received '{_s(got)}' but current is '{_s(cur)}'")
+        self._check_args("exchange", name, ex.arguments, arguments, ("alternate-exchange",))
+        return ex
+
+    def _check_args(self, kind: str, name: str, current: dict[str, Any], got: dict[str, Any],
+                    keys: tuple[str, ...] | None) -> None:
+        names = keys if keys is not None else tuple(sorted(set(current) | set(got)))
+        for k in names:
+            if keys is None and not k.startswith("x-"):
+                continue
+            a, b = got.get(k), current.get(k)
+            if a != b:
+                got_s = "none" if a is None else f"the value '{_s(a)}'"
+                cur_s = "none" if b is None else f"the value '{_s(b)}'"
+                raise PreconditionFailed(f"inequivalent arg '{k}' for {kind} '{name}' in vhost '{self.name}': "
+                                         f"received {got_s} but current is {cur_s}")
+
+    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return
+        if if_unused and ex.bindings:
+            raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(ex)
+
+    def _remove_exchange(self, ex: Exchange) -> None:
+        del self.exchanges[ex.name]
+        # bindings from it go with it; bindings to it are removed from their sources
+        for dest, rk, args in list(ex.bindings):
+            ex.table.unbind(dest, rk, args)
+        ex.bindings.clear()
+        for src in list(self.exchanges.values()):
+            self._unbind_all(src, ex)
+        if ex.durable:
+            self.broker.metadata.delete_exchange(self.name, ex.name)
+
+    def _unbind_all(self, src: Exchange, dest: object) -> None:
+        if not any(d is dest for d, _, _ in src.bindings):
+            return
+        src.table.remove_dest(dest)
+        src.bindings = [b for b in src.bindings if b[0] is not dest]
+        self._maybe_auto_delete(src)
+
+    def _maybe_auto_delete(self, ex: Exchange) -> None:
+        if ex.auto_delete and not ex.bindings and ex.name in self.exchanges:
+            self._remove_exchange(ex)
+
+    # ---- queues --------------------------------------------------------------------------------
+    def declare_queue(self, session: Session, name: str, *, passive: bool, durable: bool, exclusive: bool,
+                      auto_delete: bool, arguments: dict[str, Any]) -> Queue:
+        if passive:
+            q = self.queue(name, session)
+            q.touch()
+            return q
+        if name == "":
+            name = server_name()
+        elif name.startswith("amq.") and name not in self.queues:
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        existing = self.queues.get(name)
+        if existing is not None:
+            q = existing
+            self.check_exclusive(q, session)
+            for field, got, cur in (("durable", durable, q.durable),
+                                    ("exclusive", exclusive, q.exclusive_owner is not None),
+                                    ("auto_delete", auto_delete, q.auto_delete)):
+                if got != cur:
+                    raise PreconditionFailed(f"inequivalent arg '{field}' for queue '{name}' in vhost "
+                                             f"'{self.name}': received '{_s(got)}' but current is '{_s(cur)}'")
+            self._check_args("queue", name, q.arguments, arguments, None)
+            q.touch()
+            return q
+        q = Queue(self, name, durable=durable, exclusive_owner=session.connection if exclusive else None,
+                  auto_delete=auto_delete, arguments=arguments)
+        self.queues[name] = q
+        # every queue is bound to the default exchange by its name
+        self.exchanges[""].table.bind(q, name, {})
+        if durable and not exclusive:
+            self.broker.metadata.save_queue(self.name, q)
+        return q
+
+    def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        if if_unused and q.consumers:
+            raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' in use")
+        if if_empty and q.message_count:
+            raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
+        if q.deleted:
+            return 0
+        q.deleted = True
+        count = q.message_count
+        for c in list(q.consumers):
+            c.session.consumers.pop(c.tag, None)
+            c.session.sink.consumer_cancelled(c.tag)
+        q.consumers.clear()
+        q.purge()
+        if self.queues.get(q.name) is q:
+            del self.queues[q.name]
+        for ex in list(self.exchanges.values()):
+            if ex.name == "":
+                ex.table.remove_dest(q)
+            else:
+                self._unbind_all(ex, q)
+        if q.durable and q.exclusive_owner is None:
+            self.broker.metadata.delete_queue(self.name, q.name)
+        self.broker.store.delete_queue(q)
+        return count
+
+    # ---- bindings ------------------------------------------------------------------------------
+    def bind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+        if source == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        ex = self.exchange(source)
+        if ex.table.bind(dest, routing_key, arguments):
+            ex.bindings.append((dest, routing_key, dict(arguments)))
+            if ex.durable and dest.durable:
+                self.broker.metadata.save_binding(self.name, ex.name, dest, routing_key, arguments)
+
+    def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+        if source == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        ex = self.exchange(source)
+        if ex.table.unbind(dest, routing_key, arguments):
+            want = canonical(arguments)
+            ex.bindings = [b for b in ex.bindings
+                           if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
+            self.broker.metadata.delete_binding(self.name, ex.name, dest, routing_key, arguments)
+            self._maybe_auto_delete(ex)
+
+    # ---- routing -------------------------------------------------------------------------------
+    def route(self, ex: Exchange, msg: Message) -> list[Queue]:
+        """Queues a message goes to, through exchange-to-exchange bindings and alternate exchanges."""
+        headers = msg.props.headers
+        rk = msg.routing_key
+        dests = ex.table.route(rk, headers)
+        cc = headers.get("CC") if headers else None
+        if cc is not None or (headers and "BCC" in headers):
+            keys = [rk]
+            for h in ("CC", "BCC"):
+                vals = headers.get(h) if headers else None
+                if isinstance(vals, list):
+                    keys.extend(v.decode() if isinstance(v, bytes) else str(v) for v in vals)
+            dests = list(dict.fromkeys(d for k in keys for d in ex.table.route(k, headers)))
+        if len(dests) == 1 and type(dests[0]) is Queue and ex.alternate is None:
+            return dests  # type: ignore[return-value]
+        queues: dict[Queue, None] = {}
+        seen = {ex}
+        self._route_into(ex, dests, msg, queues, seen)
+        return list(queues)
+
+    def _route_into(self, ex: Exchange, dests: list[Any], msg: Message, out: dict[Queue, None],
+                    seen: set[Exchange]) -> None:
+        for d in dests:
+            if isinstance(d, Queue):
+                out[d] = None
+            elif d not in seen:
+                seen.add(d)
+                self._route_into(d, d.table.route(msg.routing_key, msg.props.headers), msg, out, seen)
+        if not dests and ex.alternate is not None:
+            ae = self.exchanges.get(ex.alternate)
+            if ae is not None and ae not in seen:
+                seen.add(ae)
+                self._route_into(ae, ae.table.route(msg.routing_key, msg.props.headers), msg, out, seen)
+
+    # ---- dead-lettering ------------------------------------------------------------------------
+    def dead_letter(self, q: Queue, msgs: list[Message], reason: str,
+                    original_expiration: str | None = None) -> None:
+        """Republish to the queue's dead-letter exchange with ``x-death`` as RabbitMQ writes it."""
+        dlx_name = q.args.dlx
+        if dlx_name is None or not msgs:
+            return
+        dlx = self.exchanges.get(dlx_name)
+        if dlx is None:
+            return  # RabbitMQ drops silently when the DLX does not exist
+        now = datetime.datetime.fromtimestamp(int(self.broker.clock.time()), tz=datetime.UTC)
+        for msg in msgs:
+            new = self._with_death(q, msg, reason, now)
+            for target in self.route(dlx, new):
+                if target is q and reason != "rejected":
+                    continue  # a cycle with no rejection in it would loop forever: drop
+                target.enqueue(new)
+
+    def _with_death(self, q: Queue, msg: Message, reason: str, now: datetime.datetime) -> Message:
+        props = msg.props
+        headers = dict(props.headers or {})
+        routing_keys = [msg.routing_key]
+        for h in ("CC",):
+            vals = headers.get(h)
+            if isinstance(vals, list):
+                routing_keys.extend(v.decode() if isinstance(v, bytes) else str(v) for v in vals)
+        headers.pop("BCC", None)
+        deaths = headers.get("x-death")
+        deaths = list(deaths) if isinstance(deaths, list) else []
+        found = None
+        for i, d in enumerate(deaths):
+            if isinstance(d, dict) and d.get("queue") == q.name and d.get("reason") == reason:
+                found = i
+                break
+        if found is not None:
+            d = dict(deaths.pop(found))
+            d["count"] = int(d.get("count", 0)) + 1
+            d["time"] = now
+        else:
+            d = {"count": 1, "reason": reason, "queue": q.name, "time": now, "exchange": msg.exchange,
+                 "routing-keys": routing_keys}
+            if reason == "expired" and props.expiration is not None:
+                d["original-expiration"] = props.expiration
+        deaths.insert(0, d)
+        headers["x-death"] = deaths
+        if "x-first-death-reason" not in headers:
+            headers["x-first-death-reason"] = reason
+            headers["x-first-death-queue"] = q.name
+            headers["x-first-death-exchange"] = msg.exchange
+        headers["x-last-death-reason"] = reason
+        headers["x-last-death-queue"] = q.name
+        headers["x-last-death-exchange"] = msg.exchange
+        new_props = props.replace(headers=headers, expiration=None)
+        rk = q.args.dlrk if q.args.dlrk is not None else msg.routing_key
+        return msg.with_props(new_props, exchange=q.args.dlx, routing_key=rk)
+
+    # ---- direct reply-to -----------------------------------------------------------------------
+    def reply_queue_for(self, session: Session) -> Queue:
+        """The pseudo-queue behind ``amq.rabbitmq.reply-to`` for this session."""
+        token = session.reply_to_token
+        if token is None or token not in self.reply_queues:
+            token = session.reply_to_token = server_name("")
+            q = Queue(self, REPLY_TO, durable=False, exclusive_owner=session.connection, auto_delete=False,
+                      arguments={})
+            self.reply_queues[token] = q
+        return self.reply_queues[token]
+
+    def drop_reply_to(self, session: Session) -> None:
+        token = session.reply_to_token
+        if token is not None:
+            q = self.reply_queues.pop(token, None)
+            if q is not None:
+                q.deleted = True
+            session.reply_to_token = None

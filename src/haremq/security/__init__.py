@@ -1,0 +1,1 @@
+"""Front-door policies: users, passwords, permissions (and later TLS, rate limits, dedup)."""

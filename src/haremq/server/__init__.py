@@ -1,0 +1,1 @@
+"""asyncio listeners: owns sockets and tasks, adapts protocols to the core."""

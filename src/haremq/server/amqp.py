@@ -1,0 +1,569 @@
+"""AMQP listener: adapts the sans-IO ``AmqpConnection`` and the core ``Broker`` to asyncio.
+
+One ``asyncio.Protocol`` per socket (no per-connection task, no await per message). Each
+``data_received`` runs: decode -> core commands -> ``broker.flush()`` (dispatch) -> coalesced
+publisher confirms -> one ``writelines`` per connection that has output. Deliveries produced for
+other connections are buffered on them and written in the same pass (``Node.flush_output``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+from pamqp import decode
+
+from haremq import __version__
+from haremq.core.broker import REJECTED, UNROUTABLE
+from haremq.core.consumer import Session
+from haremq.core.message import Message
+from haremq.core.vhost import VHost
+from haremq.errors import (
+    AuthenticationFailed,
+    ConnectionForced,
+    HareError,
+    InternalError,
+    NotFound,
+    NotImplementedByBroker,
+    PreconditionFailed,
+)
+from haremq.protocol.amqp import codec
+from haremq.protocol.amqp import connection as ev
+from haremq.security.users import User
+
+if TYPE_CHECKING:
+    from haremq.server.node import Node
+
+log = logging.getLogger("haremq.amqp")
+
+CAPABILITIES = {
+    "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
+    "consumer_cancel_notify": True, "connection.blocked": True, "consumer_priorities": True,
+    "authentication_failure_close": True, "per_consumer_qos": True, "direct_reply_to": True,
+}
+
+
+def server_properties(cluster_name: str) -> dict[str, Any]:
+    return {
+        "product": "haremq", "version": __version__, "platform": "Python",
+        "copyright": "haremq authors", "information": "Licensed under the Apache License 2.0",
+        "cluster_name": cluster_name, "capabilities": CAPABILITIES,
+    }
+
+
+class Channel:
+    """One open AMQP channel: the core session plus AMQP-only state (confirms, tx, last queue)."""
+
+    __slots__ = ("confirm", "confirm_seq", "conn", "ctag_cache", "last_queue", "number", "outcomes",
+                 "session", "tx", "tx_acks", "tx_publishes")
+
+    def __init__(self, conn: AmqpServerProtocol, number: int) -> None:
+        self.conn = conn
+        self.number = number
+        assert conn.vhost is not None and conn.user is not None
+        self.session: Session = conn.node.broker.open_session(conn.vhost, conn.user, conn, self)
+        self.confirm = False
+        self.confirm_seq = 0
+        self.outcomes: list[tuple[int, bool]] = []  # (seq, ok) confirms not yet sent
+        self.tx = False
+        self.tx_publishes: list[ev.Publish] = []
+        self.tx_acks: list[ev.Settle] = []
+        self.last_queue = ""
+        self.ctag_cache: dict[str, bytes] = {}
+
+    # ---- DeliverySink ---------------------------------------------------------------------------
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
+        ctag = self.ctag_cache.get(consumer_tag)
+        if ctag is None:
+            ctag = self.ctag_cache[consumer_tag] = codec.sstr(consumer_tag)
+        conn = self.conn
+        out = conn.proto._out
+        out.append(codec.deliver_method(self.number, ctag, delivery_tag, redelivered, msg.exchange,
+                                        msg.routing_key))
+        out.extend(codec.content_frames(self.number, _props_raw(msg), msg.body, conn.proto.frame_max))
+        conn.node.want_flush(conn)
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        self.ctag_cache.pop(consumer_tag, None)
+        self.conn.proto.send_method(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
+                                                             nowait=True))
+        self.conn.node.want_flush(self.conn)
+
+    # ---- confirms -------------------------------------------------------------------------------
+    def flush_confirms(self) -> None:
+        """Coalesce this batch's confirms: one ``ack multiple`` for each run of successes."""
+        outcomes = self.outcomes
+        self.outcomes = []
+        out = self.conn.proto._out
+        run_end = 0
+        for seq, ok in outcomes:
+            if ok:
+                run_end = seq
+                continue
+            if run_end:
+                out.append(codec.confirm_frame(self.number, run_end, True))
+                run_end = 0
+            out.append(codec.confirm_frame(self.number, seq, False, nack=True))
+        if run_end:
+            out.append(codec.confirm_frame(self.number, run_end, True))
+
+
+def _props_raw(msg: Message) -> bytes:
+    raw = msg.encoded_props
+    if raw is None:
+        raw = msg.encoded_props = codec.encode_properties(msg.props)
+    return raw
+
+
+class AmqpServerProtocol(asyncio.Protocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        s = node.settings
+        self.proto = ev.AmqpConnection(
+            server_properties(node.cluster_name), channel_max=s.channel_max, frame_max=s.frame_max,
+            heartbeat=s.heartbeat, max_message_size=s.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.channels: dict[int, Channel] = {}
+        self.user: User | None = None
+        self.vhost: VHost | None = None
+        self.peer = ("?", 0)
+        self.loopback = False
+        self.closing = False
+        self.client_properties: dict[str, Any] = {}
+        self.last_recv = 0.0
+        self.last_send = 0.0
+        self._hb: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
+            C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
+            C.Basic.Get: self._get, C.Basic.Recover: self._recover, C.Basic.RecoverAsync: self._recover,
+            C.Exchange.Declare: self._exchange_declare, C.Exchange.Delete: self._exchange_delete,
+            C.Exchange.Bind: self._exchange_bind, C.Exchange.Unbind: self._exchange_bind,
+            C.Queue.Declare: self._queue_declare, C.Queue.Bind: self._queue_bind,
+            C.Queue.Unbind: self._queue_bind, C.Queue.Purge: self._queue_purge,
+            C.Queue.Delete: self._queue_delete, C.Confirm.Select: self._confirm_select,
+            C.Tx.Select: self._tx_select, C.Tx.Commit: self._tx_commit, C.Tx.Rollback: self._tx_rollback,
+            C.Channel.Flow: self._flow,
+        }
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.loopback = self.peer[0].startswith("127.") or self.peer[0] in ("::1", "::ffff:127.0.0.1")
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024)  # type: ignore[attr-defined]
+        self.node.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self.last_recv = self.last_send = loop.time()
+        # a client must finish the handshake in time (RabbitMQ: handshake_timeout 10 s)
+        self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        node = self.node
+        self.last_recv = node.loop_time()
+        try:
+            events = self.proto.receive_data(data)
+            for event in events:
+                self._handle(event)
+                if self.closing:
+                    break
+            node.broker.flush()
+            for ch in self.channels.values():
+                if ch.outcomes:
+                    ch.flush_confirms()
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on connection from %s", self.peer)
+            self._fail(InternalError("internal error"))
+        node.want_flush(self)
+        node.flush_output()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        for timer in (self._hb, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        for ch in list(self.channels.values()):
+            ch.session.close()
+        self.channels.clear()
+        self.node.connections.discard(self)
+        self.node.broker.connection_closed(self)
+        self.node.flush_output()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        for ch in self.channels.values():
+            ch.session.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for ch in self.channels.values():
+            ch.session.paused = False
+            self.node.broker.resume(ch.session)
+        self.node.broker.flush()
+        self.node.flush_output()
+
+    # ---- output ---------------------------------------------------------------------------------
+    def write_pending(self) -> None:
+        out = self.proto.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+            self.last_send = self.node.loop_time()
+            self.bytes_out += sum(map(len, out))
+        if self.proto.state == ev.State.CLOSED and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _fail(self, err: HareError) -> None:
+        """Close the connection with ``err`` (connection.close, then the socket after close-ok)."""
+        self.proto.close(err)
+        self.closing = True
+        for ch in list(self.channels.values()):
+            ch.session.close()
+        self.channels.clear()
+        # do not wait forever for close-ok
+        asyncio.get_running_loop().call_later(self.node.settings.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """Broker stopping: 320 CONNECTION_FORCED, as RabbitMQ."""
+        if self.proto.state in (ev.State.OPEN, ev.State.AWAIT_OPEN, ev.State.AWAIT_TUNE_OK):
+            self._fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
+            self.write_pending()
+        else:
+            self._abort()
+
+    # ---- heartbeats -----------------------------------------------------------------------------
+    def _start_heartbeats(self, interval: int) -> None:
+        if interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if self.closing or self.transport is None or self.transport.is_closing():
+                return
+            now = loop.time()
+            if now - self.last_recv > 2 * interval:
+                log.info("missed heartbeats from %s, closing", self.peer)
+                self._abort()
+                return
+            if now - self.last_send >= interval / 2:
+                self.proto.send_heartbeat()
+                self.write_pending()
+            self._hb = loop.call_later(interval / 2, tick)
+
+        self._hb = loop.call_later(interval / 2, tick)
+
+    def _handshake_expired(self) -> None:
+        if self.vhost is None:
+            log.info("handshake timeout from %s", self.peer)
+            self._abort()
+
+    # ---- events ---------------------------------------------------------------------------------
+    def _handle(self, event: ev.Event) -> None:
+        t = type(event)
+        if t is ev.Publish:
+            assert isinstance(event, ev.Publish)
+            ch = self.channels.get(event.channel)
+            if ch is not None:
+                self._guard(ch, 60, 40, self._publish, event)
+        elif t is ev.Settle:
+            assert isinstance(event, ev.Settle)
+            ch = self.channels.get(event.channel)
+            if ch is not None:
+                self._guard(ch, 60, event.method_id, self._settle, event)
+        elif t is ev.MethodReceived:
+            assert isinstance(event, ev.MethodReceived)
+            ch = self.channels.get(event.channel)
+            if ch is None:
+                return
+            m = event.method
+            handler = self._methods.get(type(m))
+            if handler is None:
+                self._guard(ch, m.index >> 16, m.index & 0xFFFF, self._unsupported, m)
+            else:
+                self._guard(ch, m.index >> 16, m.index & 0xFFFF, handler, m)
+        elif t is ev.ChannelOpened:
+            assert isinstance(event, ev.ChannelOpened)
+            self.channels[event.channel] = Channel(self, event.channel)
+        elif t is ev.ChannelClosed or t is ev.ChannelFailed:
+            assert isinstance(event, ev.ChannelClosed | ev.ChannelFailed)
+            ch = self.channels.pop(event.channel, None)
+            if ch is not None:
+                ch.session.close()
+        elif t is ev.StartOk:
+            assert isinstance(event, ev.StartOk)
+            self._authenticate(event)
+        elif t is ev.TuneOk:
+            assert isinstance(event, ev.TuneOk)
+            self._start_heartbeats(event.heartbeat)
+        elif t is ev.OpenVhost:
+            assert isinstance(event, ev.OpenVhost)
+            self._open_vhost(event.vhost)
+        elif t is ev.ConnectionClosed:
+            assert isinstance(event, ev.ConnectionClosed)
+            if event.error is not None:
+                log.info("closing connection from %s: %s", self.peer, event.error.reply_text)
+                self._fail(event.error)
+            self.closing = True
+        elif t is ev.BadHeader:
+            self.closing = True
+
+    def _guard(self, ch: Channel, class_id: int, method_id: int, fn: Callable[[Channel, Any], None],
+               arg: Any) -> None:
+        """Run a channel command; a peer error closes the channel or the connection with its code."""
+        try:
+            fn(ch, arg)
+        except HareError as err:
+            if not err.class_id:
+                err.class_id, err.method_id = class_id, method_id
+            if err.closes_connection:
+                self._fail(err)
+            else:
+                self.proto.close_channel(ch.number, err)
+                self.channels.pop(ch.number, None)
+                ch.session.close()
+
+    def _authenticate(self, e: ev.StartOk) -> None:
+        self.client_properties = e.client_properties
+        user = None
+        mech = e.mechanism
+        try:
+            if mech == "PLAIN":
+                parts = e.response.split(b"\x00")
+                if len(parts) == 3:
+                    user = self.node.broker.users.authenticate(parts[1].decode(), parts[2].decode(),
+                                                               loopback=self.loopback)
+            elif mech == "AMQPLAIN":
+                raw = e.response
+                _, table = decode.field_table(len(raw).to_bytes(4, "big") + raw)
+                login, password = table.get("LOGIN"), table.get("PASSWORD")
+                if isinstance(login, bytes):
+                    login = login.decode()
+                if isinstance(password, bytes):
+                    password = password.decode()
+                if isinstance(login, str) and isinstance(password, str):
+                    user = self.node.broker.users.authenticate(login, password, loopback=self.loopback)
+            else:
+                self._fail(AuthenticationFailed(f"unsupported authentication mechanism '{mech}'"))
+                return
+        except (UnicodeDecodeError, ValueError, IndexError, KeyError, TypeError):
+            user = None
+        if user is None:
+            self._fail(AuthenticationFailed(
+                f"Login was refused using authentication mechanism {mech}. For details see the broker logfile."))
+            return
+        self.user = user
+        self.proto.send_tune()
+
+    def _open_vhost(self, name: str) -> None:
+        assert self.user is not None
+        try:
+            self.vhost = self.node.broker.open_vhost(self.user, name)
+        except HareError as err:
+            err.class_id, err.method_id = 10, 40
+            self._fail(err)
+            return
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.proto.send_open_ok()
+
+    # ---- hot path -----------------------------------------------------------------------------------
+    def _publish(self, ch: Channel, e: ev.Publish) -> None:
+        if e.immediate:
+            raise NotImplementedByBroker("immediate=true")
+        if ch.tx:
+            ch.tx_publishes.append(e)
+            return
+        self._route(ch, e)
+
+    def _route(self, ch: Channel, e: ev.Publish) -> None:
+        msg = Message(e.exchange, e.routing_key, e.props, e.body, e.raw_props)
+        if ch.confirm:
+            ch.confirm_seq += 1
+            seq = ch.confirm_seq
+            try:
+                result = self.node.broker.publish(ch.session, e.exchange, msg)
+            except HareError:
+                raise
+            ch.outcomes.append((seq, result != REJECTED))
+        else:
+            result = self.node.broker.publish(ch.session, e.exchange, msg)
+        if result == UNROUTABLE and e.mandatory:
+            out = self.proto._out
+            out.append(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key))
+            out.extend(codec.content_frames(ch.number, e.raw_props, e.body, self.proto.frame_max))
+
+    def _settle(self, ch: Channel, e: ev.Settle) -> None:
+        if ch.tx:
+            ch.tx_acks.append(e)
+            return
+        self._apply_settle(ch, e)
+
+    @staticmethod
+    def _apply_settle(ch: Channel, e: ev.Settle) -> None:
+        s = ch.session
+        if e.method_id == 80:
+            s.ack(e.tag, bool(e.bits & 1))
+        elif e.method_id == 120:
+            s.nack(e.tag, bool(e.bits & 1), bool(e.bits & 2))
+        else:
+            s.nack(e.tag, False, bool(e.bits & 1))
+
+    # ---- basic ----------------------------------------------------------------------------------
+    def _qos(self, ch: Channel, m: Any) -> None:
+        if m.prefetch_size:
+            raise NotImplementedByBroker(f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            ch.session.global_prefetch = m.prefetch_count
+        else:
+            ch.session.prefetch = m.prefetch_count
+        self.node.broker.resume(ch.session)
+        self.proto.send_method(ch.number, codec.build(C.Basic.QosOk))
+
+    def _queue_name(self, ch: Channel, name: str) -> str:
+        if name:
+            return name
+        if not ch.last_queue:
+            raise NotFound("no previously declared queue")
+        return ch.last_queue
+
+    def _consume(self, ch: Channel, m: Any) -> None:
+        queue = self._queue_name(ch, m.queue)
+        c = self.node.broker.consume(ch.session, queue, m.consumer_tag, no_ack=m.no_ack, exclusive=m.exclusive,
+                                     arguments=dict(m.arguments or {}))
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Basic.ConsumeOk, consumer_tag=c.tag))
+
+    def _cancel(self, ch: Channel, m: Any) -> None:
+        self.node.broker.cancel(ch.session, m.consumer_tag)
+        ch.ctag_cache.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
+
+    def _get(self, ch: Channel, m: Any) -> None:
+        queue = self._queue_name(ch, m.queue)
+        got = self.node.broker.get(ch.session, queue, no_ack=m.no_ack)
+        if got is None:
+            self.proto.send_method(ch.number, codec.build(C.Basic.GetEmpty))
+            return
+        tag, entry, count = got
+        msg = entry.msg
+        out = self.proto._out
+        out.append(codec.get_ok_method(ch.number, tag, entry.delivery_count > 1, msg.exchange, msg.routing_key,
+                                       count))
+        out.extend(codec.content_frames(ch.number, _props_raw(msg), msg.body, self.proto.frame_max))
+
+    def _recover(self, ch: Channel, m: Any) -> None:
+        if not m.requeue:
+            raise NotImplementedByBroker("requeue=false")
+        ch.session.recover()
+        if isinstance(m, C.Basic.Recover):
+            self.proto.send_method(ch.number, codec.build(C.Basic.RecoverOk))
+
+    # ---- exchange / queue -------------------------------------------------------------------------
+    def _exchange_declare(self, ch: Channel, m: Any) -> None:
+        self.node.broker.exchange_declare(ch.session, m.exchange, m.exchange_type, passive=m.passive,
+                                          durable=m.durable, auto_delete=m.auto_delete, internal=m.internal,
+                                          arguments=dict(m.arguments or {}))
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Exchange.DeclareOk))
+
+    def _exchange_delete(self, ch: Channel, m: Any) -> None:
+        self.node.broker.exchange_delete(ch.session, m.exchange, if_unused=m.if_unused)
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Exchange.DeleteOk))
+
+    def _exchange_bind(self, ch: Channel, m: Any) -> None:
+        unbind = isinstance(m, C.Exchange.Unbind)
+        self.node.broker.exchange_bind(ch.session, m.destination, m.source, m.routing_key,
+                                       dict(m.arguments or {}), unbind=unbind)
+        if not m.nowait:
+            ok = C.Exchange.UnbindOk if unbind else C.Exchange.BindOk
+            self.proto.send_method(ch.number, codec.build(ok))
+
+    def _queue_declare(self, ch: Channel, m: Any) -> None:
+        q = self.node.broker.queue_declare(ch.session, m.queue, passive=m.passive, durable=m.durable,
+                                           exclusive=m.exclusive, auto_delete=m.auto_delete,
+                                           arguments=dict(m.arguments or {}))
+        ch.last_queue = q.name
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(
+                C.Queue.DeclareOk, queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count))
+
+    def _queue_bind(self, ch: Channel, m: Any) -> None:
+        unbind = isinstance(m, C.Queue.Unbind)
+        queue = self._queue_name(ch, m.queue)
+        self.node.broker.queue_bind(ch.session, queue, m.exchange, m.routing_key, dict(m.arguments or {}),
+                                    unbind=unbind)
+        if unbind:
+            self.proto.send_method(ch.number, codec.build(C.Queue.UnbindOk))
+        elif not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Queue.BindOk))
+
+    def _queue_purge(self, ch: Channel, m: Any) -> None:
+        n = self.node.broker.queue_purge(ch.session, self._queue_name(ch, m.queue))
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Queue.PurgeOk, message_count=n))
+
+    def _queue_delete(self, ch: Channel, m: Any) -> None:
+        n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue), if_unused=m.if_unused,
+                                          if_empty=m.if_empty)
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
+
+    # ---- confirm / tx / flow ---------------------------------------------------------------------
+    def _confirm_select(self, ch: Channel, m: Any) -> None:
+        if ch.tx:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        ch.confirm = True
+        if not m.nowait:
+            self.proto.send_method(ch.number, codec.build(C.Confirm.SelectOk))
+
+    def _tx_select(self, ch: Channel, m: Any) -> None:
+        if ch.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        ch.tx = True
+        self.proto.send_method(ch.number, codec.build(C.Tx.SelectOk))
+
+    def _tx_commit(self, ch: Channel, m: Any) -> None:
+        if not ch.tx:
+            raise PreconditionFailed("channel is not transactional")
+        publishes, acks = ch.tx_publishes, ch.tx_acks
+        ch.tx_publishes, ch.tx_acks = [], []
+        for p in publishes:
+            self._route(ch, p)
+        for a in acks:
+            self._apply_settle(ch, a)
+        self.proto.send_method(ch.number, codec.build(C.Tx.CommitOk))
+
+    def _tx_rollback(self, ch: Channel, m: Any) -> None:
+        if not ch.tx:
+            raise PreconditionFailed("channel is not transactional")
+        ch.tx_publishes.clear()
+        ch.tx_acks.clear()
+        self.proto.send_method(ch.number, codec.build(C.Tx.RollbackOk))
+
+    def _flow(self, ch: Channel, m: Any) -> None:
+        ch.session.flow = bool(m.active)
+        if m.active:
+            self.node.broker.resume(ch.session)
+        self.proto.send_method(ch.number, codec.build(C.Channel.FlowOk, active=m.active))
+
+    def _unsupported(self, ch: Channel, m: Any) -> None:
+        raise NotImplementedByBroker(f"method {m.name} is not supported from a client")

@@ -1,0 +1,1 @@
+"""Persistence: the queue store (message log) and the metadata store (definitions)."""

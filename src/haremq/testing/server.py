@@ -1,0 +1,94 @@
+"""An in-process broker on an ephemeral port, for our tests and for users' own.
+
+``running_broker()`` is an async context manager for code already inside an event loop;
+``BrokerThread`` runs one on a private loop in a background thread so synchronous clients
+(pika's BlockingConnection, kombu, Celery) can talk to it from the test's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+from haremq.config import Settings
+from haremq.server.node import Node
+
+
+def _settings(**overrides: Any) -> Settings:
+    base = Settings(amqp_port=0, data_dir=tempfile.mkdtemp(prefix="haremq-test-"))
+    return dataclasses.replace(base, **overrides).validate()
+
+
+@asynccontextmanager
+async def running_broker(**overrides: Any) -> AsyncIterator[Node]:
+    """Start a broker node on 127.0.0.1 and a free port; stop it on exit."""
+    node = Node(_settings(**overrides))
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+class BrokerThread:
+    """A broker on its own event loop in a daemon thread. Use as a context manager."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.settings = _settings(**overrides)
+        self.node: Node | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.node is not None
+        return self.node.amqp_port
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.node = Node(self.settings)
+            self._stop = asyncio.Event()
+            self.loop = asyncio.get_running_loop()
+            try:
+                await self.node.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                return
+            self._ready.set()
+            await self._stop.wait()
+            await self.node.stop()
+
+        asyncio.run(main())
+
+    def start(self) -> BrokerThread:
+        self._thread = threading.Thread(target=self._run, name="haremq-broker", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    def __enter__(self) -> BrokerThread:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -188,13 +188,16 @@ class Queue:
             if args.overflow == "reject-publish-dlx":
                 self.vhost.dead_letter(self, [msg], "maxlen")
             return False
+        if ttl == 0:
+            # RabbitMQ: a zero TTL means "deliver now or expire"; delivered in this very flush
+            if not self._consumer_available():
+                self.published += 1
+                self.vhost.dead_letter(self, [msg], "expired", original_expiration=msg.props.expiration)
+                return True
+            ttl = None
         e = Entry(msg, self.next_seq, None if ttl is None else now + ttl / 1000, prio)
         self.next_seq += 1
         self.published += 1
-        if ttl == 0 and not self._consumer_available():
-            # RabbitMQ: a zero TTL means "deliver now or expire"
-            self.vhost.dead_letter(self, [msg], "expired", original_expiration=msg.props.expiration)
-            return True
         if self.durable and msg.props.delivery_mode == 2:
             self.vhost.broker.store.publish(self, e)
         self.ready.append(e)

@@ -286,7 +286,7 @@ class AmqpConnection:
                 if ftype == codec.FRAME_METHOD:
                     if channel:
                         ch = self.channels.get(channel)
-                        if ch is not None and ch.pending is None and not ch.closing:
+                        if ch is not None and ch.pending is None and not ch.closing and size >= 4:
                             tag4 = buf[start:start + 4]
                             if tag4 == _PUBLISH_ID:
                                 ch.pending = codec.decode_publish(buf[start:end])

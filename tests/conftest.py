@@ -34,7 +34,7 @@ def start_broker(*extra: str, data_dir: str | None = None) -> BrokerProcess:
     log = open(os.path.join(data_dir, "broker.log"), "w")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--data-dir", data_dir,
-         "--log-level", "warning", *extra],
+         "--log-level", "warning", "--stomp-port", "0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None

@@ -19,6 +19,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--amqp-port", help="AMQP port (default 5672; 0 = any free port)")
+    p.add_argument("--stomp-port", help="STOMP port (default 61613; 0 = any free port)")
+    p.add_argument("--no-stomp", action="store_const", const=False, dest="stomp_enabled",
+                   help="do not start the STOMP listener")
     p.add_argument("--data-dir", help="data directory (default ./haremq-data)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--heartbeat", help="heartbeat interval offered to clients, seconds (default 60)")
@@ -29,7 +32,8 @@ async def _serve(settings: Settings) -> None:
 
     node = Node(settings)
     await node.start()
-    print(f"haremq {__version__} ready: amqp://{settings.bind}:{node.amqp_port}", flush=True)
+    stomp = f" stomp://{settings.bind}:{node.stomp_port}" if node.stomp_port is not None else ""
+    print(f"haremq {__version__} ready: amqp://{settings.bind}:{node.amqp_port}{stomp}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = load(args.config, overrides={
                 "bind": args.bind, "amqp_port": args.amqp_port, "data_dir": args.data_dir,
                 "log_level": args.log_level, "heartbeat": args.heartbeat,
+                "stomp_port": args.stomp_port, "stomp_enabled": args.stomp_enabled,
             })
         except ConfigError as exc:
             print(f"haremq: invalid setting: {exc}", file=sys.stderr)

@@ -23,6 +23,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 class Settings:
     bind: str = "127.0.0.1"
     amqp_port: int = 5672
+    stomp_enabled: bool = True
+    stomp_port: int = 61613  # 0 = any free port
+    stomp_max_header_size: int = 65536  # command + headers of one STOMP frame, bytes
     data_dir: str = "haremq-data"
     log_level: str = "info"
     heartbeat: int = 60
@@ -42,6 +45,9 @@ class Settings:
             if self.bind not in ("localhost", "") and not self.bind.replace("-", "").replace(".", "").isalnum():
                 raise ConfigError(f"bind: {self.bind!r} is not an IP address or host name") from None
         _port("amqp_port", self.amqp_port)
+        _port("stomp_port", self.stomp_port)
+        if not 256 <= self.stomp_max_header_size <= 16 * 1024 * 1024:
+            raise ConfigError(f"stomp_max_header_size: {self.stomp_max_header_size} is not between 256 and 16777216")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.heartbeat <= 65535:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from haremq.config import Settings
 from haremq.core.broker import Broker
@@ -17,8 +17,15 @@ from haremq.security.users import UserStore
 
 if TYPE_CHECKING:
     from haremq.server.amqp import AmqpServerProtocol
+    from haremq.server.stomp import StompServerProtocol
 
 log = logging.getLogger("haremq")
+
+
+class Writer(Protocol):
+    """A connection with buffered output (AMQP, STOMP): ``flush_output`` writes it once per pass."""
+
+    def write_pending(self) -> None: ...
 
 
 class Node:
@@ -32,12 +39,14 @@ class Node:
         self.broker = broker
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
-        self._pending: dict[AmqpServerProtocol, None] = {}
+        self.stomp_connections: set[StompServerProtocol] = set()
+        self._pending: dict[Writer, None] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.amqp_port = 0
+        self.stomp_port: int | None = None  # None while STOMP is off
         self.stopped = asyncio.Event()
 
     def loop_time(self) -> float:
@@ -45,7 +54,7 @@ class Node:
         return self._loop.time()
 
     # ---- output -----------------------------------------------------------------------------------
-    def want_flush(self, conn: AmqpServerProtocol) -> None:
+    def want_flush(self, conn: Writer) -> None:
         self._pending[conn] = None
 
     def flush_output(self) -> None:
@@ -93,12 +102,23 @@ class Node:
         self._servers.append(server)
         self.amqp_port = server.sockets[0].getsockname()[1]
         log.info("AMQP listening on %s:%d", s.bind, self.amqp_port)
+        if s.stomp_enabled:
+            from haremq.server.stomp import StompServerProtocol
+
+            stomp = await self._loop.create_server(
+                lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
+                family=socket.AF_UNSPEC, backlog=1024)
+            self._servers.append(stomp)
+            self.stomp_port = stomp.sockets[0].getsockname()[1]
+            log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
 
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
             conn.shutdown()
+        for stomp_conn in list(self.stomp_connections):
+            stomp_conn.shutdown()
         # give clients a moment to answer close-ok, then drop what is left
         for _ in range(20):
             if not self.connections:
@@ -106,6 +126,8 @@ class Node:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn._abort()
+        for stomp_conn in list(self.stomp_connections):
+            stomp_conn._abort()
         for server in self._servers:
             await server.wait_closed()
         if self._timer is not None:

@@ -1,0 +1,505 @@
+"""STOMP listener: adapts the sans-IO ``StompConnection`` and the core ``Broker`` to asyncio.
+
+One ``asyncio.Protocol`` per socket, as the AMQP listener: ``data_received`` runs decode -> core
+commands -> ``broker.flush()`` -> one ``writelines`` per connection with output.
+
+Each SUBSCRIBE gets its own core ``Session``: its delivery tags are the subscription's ack ids
+(``T_<subscription>@@<tag>``), its prefetch is the ``prefetch-count`` header, ``client`` mode
+ACKs are cumulative over exactly that tag space, and UNSUBSCRIBE requeues what it still holds by
+closing it. SENDs go through one more session per connection. Every session names this
+connection as its owner, so exclusive (private) queues die with it.
+
+An ERROR frame always ends the connection (the spec says the server MUST close after it); we write
+the frame, then close the socket once it is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from haremq import __version__
+from haremq.core.consumer import Session
+from haremq.core.message import Message
+from haremq.core.queue import Entry, Queue
+from haremq.core.vhost import VHost
+from haremq.errors import (
+    AuthenticationFailed,
+    ConnectionForced,
+    HareError,
+    InternalError,
+    NotFound,
+    PreconditionFailed,
+    SyntaxError_,
+)
+from haremq.protocol.stomp import mapping as M
+from haremq.protocol.stomp import session as S
+from haremq.protocol.stomp.frames import V12, Frame
+from haremq.security.users import User
+
+if TYPE_CHECKING:
+    from haremq.core.consumer import Consumer
+    from haremq.server.node import Node
+
+log = logging.getLogger("haremq.stomp")
+
+ACK_MODES = ("auto", "client", "client-individual")
+# SUBSCRIBE headers that become queue arguments when we declare the queue
+QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "x-expires": int,
+              "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
+              "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
+_MAX_GONE = 1024
+
+
+def _flag(h: dict[str, str], name: str, default: bool = False) -> bool:
+    v = h.get(name)
+    return default if v is None else v.lower() == "true"
+
+
+def _queue_args(h: dict[str, str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for name, typ in QUEUE_ARGS.items():
+        v = h.get(name)
+        if v is None:
+            continue
+        if typ is int:
+            if not (v.strip().isdigit() and v.isascii()):
+                raise SyntaxError_(f"header '{name}' must be a non-negative integer, got '{v[:40]}'")
+            args[name] = int(v)
+        elif typ is bool:
+            args[name] = v.lower() == "true"
+        else:
+            args[name] = v
+    return args
+
+
+class Subscription:
+    """One SUBSCRIBE: a core session with one consumer. Implements ``DeliverySink``."""
+
+    __slots__ = ("ack", "conn", "count", "delete_on_unsubscribe", "destination", "id", "prefix", "queue",
+                 "session", "tag")
+
+    def __init__(self, conn: StompServerProtocol, sub_id: str, destination: str, ack: str) -> None:
+        self.conn = conn
+        self.id = sub_id
+        self.destination = destination
+        self.ack = ack
+        self.prefix = f"T_{sub_id}@@"
+        self.count = 1  # delivery count of the entry being delivered (set by SubscriptionSession)
+        self.queue = ""
+        self.tag = "T_" + sub_id
+        self.delete_on_unsubscribe = False
+        assert conn.vhost is not None and conn.user is not None
+        self.session: Session = SubscriptionSession(conn.vhost, conn.user, conn, self)
+
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
+        conn = self.conn
+        ack_id = self.prefix + str(delivery_tag)
+        headers = [("subscription", self.id), ("destination", M.destination_of(msg)), ("message-id", ack_id),
+                   ("redelivered", "true" if redelivered else "false"),
+                   ("x-delivery-count", str(self.count - 1))]
+        if self.ack != "auto" and conn.proto.version == V12:
+            headers.append(("ack", ack_id))
+        headers.extend(M.property_headers(msg.props))
+        conn.proto.send_message(headers, msg.body)
+        conn.node.want_flush(conn)
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        """The queue was deleted under us: tell the client and end the connection (spec: ERROR closes)."""
+        self.conn.fail(NotFound(f"subscription '{self.id}' cancelled: queue '{self.queue}' was deleted"))
+        self.conn.node.want_flush(self.conn)
+
+
+class SubscriptionSession(Session):
+    """A core session that tells its subscription each entry's delivery count (``x-delivery-count``)."""
+
+    def __init__(self, vhost: VHost, user: User, connection: object, sub: Subscription) -> None:
+        super().__init__(vhost, user, connection, sub)
+        self.subscription = sub
+
+    def deliver(self, c: Consumer, queue: Queue, e: Entry) -> None:
+        self.subscription.count = e.delivery_count
+        super().deliver(c, queue, e)
+
+
+class _NoDeliveries:
+    """Sink of the publishing session: it never consumes."""
+
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
+        raise AssertionError("publishing session has no consumers")
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        return None
+
+
+class StompServerProtocol(asyncio.Protocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        s = node.settings
+        self.proto = S.StompConnection(max_header_size=s.stomp_max_header_size, max_body=s.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.user: User | None = None
+        self.vhost: VHost | None = None
+        self.pub: Session | None = None
+        self.subs: dict[str, Subscription] = {}
+        self._gone: set[str] = set()  # recently unsubscribed ids: late ACKs for them are ignored
+        self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
+        self.peer = ("?", 0)
+        self.loopback = False
+        self.closing = False
+        self.paused = False
+        self.last_recv = 0.0
+        self.last_send = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._hb: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.loopback = self.peer[0].startswith("127.") or self.peer[0] in ("::1", "::ffff:127.0.0.1")
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024)  # type: ignore[attr-defined]
+        self.node.stomp_connections.add(self)
+        loop = asyncio.get_running_loop()
+        self.last_recv = self.last_send = loop.time()
+        self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        node = self.node
+        self.last_recv = node.loop_time()
+        if self.closing:
+            return
+        try:
+            for event in self.proto.receive_data(data):
+                self._handle(event)
+                if self.closing:
+                    break
+            node.broker.flush()
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on STOMP connection from %s", self.peer)
+            self.fail(InternalError("internal error"))
+        node.want_flush(self)
+        node.flush_output()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        for timer in (self._hb, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._end_sessions()
+        self.node.stomp_connections.discard(self)
+        self.node.broker.connection_closed(self)
+        self.node.flush_output()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        for sub in self.subs.values():
+            sub.session.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        broker = self.node.broker
+        for sub in self.subs.values():
+            sub.session.paused = False
+            broker.resume(sub.session)
+        broker.flush()
+        self.node.flush_output()
+
+    # ---- output ---------------------------------------------------------------------------------
+    def write_pending(self) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            self.proto.data_to_send()
+            return
+        out = self.proto.data_to_send()
+        if out:
+            t.writelines(out)
+            self.last_send = self.node.loop_time()
+            self.bytes_out += sum(map(len, out))
+        if self.closing:
+            t.close()  # after the ERROR / last RECEIPT is written
+
+    def fail(self, err: HareError, receipt: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Send an ERROR frame and close the connection once it is written."""
+        if self.closing:
+            return
+        log.info("STOMP connection from %s: %s (%s)", self.peer, err.stomp_message, err.text)
+        self.proto.send_error(err, receipt, headers)
+        self.closing = True
+        self._end_sessions()
+
+    def _end_sessions(self) -> None:
+        for sub in self.subs.values():
+            sub.session.close()
+        self.subs.clear()
+        if self.pub is not None:
+            self.pub.close()
+
+    def _abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """Broker stopping: an ERROR frame, then close."""
+        if self.vhost is not None and not self.closing:
+            self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
+            self.write_pending()
+        else:
+            self._abort()
+
+    # ---- heart-beats ----------------------------------------------------------------------------
+    def _start_heartbeats(self) -> None:
+        send_s, recv_s = self.proto.send_ms / 1000, self.proto.recv_ms / 1000
+        periods = [p for p in (send_s / 2, recv_s / 2) if p > 0]
+        if not periods:
+            return
+        period = max(0.01, min(periods))
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if self.closing or self.transport is None or self.transport.is_closing():
+                return
+            now = loop.time()
+            # the client may be late by a full period (network, GC) before we give up on it
+            if recv_s and now - self.last_recv > 2 * recv_s:
+                log.info("STOMP client %s sent no heart-beat for %.1f s, closing", self.peer, now - self.last_recv)
+                self._abort()
+                return
+            if send_s and now - self.last_send >= send_s / 2:
+                self.proto.send_heartbeat()
+                self.write_pending()
+            self._hb = loop.call_later(period, tick)
+
+        self._hb = loop.call_later(period, tick)
+
+    def _handshake_expired(self) -> None:
+        if self.vhost is None:
+            log.info("STOMP handshake timeout from %s", self.peer)
+            self._abort()
+
+    # ---- events ---------------------------------------------------------------------------------
+    def _handle(self, event: S.Event) -> None:
+        t = type(event)
+        if t is S.Received:
+            assert isinstance(event, S.Received)
+            self._guard(event.frame, self._apply, event)
+        elif t is S.Held:
+            assert isinstance(event, S.Held)
+            self.proto.send_receipt(event.frame)
+        elif t is S.Commit:
+            assert isinstance(event, S.Commit)
+            self._guard(event.frame, self._commit, event)
+        elif t is S.Connect:
+            assert isinstance(event, S.Connect)
+            self._guard(event.frame, self._connect, event)
+        elif t is S.Disconnect:
+            assert isinstance(event, S.Disconnect)
+            self.proto.send_receipt(event.frame)
+            self.closing = True
+            self._end_sessions()
+        elif t is S.Failed:
+            assert isinstance(event, S.Failed)
+            self.fail(event.error, event.receipt, event.headers)
+
+    def _guard(self, frame: Frame, fn: Any, arg: Any) -> None:
+        try:
+            fn(arg)
+        except HareError as err:
+            self.fail(err, frame.headers.get("receipt"))
+            return
+        self.proto.send_receipt(frame)
+
+    def _commit(self, e: S.Commit) -> None:
+        for r in e.frames:
+            self._apply(r)
+
+    def _apply(self, e: S.Received) -> None:
+        a = e.action
+        if a is S.Action.SEND:
+            self._send(e.frame)
+        elif a is S.Action.ACK or a is S.Action.NACK:
+            self._settle(e.frame, a is S.Action.NACK)
+        elif a is S.Action.SUBSCRIBE:
+            self._subscribe(e.frame)
+        elif a is S.Action.UNSUBSCRIBE:
+            self._unsubscribe(e.frame)
+
+    # ---- CONNECT ------------------------------------------------------------------------------------
+    def _connect(self, e: S.Connect) -> None:
+        s = self.node.settings
+        broker = self.node.broker
+        login = e.login if e.login is not None else s.default_user
+        passcode = e.passcode if e.login is not None else s.default_pass
+        user = broker.users.authenticate(login, passcode or "", loopback=self.loopback)
+        if user is None:
+            raise AuthenticationFailed(f"login was refused for user '{login}'")
+        # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
+        # it mandatory), which means "the default vhost"
+        vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
+        self.vhost = broker.open_vhost(user, vhost_name)
+        self.user = user
+        self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
+        self.proto.send_connected(session_id, f"haremq/{__version__}")
+        self._start_heartbeats()
+
+    # ---- SEND ---------------------------------------------------------------------------------------
+    def _send(self, frame: Frame) -> None:
+        h = frame.headers
+        dest = M.parse_destination(h["destination"])
+        props = M.properties_from_headers(h)
+        reply_to = props.reply_to
+        if reply_to is not None and reply_to.startswith("/temp-queue/"):
+            temp = M.parse_destination(reply_to)
+            props = props.replace(reply_to="/reply-queue/" + self._temp_queue(temp.name))
+        exchange, key = self._target(dest, h)
+        msg = Message(exchange, key, props, frame.body)
+        pub = self.pub
+        assert pub is not None
+        self.node.broker.publish(pub, exchange, msg)  # unroutable messages are dropped, as RabbitMQ
+
+    def _target(self, dest: M.Destination, h: dict[str, str]) -> tuple[str, str]:
+        """(exchange, routing key) for a SEND, declaring the queue a /queue/ destination implies."""
+        kind = dest.kind
+        if kind == M.QUEUE:
+            self._ensure_queue(dest.name, h)
+            return "", dest.name
+        if kind == M.TOPIC or kind == M.EXCHANGE:
+            return dest.name, dest.key
+        if kind == M.AMQ_QUEUE or kind == M.REPLY_QUEUE:
+            assert self.vhost is not None
+            if dest.name not in self.vhost.queues:
+                raise NotFound(f"no queue '{dest.name}' in vhost '{self.vhost.name}'")
+            return "", dest.name
+        return "", self._temp_queue(dest.name)
+
+    def _ensure_queue(self, name: str, h: dict[str, str]) -> None:
+        assert self.vhost is not None and self.pub is not None
+        if name not in self.vhost.queues:
+            self.node.broker.queue_declare(self.pub, name, durable=_flag(h, "durable", True),
+                                           auto_delete=_flag(h, "auto-delete"), exclusive=_flag(h, "exclusive"),
+                                           arguments=_queue_args(h))
+
+    def _temp_queue(self, name: str) -> str:
+        """The private queue behind ``/temp-queue/<name>``, created (and subscribed) on first use."""
+        qname = self.temp_queues.get(name)
+        if qname is not None:
+            return qname
+        assert self.pub is not None
+        q = self.node.broker.queue_declare(self.pub, "", exclusive=True, auto_delete=True)
+        sub_id = "/temp-queue/" + name
+        sub = Subscription(self, sub_id, sub_id, "auto")
+        sub.queue = q.name
+        self.node.broker.consume(sub.session, q.name, sub.tag, no_ack=True)
+        self.subs[sub_id] = sub
+        self.temp_queues[name] = q.name
+        return q.name
+
+    # ---- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------------
+    def _subscribe(self, frame: Frame) -> None:
+        h = frame.headers
+        broker = self.node.broker
+        destination = h["destination"]
+        sub_id = h.get("id", destination)
+        if sub_id in self.subs:
+            raise PreconditionFailed(f"subscription id '{sub_id}' is already in use on this connection")
+        ack = h.get("ack", "auto")
+        if ack not in ACK_MODES:
+            raise SyntaxError_(f"ack mode '{ack[:40]}' is not one of {', '.join(ACK_MODES)}")
+        prefetch = h.get("prefetch-count", "0").strip()
+        if not (prefetch.isdigit() and prefetch.isascii()):
+            raise SyntaxError_(f"prefetch-count must be a non-negative integer, got '{prefetch[:40]}'")
+        dest = M.parse_destination(destination)
+        sub = Subscription(self, sub_id, destination, ack)
+        sub.session.prefetch = int(prefetch)
+        try:
+            sub.queue = self._subscription_queue(sub, dest, h)
+            broker.consume(sub.session, sub.queue, sub.tag, no_ack=ack == "auto")
+        except HareError:
+            sub.session.close()
+            raise
+        self.subs[sub_id] = sub
+        self._gone.discard(sub_id)
+
+    def _subscription_queue(self, sub: Subscription, dest: M.Destination, h: dict[str, str]) -> str:
+        broker = self.node.broker
+        s = sub.session
+        kind = dest.kind
+        if kind == M.QUEUE:
+            self._ensure_queue(dest.name, h)
+            return dest.name
+        if kind == M.AMQ_QUEUE:
+            return dest.name
+        if kind == M.TOPIC or kind == M.EXCHANGE:
+            assert self.vhost is not None
+            self.vhost.exchange(dest.name)  # NotFound before we declare anything
+            durable = _flag(h, "durable") or _flag(h, "persistent")
+            if durable:
+                if "id" not in h:
+                    raise SyntaxError_("a durable subscription needs an 'id' header")
+                name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
+                    hashlib.md5(h["id"].encode()).digest()).rstrip(b"=").decode()
+                q = broker.queue_declare(s, name, durable=True, auto_delete=_flag(h, "auto-delete"),
+                                         arguments=_queue_args(h))
+                sub.delete_on_unsubscribe = True
+            else:
+                name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
+                    os.urandom(16)).rstrip(b"=").decode()
+                q = broker.queue_declare(s, name, exclusive=True, auto_delete=True, arguments=_queue_args(h))
+            broker.queue_bind(s, q.name, dest.name, dest.key)
+            return q.name
+        raise SyntaxError_(f"cannot SUBSCRIBE to '{h['destination'][:200]}': "
+                           f"{kind} destinations are only for SEND and reply-to")
+
+    def _unsubscribe(self, frame: Frame) -> None:
+        h = frame.headers
+        sub_id = h.get("id") or h.get("destination", "")
+        sub = self.subs.pop(sub_id, None)
+        if sub is None:
+            raise NotFound(f"no subscription '{sub_id}' on this connection")
+        sub.session.close()
+        if len(self._gone) >= _MAX_GONE:
+            self._gone.clear()
+        self._gone.add(sub_id)
+        # a durable topic subscription ends for good when UNSUBSCRIBE says durable (RabbitMQ)
+        if sub.delete_on_unsubscribe and (_flag(h, "durable") or _flag(h, "persistent")):
+            self.node.broker.queue_delete(sub.session, sub.queue)
+
+    # ---- ACK / NACK -----------------------------------------------------------------------------------
+    def _settle(self, frame: Frame, nack: bool) -> None:
+        h = frame.headers
+        ack_id = h.get("id") if self.proto.version == V12 else h.get("message-id")
+        assert ack_id is not None  # required headers are checked by the session
+        sub_id, sep, tag_s = ack_id.rpartition("@@")
+        if not sep or not sub_id.startswith("T_") or not tag_s.isdigit():
+            raise PreconditionFailed(f"'{ack_id[:200]}' is not a message id of this broker")
+        sub_id = sub_id[2:]
+        sub = self.subs.get(sub_id)
+        if sub is None:
+            if sub_id in self._gone:
+                return  # unsubscribed: its deliveries were already requeued
+            raise PreconditionFailed(f"no subscription '{sub_id}' on this connection")
+        if sub.ack == "auto":
+            return  # nothing to settle: auto mode acknowledged on delivery
+        tag = int(tag_s)
+        multiple = sub.ack == "client"
+        if nack:
+            sub.session.nack(tag, multiple, requeue=_flag(h, "requeue", True))
+        else:
+            sub.session.ack(tag, multiple)

@@ -1,0 +1,525 @@
+"""stomp-py against a real broker process: every version, ack mode, receipts, transactions,
+heart-beats, durable subscriptions, cross-protocol with pika, and bad input."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+import stomp
+from stomp_helpers import (
+    Collector,
+    RawStomp,
+    StompBroker,
+    connect,
+    start_stomp_broker,
+    stop_stomp_broker,
+)
+
+VERSIONS = ["1.0", "1.1", "1.2"]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[StompBroker]:
+    b = start_stomp_broker()
+    yield b
+    assert stop_stomp_broker(b) == 0, b.log()
+
+
+def qname() -> str:
+    return "q-" + uuid.uuid4().hex[:10]
+
+
+def ack(conn: stomp.Connection, version: str, frame: Any, **kw: Any) -> None:
+    if version == "1.2":
+        conn.ack(frame.headers["ack"], **kw)
+    elif version == "1.1":
+        conn.ack(frame.headers["message-id"], frame.headers["subscription"], **kw)
+    else:
+        conn.ack(frame.headers["message-id"], **kw)
+
+
+def nack(conn: stomp.Connection, version: str, frame: Any, **kw: Any) -> None:
+    if version == "1.2":
+        conn.nack(frame.headers["ack"], **kw)
+    else:
+        conn.nack(frame.headers["message-id"], frame.headers["subscription"], **kw)
+
+
+
+
+def collect(ls: Collector, n: int, timeout: float = 5.0) -> list[Any]:
+    return [ls.message(timeout) for _ in range(n)]
+
+
+# ---- basics in every version ------------------------------------------------------------------------
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("mode", ["auto", "client", "client-individual"])
+def test_send_subscribe_ack(broker: StompBroker, version: str, mode: str) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port, version)
+    c.subscribe(f"/queue/{q}", id="s1", ack=mode, receipt="sub")
+    assert ls.receipt() == "sub"
+    for i in range(3):
+        c.send(f"/queue/{q}", f"m{i}", headers={"x-n": str(i)})
+    msgs = collect(ls, 3)
+    assert [m.body for m in msgs] == ["m0", "m1", "m2"]
+    for i, m in enumerate(msgs):
+        assert m.headers["destination"] == f"/queue/{q}"
+        assert m.headers["subscription"] == "s1"
+        assert m.headers["redelivered"] == "false"
+        assert m.headers["x-delivery-count"] == "0"
+        assert m.headers["x-n"] == str(i)
+        assert ("ack" in m.headers) == (version == "1.2" and mode != "auto")
+    if mode == "client":
+        ack(c, version, msgs[-1], receipt="a")  # cumulative: acks all three
+        assert ls.receipt() == "a"
+    elif mode == "client-individual":
+        for m in msgs:
+            ack(c, version, m)
+    c.disconnect(receipt="bye")
+    # nothing comes back: everything was settled
+    c2, l2 = connect(broker.stomp_port, version)
+    c2.subscribe(f"/queue/{q}", id="s2", ack="auto")
+    assert l2.no_message(0.4)
+    c2.disconnect()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unacked_messages_are_redelivered(broker: StompBroker, version: str) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port, version)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client-individual")
+    for i in range(3):
+        c.send(f"/queue/{q}", f"m{i}")
+    msgs = collect(ls, 3)
+    ack(c, version, msgs[0])
+    ack(c, version, msgs[2], receipt="r")
+    assert ls.receipt() == "r"
+    c.disconnect()
+    c2, l2 = connect(broker.stomp_port, version)
+    c2.subscribe(f"/queue/{q}", id="s1", ack="client")
+    m = l2.message()
+    assert m.body == "m1"
+    assert m.headers["redelivered"] == "true"
+    assert m.headers["x-delivery-count"] == "1"
+    ack(c2, version, m)
+    c2.disconnect()
+
+
+def test_client_mode_ack_is_cumulative_per_subscription(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client")
+    for i in range(4):
+        c.send(f"/queue/{q}", f"m{i}")
+    msgs = collect(ls, 4)
+    c.ack(msgs[1].headers["ack"], receipt="r")  # settles m0 and m1
+    assert ls.receipt() == "r"
+    c.disconnect()
+    c2, l2 = connect(broker.stomp_port)
+    c2.subscribe(f"/queue/{q}", id="s1", ack="auto")
+    assert [m.body for m in collect(l2, 2)] == ["m2", "m3"]
+    assert l2.no_message(0.3)
+    c2.disconnect()
+
+
+def test_prefetch_count(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client-individual", headers={"prefetch-count": "2"})
+    for i in range(5):
+        c.send(f"/queue/{q}", f"m{i}")
+    msgs = collect(ls, 2)
+    assert ls.no_message(0.3)
+    c.ack(msgs[0].headers["ack"])
+    assert ls.message().body == "m2"
+    c.disconnect()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_nack_requeues_and_requeue_false_dead_letters(broker: StompBroker, version: str) -> None:
+    q, dlq = qname(), qname()
+    c, ls = connect(broker.stomp_port, version)
+    c.subscribe(f"/queue/{dlq}", id="dead", ack="auto")
+    c.subscribe(f"/queue/{q}", id="s1", ack="client-individual",
+                headers={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    c.send(f"/queue/{q}", "hello")
+    m = ls.message()
+    nack(c, version, m)
+    again = ls.message()
+    assert again.body == "hello" and again.headers["redelivered"] == "true"
+    assert again.headers["x-delivery-count"] == "1"
+    nack(c, version, again, requeue="false")
+    dead = ls.message()
+    assert dead.body == "hello" and dead.headers["subscription"] == "dead"
+    c.disconnect()
+
+
+def test_unsubscribe_requeues_unacked(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client")
+    c.send(f"/queue/{q}", "x")
+    ls.message()
+    c.unsubscribe("s1", receipt="u")
+    assert ls.receipt() == "u"
+    c.subscribe(f"/queue/{q}", id="s2", ack="auto")
+    m = ls.message()
+    assert m.body == "x" and m.headers["redelivered"] == "true"
+    c.disconnect()
+
+
+# ---- receipts and transactions -------------------------------------------------------------------
+def test_every_frame_gets_its_receipt(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client", receipt="1")
+    c.send(f"/queue/{q}", "x", receipt="2")
+    m = ls.message()
+    c.ack(m.headers["ack"], receipt="3")
+    c.begin("tx1", receipt="4")
+    c.commit("tx1", receipt="5")
+    c.begin("tx2", receipt="6")
+    c.abort("tx2", receipt="7")
+    c.unsubscribe("s1", receipt="8")
+    assert [ls.receipt() for _ in range(8)] == [str(i) for i in range(1, 9)]
+    c.disconnect(receipt="9")
+    assert ls.receipt() == "9"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_transactions_hold_sends_and_acks(broker: StompBroker, version: str) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port, version)
+    c.subscribe(f"/queue/{q}", id="s1", ack="client-individual")
+    c.begin("t1")
+    c.send(f"/queue/{q}", "a", transaction="t1")
+    c.send(f"/queue/{q}", "b", transaction="t1")
+    assert ls.no_message(0.3)  # held until commit
+    c.commit("t1")
+    msgs = collect(ls, 2)
+    assert [m.body for m in msgs] == ["a", "b"]
+    c.begin("t2")
+    c.send(f"/queue/{q}", "dropped", transaction="t2")
+    ack(c, version, msgs[0], transaction="t2")  # aborted: stays unacked
+    c.abort("t2")
+    c.begin("t3")
+    ack(c, version, msgs[1], transaction="t3")
+    c.commit("t3", receipt="done")
+    assert ls.receipt() == "done"
+    assert ls.no_message(0.3)
+    c.disconnect()
+    c2, l2 = connect(broker.stomp_port, version)
+    c2.subscribe(f"/queue/{q}", id="s1", ack="auto")
+    assert l2.message().body == "a"  # its ack was aborted
+    assert l2.no_message(0.3)
+    c2.disconnect()
+
+
+# ---- heart-beats ------------------------------------------------------------------------------------
+class Beats(Collector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beats = 0
+
+    def on_heartbeat(self) -> None:
+        self.beats += 1
+
+
+def test_heart_beats_both_ways(broker: StompBroker) -> None:
+    c = stomp.Connection12([("127.0.0.1", broker.stomp_port)], heartbeats=(200, 200))
+    listener = Beats()
+    c.set_listener("b", listener)
+    c.connect("guest", "guest", wait=True)
+    time.sleep(1.5)
+    assert c.is_connected()
+    assert listener.beats >= 3
+    assert listener.disconnected.empty()
+    q = qname()
+    c.subscribe(f"/queue/{q}", id="s")
+    c.send(f"/queue/{q}", "still here")
+    assert listener.message().body == "still here"
+    c.disconnect()
+
+
+def test_silent_client_is_dropped(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:200,0\n\n\x00")
+    f = raw.frame()
+    assert f is not None and f[0] == "CONNECTED" and f[1]["heart-beat"] == "0,200"
+    t0 = time.monotonic()
+    assert raw.closed(timeout=3)
+    assert 0.3 < time.monotonic() - t0 < 2.0
+    raw.close()
+
+
+def test_client_that_beats_is_kept(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:1.2\nlogin:guest\npasscode:guest\nheart-beat:200,0\n\n\x00")
+    assert raw.frame() is not None
+    for _ in range(10):
+        time.sleep(0.1)
+        raw.send(b"\n")
+    raw.send(b"DISCONNECT\nreceipt:r\n\n\x00")
+    f = raw.frame()
+    assert f is not None and f[0] == "RECEIPT" and f[1]["receipt-id"] == "r"
+    raw.close()
+
+
+# ---- destinations ---------------------------------------------------------------------------------------
+def test_topic_fans_out_to_every_subscription(broker: StompBroker) -> None:
+    c1, l1 = connect(broker.stomp_port)
+    c2, l2 = connect(broker.stomp_port)
+    c1.subscribe("/topic/news.*", id="a", receipt="r1")
+    c2.subscribe("/topic/news.#", id="b", receipt="r2")
+    assert l1.receipt() == "r1" and l2.receipt() == "r2"
+    c1.send("/topic/news.sport", "goal")
+    for ls in (l1, l2):
+        m = ls.message()
+        assert m.body == "goal" and m.headers["destination"] == "/topic/news.sport"
+    c1.send("/topic/news.sport.football", "deep")
+    assert l2.message().body == "deep"
+    assert l1.no_message(0.3)
+    c1.disconnect()
+    c2.disconnect()
+
+
+def test_durable_topic_subscription_across_reconnect(broker: StompBroker) -> None:
+    sub_id = "dur-" + uuid.uuid4().hex[:8]
+    c, _l = connect(broker.stomp_port)
+    c.subscribe("/topic/durable.test", id=sub_id, ack="client-individual", headers={"durable": "true",
+                                                                                   "auto-delete": "false"})
+    c.disconnect()
+    p, _ = connect(broker.stomp_port)
+    p.send("/topic/durable.test", "while away", receipt="sent")
+    p.disconnect()
+    c2, l2 = connect(broker.stomp_port)
+    c2.subscribe("/topic/durable.test", id=sub_id, ack="client-individual", headers={"durable": "true",
+                                                                                    "auto-delete": "false"})
+    m = l2.message()
+    assert m.body == "while away"
+    c2.ack(m.headers["ack"])
+    # UNSUBSCRIBE with durable:true ends the subscription for good
+    c2.unsubscribe(sub_id, headers={"durable": "true"}, receipt="gone")
+    assert l2.receipt() == "gone"
+    c2.send("/topic/durable.test", "nobody listens")
+    c2.subscribe("/topic/durable.test", id=sub_id, headers={"durable": "true"})
+    assert l2.no_message(0.3)
+    c2.disconnect()
+
+
+def test_exchange_destination(broker: StompBroker) -> None:
+    c, ls = connect(broker.stomp_port)
+    c.subscribe("/exchange/amq.direct/k1", id="d", receipt="r")
+    assert ls.receipt() == "r"
+    c.send("/exchange/amq.direct/k1", "direct hit")
+    c.send("/exchange/amq.direct/k2", "miss")
+    m = ls.message()
+    assert m.body == "direct hit" and m.headers["destination"] == "/exchange/amq.direct/k1"
+    assert ls.no_message(0.3)
+    c.disconnect()
+
+
+def test_amq_queue_destination_needs_existing_queue(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/queue/{q}", "made it", receipt="r")  # declares q
+    assert ls.receipt() == "r"
+    c.subscribe(f"/amq/queue/{q}", id="s")
+    assert ls.message().body == "made it"
+    c.send(f"/amq/queue/{q}", "again")
+    assert ls.message().body == "again"
+    c.disconnect()
+
+
+def test_temp_queue_reply_to(broker: StompBroker) -> None:
+    service = qname()
+    server, sl = connect(broker.stomp_port)
+    server.subscribe(f"/queue/{service}", id="svc", receipt="ready")
+    assert sl.receipt() == "ready"
+    client, cl = connect(broker.stomp_port)
+    client.send(f"/queue/{service}", "ping", headers={"reply-to": "/temp-queue/replies", "correlation-id": "c1"})
+    req = sl.message()
+    reply_to = req.headers["reply-to"]
+    assert reply_to.startswith("/reply-queue/amq.gen-")
+    server.send(reply_to, "pong", headers={"correlation-id": req.headers["correlation-id"]})
+    resp = cl.message()
+    assert resp.body == "pong" and resp.headers["correlation-id"] == "c1"
+    assert resp.headers["subscription"] == "/temp-queue/replies"
+    client.disconnect()
+    server.disconnect()
+
+
+# ---- cross-protocol ---------------------------------------------------------------------------------------
+def test_pika_publishes_stomp_consumes(broker: StompBroker) -> None:
+    q = qname()
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    ch = amqp.channel()
+    ch.queue_declare(q, durable=True)
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s", receipt="r")
+    assert ls.receipt() == "r"
+    props = pika.BasicProperties(content_type="application/json", correlation_id="corr", reply_to="back",
+                                 priority=3, message_id="mid-1", type="order", app_id="shop", delivery_mode=2,
+                                 expiration="60000", headers={"tenant": "acme", "n": 42, "ok": True})
+    ch.basic_publish("", q, b'{"a": 1}', props)
+    m = ls.message()
+    h = m.headers
+    assert m.body == '{"a": 1}'
+    assert h["content-type"] == "application/json"
+    assert h["correlation-id"] == "corr" and h["reply-to"] == "back" and h["priority"] == "3"
+    assert h["amqp-message-id"] == "mid-1" and h["type"] == "order" and h["app-id"] == "shop"
+    assert h["persistent"] == "true" and h["expiration"] == "60000"
+    assert h["tenant"] == "acme" and h["n"] == "42" and h["ok"] == "true"
+    c.disconnect()
+    amqp.close()
+
+
+def test_stomp_publishes_pika_consumes(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/queue/{q}", "\x00binary\x00body", content_type="application/octet-stream",
+           headers={"persistent": "true", "correlation-id": "corr", "priority": "5", "tenant": "acme",
+                    "amqp-message-id": "mid-2", "reply-to": "/queue/answers"}, receipt="r")
+    assert ls.receipt() == "r"
+    c.disconnect()
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    ch = amqp.channel()
+    method, props, body = ch.basic_get(q, auto_ack=True)
+    assert method is not None
+    assert body == b"\x00binary\x00body"
+    assert props.content_type == "application/octet-stream"
+    assert props.delivery_mode == 2 and props.correlation_id == "corr" and props.priority == 5
+    assert props.message_id == "mid-2" and props.reply_to == "/queue/answers"
+    assert props.headers["tenant"] == "acme"
+    assert "destination" not in props.headers and "receipt" not in props.headers
+    amqp.close()
+
+
+def test_stomp_topic_reaches_amqp_binding(broker: StompBroker) -> None:
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    ch = amqp.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "alerts.#")
+    c, ls = connect(broker.stomp_port)
+    c.send("/topic/alerts.disk", "full", receipt="r")
+    assert ls.receipt() == "r"
+    method, _, body = ch.basic_get(q, auto_ack=True)
+    assert method is not None and method.routing_key == "alerts.disk" and body == b"full"
+    c.disconnect()
+    amqp.close()
+
+
+# ---- bad input --------------------------------------------------------------------------------------------------
+def _connect_raw(port: int) -> RawStomp:
+    raw = RawStomp(port)
+    raw.send(b"CONNECT\naccept-version:1.2\nlogin:guest\npasscode:guest\n\n\x00")
+    f = raw.frame()
+    assert f is not None and f[0] == "CONNECTED"
+    return raw
+
+
+def _expect_error(raw: RawStomp, message: str, receipt: str | None = None) -> dict[str, str]:
+    f = raw.frame()
+    assert f is not None, "connection closed without an ERROR frame"
+    command, headers, body = f
+    assert command == "ERROR", f
+    assert headers["message"] == message, f
+    assert body, "ERROR frame without details"
+    if receipt is not None:
+        assert headers["receipt-id"] == receipt
+    assert raw.closed()
+    raw.close()
+    return headers
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\n\n\x00", "malformed frame"),  # a TLS hello
+    (b"FROB\nreceipt:r1\n\n\x00", "command invalid"),
+    (b"SEND\n\nno destination\x00", "syntax error"),
+    (b"SEND\ndestination:/nowhere/x\n\n\x00", "syntax error"),
+    (b"SEND\ndestination:/queue/a\nh:" + b"x" * 70000 + b"\n\n\x00", "malformed frame"),
+    (b"SEND\ndestination:/queue/a\ncontent-length:99999999999\n\n", "content too large"),
+    (b"ACK\nid:T_nosuch@@1\n\n\x00", "precondition failed"),
+    (b"CONNECT\naccept-version:1.2\n\n\x00", "command invalid"),
+    (b"COMMIT\ntransaction:none\n\n\x00", "precondition failed"),
+])
+def test_bad_frames_get_error_and_close(broker: StompBroker, data: bytes, message: str) -> None:
+    raw = _connect_raw(broker.stomp_port)
+    raw.send(data)
+    _expect_error(raw, message)
+    assert broker.alive()
+
+
+def test_garbage_before_connect(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    _expect_error(raw, "malformed frame")
+
+
+def test_frame_before_connect(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"SEND\ndestination:/queue/a\n\n\x00")
+    _expect_error(raw, "command invalid")
+
+
+def test_unsupported_version(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:2.0\n\n\x00")
+    headers = _expect_error(raw, "not allowed")
+    assert headers["version"] == "1.0,1.1,1.2"
+
+
+def test_send_to_unknown_amq_queue(broker: StompBroker) -> None:
+    raw = _connect_raw(broker.stomp_port)
+    raw.send(b"SEND\ndestination:/amq/queue/does-not-exist\nreceipt:r42\n\nx\x00")
+    _expect_error(raw, "not found", receipt="r42")
+
+
+def test_bad_login(broker: StompBroker) -> None:
+    c = stomp.Connection12([("127.0.0.1", broker.stomp_port)])
+    listener = Collector()
+    c.set_listener("c", listener)
+    with pytest.raises(stomp.exception.ConnectFailedException):
+        c.connect("guest", "wrong", wait=True)
+    err = listener.error()
+    assert err.headers["message"] == "access refused"
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:1.2\nlogin:nobody\npasscode:x\nreceipt:c\n\n\x00")
+    _expect_error(raw, "access refused", receipt="c")
+
+
+def test_broker_unaffected_after_bad_input(broker: StompBroker) -> None:
+    for junk in (b"\x00" * 100, b"\xff" * 5000, b"\r\r\r", b"SEND\n" * 1000):
+        raw = RawStomp(broker.stomp_port)
+        raw.send(junk)
+        raw.close()
+    assert broker.alive()
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s")
+    c.send(f"/queue/{q}", "ok")
+    assert ls.message().body == "ok"
+    c.disconnect()
+
+
+def test_no_stomp_flag() -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    proc = subprocess.Popen([sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--no-stomp",
+                             "--data-dir", tempfile.mkdtemp(prefix="haremq-nostomp-"), "--log-level", "warning"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready: amqp://" in line and "stomp://" not in line
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

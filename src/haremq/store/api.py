@@ -10,6 +10,7 @@ not block on the disk: a file store appends to its mmap and lets the group-commi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 
@@ -29,6 +30,55 @@ class QueueStore(Protocol):
     def close(self) -> None: ...
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class RecoveredMessage:
+    """A live message handed back at startup (``recover()``), in original (seq) order.
+
+    ``props`` holds the present AMQP basic properties by field name (``Properties(**props)``);
+    identical property sets share one dict, so treat it as read-only. ``body`` is None when
+    recovered with ``load_bodies=False``: fetch it with ``read_body(queue, seq)`` on delivery.
+    ``redelivered``: it was handed to a consumer and not settled before the restart.
+    """
+
+    seq: int
+    exchange: str
+    routing_key: str
+    props: dict[str, Any]
+    body: bytes | None
+    redelivered: bool
+
+
+class RecoverableQueueStore(QueueStore, Protocol):
+    """What the memory and the file queue store both offer beyond ``QueueStore``.
+
+    ``ticket`` / ``durable_ticket``: every append takes a ticket; a publisher confirm for a
+    persistent message may be sent once ``durable_ticket >=`` the value ``ticket`` had right after
+    its ``publish`` (the memory store keeps both equal: nothing to wait for).
+    """
+
+    def mark_delivered(self, queue: Any, entry: Any) -> None:
+        """The entry was handed to a consumer (a lease): after a crash it comes back redelivered."""
+        ...
+
+    def read_body(self, queue: Any, seq: int) -> bytes:
+        """The body of a live persistent message (raises NotFound otherwise)."""
+        ...
+
+    def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:
+        """Every durable queue's live messages by (vhost, queue name), in seq order."""
+        ...
+
+    def last_seq(self, vhost: str, name: str) -> int:
+        """The highest seq the queue ever logged: restart its counter above it."""
+        ...
+
+    @property
+    def ticket(self) -> int: ...
+
+    @property
+    def durable_ticket(self) -> int: ...
+
+
 class MetadataStore(Protocol):
     def save_exchange(self, vhost: str, exchange: Any) -> None: ...
 
@@ -45,3 +95,26 @@ class MetadataStore(Protocol):
                        arguments: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class AccessStore(Protocol):
+    """Vhosts, users and permissions (part of the definitions a node restarts with)."""
+
+    def save_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None: ...
+
+    def delete_vhost(self, name: str) -> None: ...
+
+    def save_user(self, name: str, password_hash: str, tags: list[str] | None = None) -> None: ...
+
+    def delete_user(self, name: str) -> None: ...
+
+    def save_permission(self, user: str, vhost: str, configure: str, write: str, read: str) -> None: ...
+
+    def delete_permission(self, user: str, vhost: str) -> None: ...
+
+
+class DefinitionsSource(Protocol):
+    def load(self) -> dict[str, list[dict[str, Any]]]:
+        """Everything saved, shaped like a definitions export: ``vhosts``, ``users``,
+        ``permissions``, ``exchanges``, ``queues``, ``bindings`` (lists of dicts)."""
+        ...

@@ -1,0 +1,253 @@
+"""``FileQueueStore``: the persistent queue store, one append-only log per durable queue.
+
+Layout::
+
+    DATA_DIR/queues/<vhost, encoded>/<queue name, encoded>/
+        queue.json                      {"vhost": ..., "name": ...} (the real names)
+        00000000000000000001.seg        segments, named by base LSN (see records.py)
+        00000000000000004711.seg
+        00000000000000000001.seg.quarantined   a damaged file kept for forensics (never read)
+    DATA_DIR/queues/.trash/             deleted queues on their way out
+
+Names are encoded to ``[A-Za-z0-9_-]`` plus ``%XX`` escapes (``""`` is ``%``); long names are
+cut and suffixed with a hash, ``queue.json`` keeps the truth.
+
+Threading: every method except ``sync()`` runs on the event-loop thread. ``sync()`` (= the shared
+``GroupCommit.sync``) may run on a worker thread; see groupcommit.py for the protocol.
+
+Integration, in short: ``recover()`` once at startup (before any publish), then ``publish`` /
+``mark_delivered`` / ``remove`` as the core moves entries; confirms wait for ``durable_ticket``;
+the server runs ``sync()`` in an executor every ``flusher.delay`` seconds and ``maintain()`` now
+and then to compact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from typing import Any
+
+from haremq.errors import NotFound, ResourceError
+from haremq.store import compaction
+from haremq.store.api import RecoveredMessage
+from haremq.store.groupcommit import GroupCommit
+from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport
+
+log = logging.getLogger("haremq.store")
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+META = "queue.json"
+TRASH = ".trash"
+
+
+def encode_name(name: str) -> str:
+    """A file-system-safe, reversible (unless hashed) directory name for a vhost or queue name."""
+    if not name:
+        return "%"
+    raw = name.encode("utf-8", "surrogatepass")
+    out = "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
+    if len(out) > 120:
+        out = out[:80] + "~" + hashlib.sha256(raw).hexdigest()[:16]
+    return out
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueueStoreStats:
+    bytes_on_disk: int
+    segments: int
+    live_messages: int
+    oldest_segment: str | None  # the oldest file still on disk: what pins the log's tail
+    oldest_segment_live: int
+    compactions: int
+    deleted_segments: int
+
+
+class FileQueueStore:
+    """Persistent messages of durable queues, in per-queue segment logs under ``data_dir``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, flusher: GroupCommit | None = None,
+                 fsync: str = "interval", sync_interval: float = 0.005, segment_size: int = 64 * MiB,
+                 min_segment_size: int = 1 * MiB, compact_ratio: float = 0.25,
+                 compact_min_bytes: int | None = None, epoch: int = 0) -> None:
+        self.root = os.path.join(os.fspath(data_dir), "queues")
+        self.flusher = flusher if flusher is not None else GroupCommit(fsync, sync_interval)
+        self.config = LogConfig(segment_size, min_segment_size, compact_ratio, compact_min_bytes, epoch)
+        self.logs: dict[tuple[str, str], QueueLog] = {}
+        self._opened = False
+        self._closed = False
+
+    # ---- startup -----------------------------------------------------------------------------
+    def _ensure_open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        os.makedirs(self.root, exist_ok=True)
+        trash = os.path.join(self.root, TRASH)
+        if os.path.isdir(trash):
+            shutil.rmtree(trash, ignore_errors=True)
+        for vdir in sorted(os.listdir(self.root)):
+            vpath = os.path.join(self.root, vdir)
+            if vdir == TRASH or not os.path.isdir(vpath):
+                continue
+            for qdir in sorted(os.listdir(vpath)):
+                qpath = os.path.join(vpath, qdir)
+                if os.path.isdir(qpath):
+                    self._open_dir(qpath)
+
+    def _open_dir(self, qpath: str) -> None:
+        try:
+            with open(os.path.join(qpath, META), encoding="utf-8") as f:
+                meta = json.load(f)
+            key = (str(meta["vhost"]), str(meta["name"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("store: skipping %s: unreadable %s (%s)", qpath, META, exc)
+            return
+        for fname in os.listdir(qpath):
+            if fname.endswith((".compact", ".salvage", ".new")):  # a rewrite cut by a crash: the original is intact
+                os.unlink(os.path.join(qpath, fname))
+        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config)
+        qlog.open()
+        self.logs[key] = qlog
+
+    def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:
+        """Open every queue log (scan, verify, repair) and return each queue's live messages in
+        seq order. Call once at startup, before any publish; later calls return the current state."""
+        self._ensure_open()
+        return {key: list(qlog.messages(load_bodies)) for key, qlog in self.logs.items()}
+
+    def recovery_reports(self) -> dict[tuple[str, str], RecoveryReport]:
+        self._ensure_open()
+        return {key: qlog.report for key, qlog in self.logs.items()}
+
+    def last_seq(self, vhost: str, name: str) -> int:
+        self._ensure_open()
+        qlog = self.logs.get((vhost, name))
+        return 0 if qlog is None else qlog.max_seq
+
+    # ---- the QueueStore protocol (event-loop thread) -----------------------------------------
+    def _log(self, queue: Any) -> QueueLog:
+        key = (queue.vhost.name, queue.name)
+        qlog = self.logs.get(key)
+        if qlog is None:
+            self._ensure_open()
+            qlog = self.logs.get(key)
+            if qlog is None:
+                qlog = self._create(key)
+        return qlog
+
+    def _create(self, key: tuple[str, str]) -> QueueLog:
+        try:
+            return self._create_dir(key)
+        except OSError as exc:
+            raise ResourceError(f"cannot create the log directory of queue {key[1]!r}: {exc}") from exc
+
+    def _create_dir(self, key: tuple[str, str]) -> QueueLog:
+        vpath = os.path.join(self.root, encode_name(key[0]))
+        qpath = os.path.join(vpath, encode_name(key[1]))
+        n = 1
+        while os.path.exists(qpath):  # a hashed name collided (or a stray dir): pick another
+            n += 1
+            qpath = os.path.join(vpath, f"{encode_name(key[1])}~{n}")
+        os.makedirs(qpath)
+        tmp = os.path.join(qpath, META + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"vhost": key[0], "name": key[1]}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(qpath, META))
+        self.flusher.dir_changed(qpath)
+        self.flusher.dir_changed(vpath)
+        self.flusher.dir_changed(self.root)
+        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config)
+        self.logs[key] = qlog
+        return qlog
+
+    def publish(self, queue: Any, entry: Any) -> None:
+        """Append the entry's message (no fsync; see ``ticket``). Raises ResourceError on a full disk."""
+        msg = entry.msg
+        self._log(queue).publish(entry.seq, msg.exchange, msg.routing_key, msg.props, msg.body)
+
+    def mark_delivered(self, queue: Any, entry: Any) -> None:
+        qlog = self.logs.get((queue.vhost.name, queue.name))
+        if qlog is not None:
+            qlog.mark_delivered(entry.seq)
+
+    def remove(self, queue: Any, entry: Any) -> None:
+        qlog = self.logs.get((queue.vhost.name, queue.name))
+        if qlog is not None:
+            qlog.remove(entry.seq)
+
+    def read_body(self, queue: Any, seq: int) -> bytes:
+        qlog = self.logs.get((queue.vhost.name, queue.name))
+        if qlog is None:
+            raise NotFound(f"no log for queue {queue.name!r}")
+        return qlog.read_body(seq)
+
+    def delete_queue(self, queue: Any) -> None:
+        self._ensure_open()
+        qlog = self.logs.pop((queue.vhost.name, queue.name), None)
+        if qlog is None:
+            return
+        qlog.close()
+        trash = os.path.join(self.root, TRASH)
+        os.makedirs(trash, exist_ok=True)
+        dest = os.path.join(trash, uuid.uuid4().hex)
+        os.rename(qlog.directory, dest)  # atomic: a crash leaves the queue either whole or gone
+        self.flusher.dir_changed(os.path.dirname(qlog.directory))
+        shutil.rmtree(dest, ignore_errors=True)
+
+    # ---- durability ----------------------------------------------------------------------------
+    @property
+    def ticket(self) -> int:
+        return self.flusher.ticket
+
+    @property
+    def durable_ticket(self) -> int:
+        return self.flusher.durable_ticket
+
+    def sync(self) -> int:
+        """fsync everything appended so far (any thread); returns the durable ticket."""
+        return self.flusher.sync()
+
+    # ---- space ---------------------------------------------------------------------------------
+    def maintain(self, budget_bytes: int | None = None) -> int:
+        """Compact mostly-dead segments, at most about ``budget_bytes`` of files read (default: one
+        segment's worth). Returns the bytes reclaimed. Event-loop thread; call it every few seconds."""
+        budget = self.config.segment_size if budget_bytes is None else budget_bytes
+        reclaimed = 0
+        for qlog in list(self.logs.values()):
+            for seg in compaction.candidates(qlog):
+                if qlog.by_base.get(seg.base_lsn) is not seg or not compaction.garbage_ratio_ok(qlog, seg):
+                    continue  # deleted or unpinned by the previous compaction's cascade
+                if budget <= 0:
+                    return reclaimed
+                budget -= seg.write_pos
+                reclaimed += compaction.compact(qlog, seg)
+        return reclaimed
+
+    def stats(self, vhost: str, name: str) -> QueueStoreStats | None:
+        qlog = self.logs.get((vhost, name))
+        if qlog is None:
+            return None
+        oldest = qlog.oldest_pinned()
+        return QueueStoreStats(qlog.bytes_on_disk(), len(qlog.segments), qlog.live_count(),
+                               None if oldest is None else oldest[0], 0 if oldest is None else oldest[1],
+                               qlog.compactions, qlog.deleted_segments)
+
+    def close(self) -> None:
+        """Make everything durable (unless fsync=off) and release files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.flusher.failed is None:
+                self.flusher.sync()
+        finally:
+            for qlog in self.logs.values():
+                qlog.close()
+            self.logs.clear()

@@ -1,0 +1,449 @@
+"""The log of one durable queue: numbered segments, the message index, and reclaiming space.
+
+Reference counting (when may a segment file go?)
+================================================
+
+A record may be dropped from disk only when replaying the log without it gives the same queue.
+
+* A PUBLISH record must stay while its message is live (``Segment.live``).
+* A REMOVE record for message ``m`` must stay while m's PUBLISH record is still on disk in an
+  *older* segment, or replay would resurrect m. (If both sit in the same file they go together.)
+* A DELIVERED record must stay while its message is live and it is the newest marker, or the
+  message would lose its redelivered flag after a crash.
+
+``Segment.refs`` counts the REMOVE and DELIVERED records in a file that must stay; ``marks[i]``
+of a publish record points at the file holding the record that depends on it, so that when the
+publish record goes (its file is deleted or compacted) the other file's ``refs`` is released:
+
+* deliver m (publish in P, marker in T):  T.refs += 1, marks = T; an older marker's file -= 1;
+* remove m (REMOVE appended to A):        the marker's file -= 1; if A is not P: A.refs += 1,
+  marks = A, else marks = 0;
+* P's publish records go away:            for every removed m in P with marks = A: A.refs -= 1.
+
+A sealed (non-active) segment with ``live == 0 and refs == 0`` is deleted at once; deletions
+cascade through a worklist. The active segment is never deleted, so the newest file always
+remembers the highest seq the queue used (its header's seq floor and its records). A segment
+that is mostly garbage is rewritten by ``compaction.py``.
+
+Ordering on disk: REMOVE(m) is always appended after PUBLISH(m), so "older segment" above is
+exactly "smaller base LSN". Unlinks are not fsynced one by one; a crash may bring a deleted file
+back, which is safe: a resurrected file only holds records whose effect is already void (its
+messages were removed by records in files that were removed *after* it, and on ext4/xfs the
+journal commits unlinks in order).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from haremq.errors import InternalError, NotFound, ResourceError
+from haremq.store import records as R
+from haremq.store.api import RecoveredMessage
+from haremq.store.groupcommit import GroupCommit
+from haremq.store.recovery import ScanResult, base_lsn_of, map_readonly, scan, segment_name
+from haremq.store.segment import DELIVERED, LIVE, Segment
+
+log = logging.getLogger("haremq.store")
+
+MiB = 1 << 20
+
+
+class LogConfig:
+    """Sizes and thresholds shared by the logs of a store."""
+
+    __slots__ = ("compact_min_bytes", "compact_ratio", "epoch", "min_segment_size", "segment_size")
+
+    def __init__(self, segment_size: int = 64 * MiB, min_segment_size: int = 1 * MiB,
+                 compact_ratio: float = 0.25, compact_min_bytes: int | None = None, epoch: int = 0) -> None:
+        self.segment_size = segment_size
+        # the first segment of a queue starts small and sizes double up to segment_size, so a
+        # thousand quiet durable queues do not reserve a thousand x 64 MiB
+        self.min_segment_size = min(min_segment_size, segment_size)
+        self.compact_ratio = compact_ratio
+        self.compact_min_bytes = segment_size // 4 if compact_min_bytes is None else compact_min_bytes
+        self.epoch = epoch
+
+
+class RecoveryReport:
+    """What recovery found in one queue log."""
+
+    __slots__ = ("quarantined", "records", "segments", "torn_bytes", "torn_creations")
+
+    def __init__(self) -> None:
+        self.segments = 0
+        self.records = 0
+        self.torn_bytes = 0
+        self.torn_creations = 0
+        self.quarantined: list[str] = []
+
+
+class QueueLog:
+    def __init__(self, directory: str, vhost: str, name: str, flusher: GroupCommit, config: LogConfig) -> None:
+        self.directory = directory
+        self.vhost = vhost
+        self.name = name
+        self.flusher = flusher
+        self.config = config
+        self.segments: list[Segment] = []  # by base lsn
+        self.by_base: dict[int, Segment] = {}
+        self.pubsegs: list[Segment] = []  # segments with publish records, by first seq
+        self.firsts: list[int] = []  # first seq of each pubseg (for bisect)
+        self.next_lsn = 1
+        self.max_seq = 0
+        self.report = RecoveryReport()
+        self.compactions = 0
+        self.deleted_segments = 0
+
+    @property
+    def active(self) -> Segment | None:
+        return self.segments[-1] if self.segments else None
+
+    # ---- recovery ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Scan every segment in order, repair damage, rebuild the index (see recovery.py)."""
+        names = sorted(n for n in os.listdir(self.directory) if base_lsn_of(n) is not None)
+        for i, fname in enumerate(names):
+            base = base_lsn_of(fname)
+            assert base is not None
+            path = os.path.join(self.directory, fname)
+            self._open_segment(path, base, last=i == len(names) - 1)
+        self._reclaim([s for s in self.segments[:-1]])
+        if self.segments:
+            last = self.segments[-1]
+            if last.write_pos < last.size:
+                last.map()
+
+    def _open_segment(self, path: str, base: int, last: bool) -> None:
+        buf = map_readonly(path)
+        try:
+            res, recs = scan(buf, base)
+            entries = [(off, total, rtype, lsn, R.SEQ.unpack_from(buf, off + R.REC_HEADER_SIZE)[0])
+                       for off, total, rtype, lsn in recs]
+            if res.torn_creation:
+                log.warning("store %s/%s: removing %s, an empty segment whose creation was cut by a crash",
+                            self.vhost, self.name, os.path.basename(path))
+                self.report.torn_creations += 1
+                os.unlink(path)
+                return
+            if res.damage:
+                path = self._repair(path, buf, res, entries, last)
+        finally:
+            if not isinstance(buf, bytes):
+                buf.close()
+        seg = Segment.open(path, base, res.seq_floor, res.end)
+        self.report.segments += 1
+        self.report.records += len(entries)
+        self.segments.append(seg)
+        self.by_base[base] = seg
+        self.max_seq = max(self.max_seq, res.seq_floor)
+        for off, total, rtype, lsn, seq in entries:
+            self.next_lsn = lsn + 1
+            if seq > self.max_seq:
+                self.max_seq = seq
+            if rtype == R.PUBLISH:
+                if self._locate(seq) is not None:
+                    continue  # a duplicate seq cannot be written by us; keep the first
+                if not seg.seqs:
+                    self._add_pubseg(seg, seq)
+                elif seq <= seg.seqs[-1]:
+                    continue
+                seg.add(seq, off, total)
+            elif rtype == R.REMOVE:
+                self._apply_remove(seq, seg)
+            else:
+                self._apply_delivered(seq, seg)
+        self.next_lsn = max(self.next_lsn, base)
+
+    def _repair(self, path: str, buf: Any, res: ScanResult, entries: list[tuple[int, int, int, int, int]],
+                last: bool) -> str:
+        fname = os.path.basename(path)
+        if last and res.torn_tail_only:
+            # torn tail of the newest segment: zero the cut write so appends continue cleanly
+            start = res.damage[0].offset
+            log.warning("store %s/%s: %s: torn tail at offset %d, truncating %d bytes (%s)",
+                        self.vhost, self.name, fname, start, res.garbage_bytes, res.damage[0].reason)
+            self.report.torn_bytes += res.garbage_bytes
+            fd = os.open(path, os.O_RDWR)
+            try:
+                end = start + res.garbage_bytes
+                for p in range(start, end, MiB):
+                    os.pwrite(fd, bytes(min(MiB, end - p)), p)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return path
+        # anything else: keep the damaged file for forensics, salvage every valid record
+        qpath = path + ".quarantined"
+        n = 1
+        while os.path.exists(qpath):
+            n += 1
+            qpath = f"{path}.quarantined.{n}"
+        for d in res.damage:
+            log.error("store %s/%s: CORRUPTION in %s at offset %d: %s (%s)", self.vhost, self.name, fname,
+                      d.offset, d.reason,
+                      "no valid record after it" if d.resumed_at is None else f"resumed at {d.resumed_at}")
+        log.error("store %s/%s: quarantining %s as %s; salvaged %d valid records into a fresh %s",
+                  self.vhost, self.name, fname, os.path.basename(qpath), len(entries), fname)
+        os.rename(path, qpath)
+        self.report.quarantined.append(qpath)
+        # rewrite: same header, the valid records at new offsets
+        header = R.encode_file_header(res.base_lsn, res.seq_floor, res.epoch)
+        chunks = [header]
+        pos = len(header)
+        for k, (off, total, rtype, lsn, seq) in enumerate(entries):
+            chunks.append(bytes(buf[off:off + total]))
+            entries[k] = (pos, total, rtype, lsn, seq)
+            pos += total
+        tmp = path + ".salvage"
+        _write_file(tmp, chunks)
+        os.rename(tmp, path)
+        _fsync_dir(self.directory)
+        res.end = pos
+        return path
+
+    # ---- index -------------------------------------------------------------------------------
+    def _add_pubseg(self, seg: Segment, first_seq: int) -> None:
+        self.pubsegs.append(seg)
+        self.firsts.append(first_seq)
+
+    def _drop_pubseg(self, seg: Segment) -> None:
+        for i, s in enumerate(self.pubsegs):
+            if s is seg:
+                del self.pubsegs[i]
+                del self.firsts[i]
+                return
+
+    def _locate(self, seq: int) -> tuple[Segment, int] | None:
+        """The segment and index slot of message ``seq``'s publish record, if it is on disk."""
+        i = bisect.bisect_right(self.firsts, seq) - 1
+        if i < 0:
+            return None
+        seg = self.pubsegs[i]
+        j = bisect.bisect_left(seg.seqs, seq)
+        if j < len(seg.seqs) and seg.seqs[j] == seq:
+            return seg, j
+        return None
+
+    def _live(self, seq: int) -> tuple[Segment, int] | None:
+        loc = self._locate(seq)
+        if loc is not None and loc[0].flags[loc[1]] & LIVE:
+            return loc
+        return None
+
+    def _unref(self, base: int, work: list[Segment]) -> None:
+        seg = self.by_base.get(base)
+        if seg is not None:
+            seg.refs -= 1
+            work.append(seg)
+
+    def _apply_remove(self, seq: int, at: Segment) -> list[Segment]:
+        work: list[Segment] = []
+        loc = self._live(seq)
+        if loc is None:
+            return work
+        seg, i = loc
+        seg.flags[i] = 0
+        seg.live -= 1
+        seg.live_bytes -= seg.lens[i]
+        if seg.marks[i]:
+            self._unref(seg.marks[i], work)
+        if at is not seg:
+            at.refs += 1
+            seg.marks[i] = at.base_lsn
+        else:
+            seg.marks[i] = 0
+        work.append(seg)
+        return work
+
+    def _apply_delivered(self, seq: int, at: Segment) -> list[Segment]:
+        work: list[Segment] = []
+        loc = self._live(seq)
+        if loc is None:
+            return work
+        seg, i = loc
+        if seg.marks[i]:
+            self._unref(seg.marks[i], work)
+        at.refs += 1
+        seg.marks[i] = at.base_lsn
+        seg.flags[i] |= DELIVERED
+        return work
+
+    # ---- appends (event-loop thread) ---------------------------------------------------------
+    def _append(self, rtype: int, payload: bytes) -> tuple[Segment, int, int]:
+        rec = R.encode_record(rtype, self.config.epoch, self.next_lsn, payload)
+        if len(rec) > R.MAX_RECORD:
+            raise ResourceError(f"record of {len(rec)} bytes is too large for the store")
+        seg = self.active
+        if seg is None or seg.room() < len(rec):
+            seg = self._rotate(len(rec))
+        off = seg.append(rec)
+        self.next_lsn += 1
+        self.flusher.appended(seg)
+        return seg, off, len(rec)
+
+    def _rotate(self, need: int) -> Segment:
+        old = self.active
+        if old is None:
+            size = self.config.min_segment_size
+        else:
+            size = min(self.config.segment_size, max(self.config.min_segment_size, old.size * 2))
+        size = max(size, R.FILE_HEADER_SIZE + need)
+        # An active segment without a single record (a recovered file cut right after its
+        # header) has the name the new one needs: write the new file aside, then rename it over
+        # the empty one, so the seq floor in its header is never missing from disk.
+        replace = old is not None and old.base_lsn == self.next_lsn
+        new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
+                             ".new" if replace else "")
+        if replace:
+            assert old is not None and not old.seqs and not old.refs
+            final = old.path
+            os.rename(new.path, final)
+            new.path = final
+        self.flusher.dir_changed(self.directory)
+        with self.flusher.lock:
+            if replace:
+                assert old is not None
+                self.flusher.forget(old)
+                old.close()
+                self.segments.remove(old)
+                del self.by_base[old.base_lsn]
+            self.segments.append(new)
+            self.by_base[new.base_lsn] = new
+            if old is not None:
+                old.seal()
+        if old is not None and not replace:
+            self._reclaim([old])
+        return new
+
+    def publish(self, seq: int, exchange: str, routing_key: str, props: Any, body: bytes) -> None:
+        if seq <= self.max_seq:
+            if self._live(seq) is not None:
+                return  # idempotent: already logged (e.g. a recovered message put back)
+            raise InternalError(f"store {self.vhost}/{self.name}: seq {seq} <= last logged seq {self.max_seq}")
+        payload = R.encode_publish_payload(seq, exchange, routing_key, props, bytes(body))
+        seg, off, n = self._append(R.PUBLISH, payload)
+        if not seg.seqs:
+            self._add_pubseg(seg, seq)
+        seg.add(seq, off, n)
+        self.max_seq = seq
+
+    def remove(self, seq: int) -> None:
+        if self._live(seq) is None:
+            return
+        at, _, _ = self._append(R.REMOVE, R.SEQ.pack(seq))
+        self._reclaim(self._apply_remove(seq, at))
+
+    def mark_delivered(self, seq: int) -> None:
+        loc = self._live(seq)
+        if loc is None:
+            return
+        at, _, _ = self._append(R.DELIVERED, R.SEQ.pack(seq))
+        self._reclaim(self._apply_delivered(seq, at))
+
+    def read_body(self, seq: int) -> bytes:
+        loc = self._locate(seq)
+        if loc is None:
+            raise NotFound(f"message {seq} is not in the log of {self.vhost}/{self.name}")
+        seg, i = loc
+        rec = seg.read(seg.offs[i], seg.lens[i])
+        return rec[R.body_offset(rec):]
+
+    # ---- reclaiming --------------------------------------------------------------------------
+    def _reclaim(self, work: list[Segment]) -> None:
+        """Delete every candidate sealed segment nothing depends on any more (cascading)."""
+        while work:
+            seg = work.pop()
+            if seg.live or seg.refs or seg is self.active or self.by_base.get(seg.base_lsn) is not seg:
+                continue
+            self._delete_segment(seg, work)
+
+    def _delete_segment(self, seg: Segment, work: list[Segment]) -> None:
+        for i in range(len(seg.seqs)):
+            if seg.marks[i]:
+                self._unref(seg.marks[i], work)
+        with self.flusher.lock:
+            self.flusher.forget(seg)
+            seg.close()
+            self.segments.remove(seg)
+            del self.by_base[seg.base_lsn]
+        if seg.seqs:
+            self._drop_pubseg(seg)
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+        self.flusher.dir_changed(self.directory)
+        self.deleted_segments += 1
+
+    # ---- reading back ------------------------------------------------------------------------
+    def messages(self, load_bodies: bool = True) -> Iterator[RecoveredMessage]:
+        """The live messages in seq order, as they would be rebuilt after a restart."""
+        cache: dict[bytes, dict[str, Any]] = {}  # identical property sets share one dict
+        names: dict[str, str] = {}  # ... and identical exchange / routing key strings one str
+        for seg in list(self.pubsegs):
+            if not seg.live:
+                continue
+            for i in range(len(seg.seqs)):
+                fl = seg.flags[i]
+                if not fl & LIVE:
+                    continue
+                rec = seg.read(seg.offs[i], seg.lens[i])
+                v = R.PublishView(rec)
+                props = cache.get(v.props_raw)
+                if props is None:
+                    props = R.decode_properties(v.props_raw)
+                    if len(cache) < 4096:
+                        cache[v.props_raw] = props
+                ex = names.setdefault(v.exchange, v.exchange) if len(names) < 65536 else v.exchange
+                rk = names.setdefault(v.routing_key, v.routing_key) if len(names) < 65536 else v.routing_key
+                yield RecoveredMessage(seg.seqs[i], ex, rk, props,
+                                       rec[v.body_off:] if load_bodies else None, bool(fl & DELIVERED))
+
+    def live_count(self) -> int:
+        return sum(s.live for s in self.segments)
+
+    def bytes_on_disk(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def oldest_pinned(self) -> tuple[str, int] | None:
+        """(file name, live messages) of the oldest segment still on disk, if any."""
+        seg = self.segments[0] if self.segments else None
+        return None if seg is None else (seg.name, seg.live)
+
+    def close(self) -> None:
+        with self.flusher.lock:
+            for seg in self.segments:
+                self.flusher.forget(seg)
+                seg.close()
+        self.segments.clear()
+        self.by_base.clear()
+        self.pubsegs.clear()
+        self.firsts.clear()
+
+
+def _write_file(path: str, chunks: list[bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for c in chunks:
+            view = memoryview(c)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["LogConfig", "QueueLog", "RecoveryReport", "segment_name"]

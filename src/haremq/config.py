@@ -27,6 +27,9 @@ class Settings:
     stomp_port: int = 61613  # 0 = any free port
     stomp_max_header_size: int = 65536  # command + headers of one STOMP frame, bytes
     data_dir: str = "haremq-data"
+    fsync: str = "always"  # always | interval | off: when publisher confirms for persistent messages go out
+    fsync_interval: float = 0.005  # seconds between group commits with fsync = interval
+    segment_size: int = 64 * 1024 * 1024  # bytes per log segment file
     log_level: str = "info"
     heartbeat: int = 60
     frame_max: int = 131072
@@ -48,6 +51,12 @@ class Settings:
         _port("stomp_port", self.stomp_port)
         if not 256 <= self.stomp_max_header_size <= 16 * 1024 * 1024:
             raise ConfigError(f"stomp_max_header_size: {self.stomp_max_header_size} is not between 256 and 16777216")
+        if self.fsync not in ("always", "interval", "off"):
+            raise ConfigError(f"fsync: {self.fsync!r} is not one of always, interval, off")
+        if not 0 < self.fsync_interval <= 10:
+            raise ConfigError(f"fsync_interval: {self.fsync_interval} is not between 0 and 10 seconds")
+        if not 1024 * 1024 <= self.segment_size <= 1 << 31:
+            raise ConfigError(f"segment_size: {self.segment_size} is not between 1 MiB and 2 GiB")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.heartbeat <= 65535:

@@ -148,3 +148,51 @@ REGISTRY: dict[int, type[HareError]] = {
         ChannelError, UnexpectedFrame, ResourceError, NotAllowed, NotImplementedByBroker, InternalError,
     )
 }
+
+
+# ---- SQS API errors --------------------------------------------------------------------------
+# ``sqs_code`` is the query-protocol code (sent in ``x-amzn-query-error``, what boto3 shows as
+# ``Error.Code``); ``sqs_shape`` is the JSON ``__type`` shape name, which boto3 maps to its modeled
+# exception classes (``client.exceptions.QueueDoesNotExist``). Both with the AWS HTTP status.
+class SqsError(PeerError):
+    """A client error that only the SQS API raises."""
+
+    sqs_shape: ClassVar[str] = "InvalidParameterValue"
+
+
+def _sqs(name: str, code: str, status: int = 400, base: type[HareError] = SqsError) -> type[SqsError]:
+    cls = type(name, (base,), {"sqs_code": code, "sqs_shape": name, "http_status": status,
+                               "__doc__": f"SQS ``{code}``."})
+    return cls
+
+
+InvalidParameterValue = _sqs("InvalidParameterValue", "InvalidParameterValue")
+MissingParameter = _sqs("MissingParameter", "MissingParameter")
+InvalidAction = _sqs("InvalidAction", "InvalidAction")
+MalformedRequest = _sqs("SerializationException", "SerializationException")
+MessageTooLong = _sqs("MessageTooLong", "MessageTooLong")
+InvalidMessageContents = _sqs("InvalidMessageContents", "InvalidMessageContents")
+InvalidAttributeName = _sqs("InvalidAttributeName", "InvalidAttributeName")
+InvalidAttributeValue = _sqs("InvalidAttributeValue", "InvalidAttributeValue")
+QueueDoesNotExist = _sqs("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue")
+QueueNameExists = _sqs("QueueNameExists", "QueueAlreadyExists")
+QueueDeletedRecently = _sqs("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently")
+PurgeQueueInProgress = _sqs("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress")
+ReceiptHandleIsInvalid = _sqs("ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid")
+MessageNotInflight = _sqs("MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight")
+TooManyEntriesInBatchRequest = _sqs("TooManyEntriesInBatchRequest",
+                                    "AWS.SimpleQueueService.TooManyEntriesInBatchRequest")
+EmptyBatchRequest = _sqs("EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest")
+BatchEntryIdsNotDistinct = _sqs("BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct")
+InvalidBatchEntryId = _sqs("InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId")
+BatchRequestTooLong = _sqs("BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong")
+UnsupportedOperation = _sqs("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation")
+ResourceNotFound = _sqs("ResourceNotFoundException", "ResourceNotFoundException", 404)
+OverLimit = _sqs("OverLimit", "OverLimit", 403)
+# authentication (SigV4): the peer is refused, the connection stays usable
+InvalidClientTokenId = _sqs("InvalidClientTokenId", "InvalidClientTokenId", 403, AccessRefused)
+SignatureDoesNotMatch = _sqs("SignatureDoesNotMatch", "SignatureDoesNotMatch", 403, AccessRefused)
+IncompleteSignature = _sqs("IncompleteSignature", "IncompleteSignature", 400, AccessRefused)
+MissingAuthenticationToken = _sqs("MissingAuthenticationToken", "MissingAuthenticationToken", 403, AccessRefused)
+RequestExpired = _sqs("RequestExpired", "RequestExpired", 400, AccessRefused)
+AccessDenied = _sqs("AccessDenied", "AccessDenied", 403, AccessRefused)

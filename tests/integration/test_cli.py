@@ -12,7 +12,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from conftest import start_broker
+from brokerproc import start_broker
 
 SERVE = [sys.executable, "-m", "haremq.cli", "serve"]
 

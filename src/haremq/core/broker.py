@@ -20,22 +20,23 @@ from typing import Any
 from haremq.clock import Clock, SystemClock
 from haremq.core.consumer import Consumer, DeliverySink, Session
 from haremq.core.exchange import Exchange
-from haremq.core.message import Message
+from haremq.core.message import Message, Properties
 from haremq.core.queue import Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
-from haremq.security.users import Access, User, UserStore
-from haremq.store.api import MetadataStore, QueueStore
+from haremq.security.users import Access, Permission, User, UserStore
+from haremq.store.api import MetadataStore, RecoverableQueueStore
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
 
 ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
 
 
 class Broker:
-    def __init__(self, *, clock: Clock | None = None, store: QueueStore | None = None,
+    def __init__(self, *, clock: Clock | None = None, store: RecoverableQueueStore | None = None,
                  metadata: MetadataStore | None = None, users: UserStore | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
-        self.store: QueueStore = store or MemoryQueueStore()
+        self.store: RecoverableQueueStore = store or MemoryQueueStore()
+        self.store_failed = False  # a persistent write failed (disk full): the node blocks publishers
         self.metadata: MetadataStore = metadata or MemoryMetadataStore()
         self.users = users or UserStore()
         self.vhosts: dict[str, VHost] = {}
@@ -250,6 +251,66 @@ class Broker:
             if not q.enqueue(msg):
                 ok = False
         return ROUTED if ok else REJECTED
+
+    # ---- restart -------------------------------------------------------------------------------
+    def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:
+        """Rebuild durable vhosts, users, exchanges, queues and bindings (no writes back to the store)."""
+        for v in defs.get("vhosts", []):
+            self.add_vhost(v["name"])
+        for u in defs.get("users", []):
+            self.users.users[u["name"]] = User(u["name"], u["password_hash"], tuple(u.get("tags") or ()),
+                                               loopback_only=u["name"] == "guest")
+        for p in defs.get("permissions", []):
+            user = self.users.users.get(p["user"])
+            if user is not None:
+                user.permissions[p["vhost"]] = Permission(p["configure"], p["write"], p["read"])
+        for e in defs.get("exchanges", []):
+            vh = self.add_vhost(e["vhost"])
+            if e["name"] not in vh.exchanges:
+                vh.exchanges[e["name"]] = Exchange(e["name"], e["type"], durable=True, auto_delete=e["auto_delete"],
+                                                   internal=e["internal"], arguments=dict(e["arguments"]))
+        for qd in defs.get("queues", []):
+            vh = self.add_vhost(qd["vhost"])
+            if qd["name"] not in vh.queues:
+                q = Queue(vh, qd["name"], durable=True, exclusive_owner=None, auto_delete=qd["auto_delete"],
+                          arguments=dict(qd["arguments"]))
+                vh.queues[q.name] = q
+                vh.exchanges[""].table.bind(q, q.name, {})
+        for bd in defs.get("bindings", []):
+            vh = self.add_vhost(bd["vhost"])
+            src = vh.exchanges.get(bd["source"])
+            dest: Queue | Exchange | None = (vh.queues.get(bd["destination"]) if bd["destination_type"] == "queue"
+                                             else vh.exchanges.get(bd["destination"]))
+            if src is not None and dest is not None and src.table.bind(dest, bd["routing_key"], bd["arguments"]):
+                src.bindings.append((dest, bd["routing_key"], dict(bd["arguments"])))
+
+    def restore_messages(self, recovered: dict[tuple[str, str], list[Any]]) -> list[tuple[str, str]]:
+        """Put recovered messages back in their queues; returns logs whose queue no longer exists."""
+        orphans = []
+        now = self.clock.monotonic()
+        for (vhost, name), msgs in recovered.items():
+            vh = self.vhosts.get(vhost)
+            q = vh.queues.get(name) if vh is not None else None
+            if q is None:
+                orphans.append((vhost, name))
+                continue
+            entries = []
+            max_prio = q.args.max_priority
+            for r in msgs:
+                props = Properties(**r.props)
+                body = r.body if r.body is not None else self.store.read_body(q, r.seq)
+                msg = Message(r.exchange, r.routing_key, props, body)
+                ttl = q.args.message_ttl_ms
+                mttl = msg.ttl_ms()
+                if mttl is not None and (ttl is None or mttl < ttl):
+                    ttl = mttl
+                prio = min(props.priority or 0, max_prio) if max_prio else 0
+                e = Entry(msg, r.seq, None if ttl is None else now + ttl / 1000, prio)
+                if r.redelivered:
+                    e.delivery_count = 1
+                entries.append(e)
+            q.restore(entries, self.store.last_seq(vhost, name) + 1)
+        return orphans
 
     # ---- flow ----------------------------------------------------------------------------------
     def resume(self, s: Session) -> None:

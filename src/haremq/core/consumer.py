@@ -104,6 +104,8 @@ class Session:
             self.leases[tag] = Lease(queue, e, c)
             c.unacked += 1
             queue.unacked += 1
+            if queue.persist and e.msg.props.delivery_mode == 2:
+                self.vhost.broker.store.mark_delivered(queue, e)
         self.sink.deliver(c.tag, tag, e.delivery_count > 1, queue.name, e.msg)
 
     def take_get(self, queue: Queue, e: Entry, no_ack: bool) -> int:
@@ -115,6 +117,8 @@ class Session:
         else:
             self.leases[tag] = Lease(queue, e, None)
             queue.unacked += 1
+            if queue.persist and e.msg.props.delivery_mode == 2:
+                self.vhost.broker.store.mark_delivered(queue, e)
         return tag
 
     # ---- settlement ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
 from haremq.core.message import Message
+from haremq.errors import ResourceError
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
@@ -141,6 +142,9 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = arguments
         self.args = QueueArgs.parse(name, vhost.name, arguments)
+        # persistent messages of durable, non-exclusive queues go to the store (exclusive queues die
+        # with their connection, so they never outlive a restart)
+        self.persist = durable and exclusive_owner is None
         self.ready = ReadyList(self.args.max_priority)
         self.consumers: list[Consumer] = []
         self._rr = 0
@@ -198,8 +202,14 @@ class Queue:
         e = Entry(msg, self.next_seq, None if ttl is None else now + ttl / 1000, prio)
         self.next_seq += 1
         self.published += 1
-        if self.durable and msg.props.delivery_mode == 2:
-            self.vhost.broker.store.publish(self, e)
+        if self.persist and msg.props.delivery_mode == 2:
+            try:
+                self.vhost.broker.store.publish(self, e)
+            except ResourceError:
+                # disk full or failed: refuse the message (publisher gets a nack), keep serving
+                self.published -= 1
+                self.vhost.broker.store_failed = True
+                return False
         self.ready.append(e)
         if e.expires_at is not None and self.ready.count == 1:
             self.vhost.broker.schedule(e.expires_at, self)
@@ -235,7 +245,7 @@ class Queue:
 
     def _forget(self, e: Entry) -> None:
         """The entry leaves the queue for good (not via ack): tell the store."""
-        if self.durable and e.msg.props.delivery_mode == 2:
+        if self.persist and e.msg.props.delivery_mode == 2:
             self.vhost.broker.store.remove(self, e)
 
     # ---- consumers ---------------------------------------------------------------------------
@@ -356,7 +366,7 @@ class Queue:
     def settle(self, e: Entry) -> None:
         """The entry was acknowledged (or delivered with no-ack): it is gone."""
         self.acked += 1
-        if self.durable and e.msg.props.delivery_mode == 2:
+        if self.persist and e.msg.props.delivery_mode == 2:
             self.vhost.broker.store.remove(self, e)
 
     def requeue(self, entries: list[Entry]) -> None:
@@ -405,6 +415,14 @@ class Queue:
                 self.vhost.delete_queue(self)
             else:
                 self.vhost.broker.schedule(max(deadline, now + 0.001), self)
+
+    def restore(self, entries: list[Entry], next_seq: int) -> None:
+        """Recovered entries (in seq order) become ready again after a restart."""
+        for e in entries:
+            self.ready.append(e)
+        self.next_seq = max(self.next_seq, next_seq)
+        self._schedule_head_expiry()
+        self.vhost.broker.mark_dirty(self)
 
     def entries(self) -> Iterable[Entry]:
         return iter(self.ready)

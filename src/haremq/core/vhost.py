@@ -209,9 +209,9 @@ class VHost:
                 ex.table.remove_dest(q)
             else:
                 self._unbind_all(ex, q)
-        if q.durable and q.exclusive_owner is None:
+        if q.persist:
             self.broker.metadata.delete_queue(self.name, q.name)
-        self.broker.store.delete_queue(q)
+            self.broker.store.delete_queue(q)
         return count
 
     # ---- bindings ------------------------------------------------------------------------------

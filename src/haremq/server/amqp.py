@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,9 @@ class Channel:
         self.session: Session = conn.node.broker.open_session(conn.vhost, conn.user, conn, self)
         self.confirm = False
         self.confirm_seq = 0
-        self.outcomes: list[tuple[int, bool]] = []  # (seq, ok) confirms not yet sent
+        # (seq, ok, ticket) in publish order: confirms (and, seq 0, a deferred tx.commit-ok) not yet sent;
+        # one whose message went to the disk waits until the store's durable ticket reaches ``ticket``
+        self.outcomes: deque[tuple[int, bool, int]] = deque()
         self.tx = False
         self.tx_publishes: list[ev.Publish] = []
         self.tx_acks: list[ev.Settle] = []
@@ -94,22 +97,32 @@ class Channel:
         self.conn.node.want_flush(self.conn)
 
     # ---- confirms -------------------------------------------------------------------------------
-    def flush_confirms(self) -> None:
-        """Coalesce this batch's confirms: one ``ack multiple`` for each run of successes."""
+    def flush_confirms(self, durable: int) -> bool:
+        """Send what is durable, coalesced: one ``ack multiple`` per run of successes.
+
+        Returns True when outcomes remain that wait for the disk.
+        """
         outcomes = self.outcomes
-        self.outcomes = []
         out = self.conn.proto._out
         run_end = 0
-        for seq, ok in outcomes:
-            if ok:
+        while outcomes:
+            seq, ok, ticket = outcomes[0]
+            if ticket > durable:
+                break
+            outcomes.popleft()
+            if ok and seq:
                 run_end = seq
                 continue
             if run_end:
                 out.append(codec.confirm_frame(self.number, run_end, True))
                 run_end = 0
-            out.append(codec.confirm_frame(self.number, seq, False, nack=True))
+            if seq:
+                out.append(codec.confirm_frame(self.number, seq, False, nack=True))
+            else:
+                out.append(codec.method_frame(self.number, codec.build(C.Tx.CommitOk)))
         if run_end:
             out.append(codec.confirm_frame(self.number, run_end, True))
+        return bool(outcomes)
 
 
 def _props_raw(msg: Message) -> bytes:
@@ -181,9 +194,10 @@ class AmqpServerProtocol(asyncio.Protocol):
                 if self.closing:
                     break
             node.broker.flush()
+            durable = node.broker.store.durable_ticket
             for ch in self.channels.values():
-                if ch.outcomes:
-                    ch.flush_confirms()
+                if ch.outcomes and ch.flush_confirms(durable):
+                    node.waiting[ch] = None
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
@@ -197,6 +211,7 @@ class AmqpServerProtocol(asyncio.Protocol):
                 timer.cancel()
         for ch in list(self.channels.values()):
             ch.session.close()
+            self.node.waiting.pop(ch, None)
         self.channels.clear()
         self.node.connections.discard(self)
         self.node.broker.connection_closed(self)
@@ -394,16 +409,16 @@ class AmqpServerProtocol(asyncio.Protocol):
 
     def _route(self, ch: Channel, e: ev.Publish) -> None:
         msg = Message(e.exchange, e.routing_key, e.props, e.body, e.raw_props)
+        broker = self.node.broker
         if ch.confirm:
             ch.confirm_seq += 1
-            seq = ch.confirm_seq
-            try:
-                result = self.node.broker.publish(ch.session, e.exchange, msg)
-            except HareError:
-                raise
-            ch.outcomes.append((seq, result != REJECTED))
+            before = broker.store.ticket
+            result = broker.publish(ch.session, e.exchange, msg)
+            after = broker.store.ticket
+            # wait for the disk only if this publish appended to the log
+            ch.outcomes.append((ch.confirm_seq, result != REJECTED, after if after != before else 0))
         else:
-            result = self.node.broker.publish(ch.session, e.exchange, msg)
+            result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:
             out = self.proto._out
             out.append(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key))
@@ -546,11 +561,16 @@ class AmqpServerProtocol(asyncio.Protocol):
             raise PreconditionFailed("channel is not transactional")
         publishes, acks = ch.tx_publishes, ch.tx_acks
         ch.tx_publishes, ch.tx_acks = [], []
+        store = self.node.broker.store
+        before = store.ticket
         for p in publishes:
             self._route(ch, p)
         for a in acks:
             self._apply_settle(ch, a)
-        self.proto.send_method(ch.number, codec.build(C.Tx.CommitOk))
+        if store.ticket != before:
+            ch.outcomes.append((0, True, store.ticket))  # commit-ok once the transaction is on disk
+        else:
+            self.proto.send_method(ch.number, codec.build(C.Tx.CommitOk))
 
     def _tx_rollback(self, ch: Channel, m: Any) -> None:
         if not ch.tx:

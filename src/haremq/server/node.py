@@ -7,16 +7,23 @@ mark them; one pass at the end writes each marked connection once (``writelines`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from haremq.config import Settings
 from haremq.core.broker import Broker
+from haremq.errors import HareError
 from haremq.security.users import UserStore
+from haremq.store.file import FileQueueStore
+from haremq.store.metadata import SqliteMetadataStore
 
 if TYPE_CHECKING:
-    from haremq.server.amqp import AmqpServerProtocol
+    from haremq.server.amqp import AmqpServerProtocol, Channel
     from haremq.server.stomp import StompServerProtocol
 
 log = logging.getLogger("haremq")
@@ -28,15 +35,22 @@ class Writer(Protocol):
     def write_pending(self) -> None: ...
 
 
+class _QueueRef:
+    """Names a queue log whose queue is gone (the store's delete_queue takes any queue-like)."""
+
+    def __init__(self, vhost: str, name: str) -> None:
+        self.vhost = type("V", (), {"name": vhost})()
+        self.name = name
+
+
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
         if broker is None:
-            users = UserStore()
-            users.add(settings.default_user, settings.default_pass, tags=("administrator",),
-                      loopback_only=settings.default_user == "guest")
-            broker = Broker(users=users)
+            broker = self._open_broker(settings)
         self.broker = broker
+        self.waiting: dict[Channel, None] = {}  # AMQP channels with confirms waiting for the disk
+        self._tasks: set[asyncio.Task[None]] = set()
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
         self.stomp_connections: set[StompServerProtocol] = set()
@@ -48,6 +62,36 @@ class Node:
         self.amqp_port = 0
         self.stomp_port: int | None = None  # None while STOMP is off
         self.stopped = asyncio.Event()
+
+    @staticmethod
+    def _open_broker(settings: Settings) -> Broker:
+        """Open the data directory: definitions from SQLite, messages from the segment logs."""
+        os.makedirs(settings.data_dir, exist_ok=True)
+        metadata = SqliteMetadataStore(settings.data_dir)
+        store = FileQueueStore(settings.data_dir, fsync=settings.fsync, sync_interval=settings.fsync_interval,
+                               segment_size=settings.segment_size)
+        broker = Broker(store=store, metadata=metadata, users=UserStore())
+        defs = metadata.load()
+        broker.restore_definitions(defs)
+        if not defs["users"]:
+            user = broker.users.add(settings.default_user, settings.default_pass, tags=("administrator",),
+                                    loopback_only=settings.default_user == "guest")
+            metadata.save_user(user.name, user.password_hash, list(user.tags))
+            metadata.save_permission(user.name, "/", ".*", ".*", ".*")
+        started = time.monotonic()
+        recovered = store.recover()
+        for (vhost, name), report in store.recovery_reports().items():
+            if report.torn_bytes or report.quarantined:
+                log.warning("recovery of queue %r in vhost %r: truncated a torn tail of %d bytes; quarantined %s",
+                            name, vhost, report.torn_bytes, report.quarantined or "nothing")
+        orphans = broker.restore_messages(recovered)
+        for vhost, name in orphans:
+            store.delete_queue(_QueueRef(vhost, name))
+        count = sum(len(v) for v in recovered.values())
+        if count:
+            log.info("recovered %d messages in %d queues in %.2f s", count, len(recovered),
+                     time.monotonic() - started)
+        return broker
 
     def loop_time(self) -> float:
         assert self._loop is not None
@@ -111,6 +155,58 @@ class Node:
             self._servers.append(stomp)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
+        flusher = getattr(self.broker.store, "flusher", None)
+        if flusher is not None:
+            self._spawn(self._flush_loop(flusher))
+            self._spawn(self._maintain_loop())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_loop(self, flusher: Any) -> None:
+        """Group commit: fsync dirty segments off the loop, then release the confirms they hold."""
+        wake = asyncio.Event()
+        flusher.on_dirty = wake.set
+        loop = asyncio.get_running_loop()
+        store = self.broker.store
+        while True:
+            await wake.wait()
+            wake.clear()
+            delay = flusher.delay
+            if delay:
+                await asyncio.sleep(delay)
+            if delay is not None:
+                try:
+                    await loop.run_in_executor(None, store.sync)  # type: ignore[attr-defined]
+                except HareError as exc:
+                    log.error("the store cannot make messages durable, confirms stop: %s", exc)
+                    self.broker.store_failed = True
+                    return
+            self.release_confirms()
+            if flusher.pending:
+                wake.set()
+
+    def release_confirms(self) -> None:
+        durable = self.broker.store.durable_ticket
+        waiting = self.waiting
+        self.waiting = {}
+        for ch in waiting:
+            if ch.flush_confirms(durable):
+                self.waiting[ch] = None
+            self.want_flush(ch.conn)
+        self.flush_output()
+
+    async def _maintain_loop(self) -> None:
+        """Now and then, compact mostly-acked segments so one slow message cannot pin the disk."""
+        maintain = getattr(self.broker.store, "maintain", None)
+        while maintain is not None:
+            await asyncio.sleep(5)
+            try:
+                maintain(64 * 1024 * 1024)
+            except HareError as exc:
+                log.warning("store maintenance failed: %s", exc)
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -132,6 +228,10 @@ class Node:
             await server.wait_closed()
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.broker.store.close()
         self.broker.metadata.close()
         self.stopped.set()

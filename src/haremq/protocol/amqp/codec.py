@@ -148,6 +148,10 @@ def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
     raw = bytes(payload[12:])
     if flags == 0:
         return class_id, body_size, EMPTY, raw
+    # publishers repeat the same properties: decoded Properties are immutable, so share them
+    cached = _PROPS_CACHE.get(raw)
+    if cached is not None:
+        return class_id, body_size, cached, raw
     if flags & 1:
         raise SyntaxError_("property flag continuation is not supported")
     values: dict[str, Any] = {}
@@ -173,10 +177,15 @@ def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
                 pos += used
     except (IndexError, struct.error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SyntaxError_(f"cannot decode content header: {exc}") from None
-    return class_id, body_size, Properties(**values), raw
+    props = Properties(**values)
+    if len(_PROPS_CACHE) >= 512:
+        _PROPS_CACHE.clear()
+    _PROPS_CACHE[raw] = props
+    return class_id, body_size, props, raw
 
 
 EMPTY = Properties()
+_PROPS_CACHE: dict[bytes, Properties] = {}
 
 
 def encode_properties(p: Properties) -> bytes:
@@ -224,8 +233,11 @@ def content_frames(channel: int, props_raw: bytes, body: bytes, frame_max: int) 
     out = [frame(FRAME_HEADER, channel, _content_hdr.pack(60, 0, n, 0)[:12] + props_raw)]
     if n:
         chunk = frame_max - 8
-        if n <= chunk:
+        if n <= 4096:
             out.append(_frame_hdr.pack(FRAME_BODY, channel, n) + body + FRAME_END_BYTE)
+        elif n <= chunk:
+            # large body: hand it to writelines as is rather than copying it into a new frame
+            out += (_frame_hdr.pack(FRAME_BODY, channel, n), body, FRAME_END_BYTE)
         else:
             for i in range(0, n, chunk):
                 out.append(frame(FRAME_BODY, channel, body[i:i + chunk]))

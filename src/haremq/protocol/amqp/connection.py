@@ -189,11 +189,17 @@ class AmqpConnection:
         self._recv_frame_max = codec.FRAME_MIN_SIZE
         self._buf = bytearray()
         self._out: list[bytes] = []
+        self._close_last: bytes | None = None  # connection.close for a parse error: sent after earlier replies
         self.channels: dict[int, _Channel] = {}
 
     # ---- output ---------------------------------------------------------------------------------
     def data_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
+        if self._close_last is not None:
+            # frames parsed before the bad one are answered first (the server handles their events
+            # after receive_data returns); connection.close must be the last thing we send
+            out.append(self._close_last)
+            self._close_last = None
         return out
 
     def write(self, data: bytes) -> None:
@@ -300,7 +306,10 @@ class AmqpConnection:
                 elif ftype == codec.FRAME_HEADER:
                     self._header(channel, buf[start:end], events)
                 elif ftype == codec.FRAME_BODY:
-                    self._body(channel, bytes(buf[start:end]), events)
+                    # one copy out of the read buffer (slicing a bytearray would copy twice)
+                    with memoryview(buf) as mv:
+                        body = bytes(mv[start:end])
+                    self._body(channel, body, events)
                 elif ftype == codec.FRAME_HEARTBEAT:
                     if channel != 0:
                         raise FrameError("heartbeat frame on a non-zero channel")
@@ -311,7 +320,11 @@ class AmqpConnection:
         except HareError as err:
             if not err.closes_connection:
                 err = CommandInvalid(err.text, class_id=err.class_id, method_id=err.method_id)
+            out, self._out = self._out, []
             self.close(err)
+            if self._out:
+                self._close_last = self._out.pop()
+            self._out = out + self._out
             events.append(ConnectionClosed(err.reply_code, err.reply_text, err))
             self._buf = bytearray()
             return events

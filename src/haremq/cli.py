@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -55,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"haremq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    check = sub.add_parser("store-check", help="verify a data directory offline (run on a stopped node)")
+    check.add_argument("data_dir", help="the broker's data directory")
     args = parser.parse_args(argv)
+    if args.command == "store-check":
+        from haremq.store.check import run
+
+        if not os.path.isdir(args.data_dir):
+            print(f"haremq: {args.data_dir}: no such directory", file=sys.stderr)
+            return 2
+        return run(args.data_dir, sys.stdout)
     if args.command == "serve":
         try:
             settings = load(args.config, overrides={

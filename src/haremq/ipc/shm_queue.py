@@ -1,0 +1,793 @@
+"""A bytes queue in a memory-mapped file shared by processes on one host.
+
+Independent of the broker: this module imports nothing else from haremq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import secrets
+import select
+import struct
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterable
+from mmap import MAP_SHARED, PROT_READ, PROT_WRITE, mmap
+from types import TracebackType
+from typing import Any, Final, Literal
+
+__all__ = ["IpcError", "QueueFileError", "ShmQueue"]
+
+log = logging.getLogger("haremq.ipc")
+
+# ----------------------------------------------------------------------------------------------------------
+# File layout (all integers little-endian)
+#
+#   offset  size  field
+#   0       8     magic b"HAREMQSQ"
+#   8       4     format version (1)
+#   12      4     mode: 0 = mpmc, 1 = spsc
+#   16      8     capacity in bytes of the data ring (multiple of 16)
+#   24      8     max_message_size
+#   32      8     salt: random per queue, mixed into every commit word
+#   40      4     crc32 of bytes 0..40 -- a foreign or damaged file is refused at open
+#   128     ...   producer cache line: head (u64), put_count (u64), busy pid (u64), recoveries (u64)
+#   256     ...   consumer cache line: tail (u64), get_count (u64), busy pid (u64), intent tail (u64),
+#                 intent count (u64), lost (u64), recoveries (u64)
+#   512     ...   wait area for consumers: flag byte, then NSLOTS u64 deadlines (monotonic ns)
+#   1024    ...   wait area for producers: same shape
+#   4088    8     fcntl lock bytes (never read or written; only byte-range locked)
+#   4096    cap   the data ring
+#
+# Record in the ring (16-byte aligned so a pad header always fits at the ring end; never split across it):
+#   +0  u64 commit  = position ^ salt, written LAST
+#   +8  u32 length  (0xFFFFFFFF = pad: skip to the ring start)
+#   +12 u32 check   = (commit & 0xFFFFFFFF) ^ length
+#   +16 payload, padded to 16
+# "position" is the absolute, ever-growing stream offset of a record; its ring offset is position % capacity.
+#
+# Synchronization protocol (why it is safe without compare-and-swap)
+# ------------------------------------------------------------------
+# * Every shared word has exactly one writer at a time. Producers write records and head/put_count; consumers
+#   write tail/get_count. In spsc mode there is one of each (enforced by an exclusive lock taken once per
+#   role);
+#   in mpmc mode each side serializes itself with an fcntl open-file-description byte-range lock (the kernel
+#   drops it when the holder dies, so a killed process never wedges the queue) plus a threading.Lock.
+# * A record becomes visible when its commit word equals position ^ salt. The producer writes payload, then
+#   length+check, then the commit word, each as one aligned store; x86-64 keeps stores in program order (TSO)
+#   so a consumer that sees the commit sees the payload. A producer killed before the commit store leaves
+#   bytes that do not match (stale laps carry other positions; the random 64-bit salt makes a payload that
+#   happens to look like a header a 2**-64 event), so a torn record is never read. The length check word
+#   catches a length not yet visible or damaged. Weakly-ordered CPUs (ARM) would need fences Python cannot
+#   express: this module targets x86-64.
+# * Consumers never read head: readiness is the commit word. Producers read tail only when their cached copy
+#   says the ring is full. Space check: head + record (+ pad to the ring end) - tail <= capacity.
+# * Consuming commits with one store of tail. Before it, an mpmc consumer records its pid and the tail/count
+#   it is about to publish; after unlocking it clears the pid. A successor that finds a pid left behind knows
+#   the holder died inside the critical section: if tail already equals the intent, the dead process took
+#   those messages with it (counted in `lost` and logged), otherwise nothing happened and they are re-read.
+#   A producer that died holding the lock may have committed records without publishing head, so its
+#   successor rebuilds head by scanning commit words forward (the index is a cache; the records are truth).
+# * Waiting: spin briefly (a handoff costs ~1 us), then register in a wait slot (a deadline a few ms ahead),
+#   re-check, and sleep in poll() on a FIFO next to the queue file. Whoever makes progress checks the side's
+#   flag byte and writes one byte to the FIFO if a slot is still live. Without a store-load fence a wakeup
+#   can be missed in a nanosecond-wide race; the slot deadline bounds the damage to one sleep slice (20 ms),
+#   and an idle waiter costs ~50 wakeups/s. A waiter killed while registered expires with its deadline.
+# ----------------------------------------------------------------------------------------------------------
+
+MAGIC: Final = b"HAREMQSQ"
+VERSION: Final = 1
+HEADER_SIZE: Final = 4096
+_HDR = struct.Struct("<8sII QQQ")  # magic, version, mode, capacity, max_message_size, salt
+_CRC_OFF: Final = 40
+HEAD_OFF: Final = 128
+TAIL_OFF: Final = 256
+_P_BUSY: Final = HEAD_OFF + 16
+_P_RECOV: Final = HEAD_OFF + 24
+_C_BUSY: Final = TAIL_OFF + 16
+_C_INTENT: Final = TAIL_OFF + 24  # intent tail, intent count
+_C_LOST: Final = TAIL_OFF + 40
+_C_RECOV: Final = TAIL_OFF + 48
+CWAIT_OFF: Final = 512
+PWAIT_OFF: Final = 1024
+NSLOTS: Final = 32
+_LOCK_PROD: Final = 4088
+_LOCK_CONS: Final = 4089
+_LOCK_PROD_ROLE: Final = 4090
+_LOCK_CONS_ROLE: Final = 4091
+
+REC_HDR: Final = 16
+PAD: Final = 0xFFFFFFFF
+_M32: Final = 0xFFFFFFFF
+_M64: Final = 0xFFFFFFFFFFFFFFFF
+MODES: Final = {"mpmc": 0, "spsc": 1}
+
+SLICE_NS: Final = 20_000_000
+SPIN_MIN_NS: Final = 5_000
+SPIN_MAX_NS: Final = 200_000
+
+_Q = struct.Struct("<Q")
+_QQ = struct.Struct("<QQ")
+_II = struct.Struct("<II")
+_QII = struct.Struct("<QII")
+_SLOTS = struct.Struct(f"<{NSLOTS}Q")
+_FLOCK = "hhqqi4x"  # struct flock on Linux x86-64 / aarch64
+
+
+class IpcError(Exception):
+    """Root of haremq.ipc errors (ipc stands alone, so it does not share haremq.errors)."""
+
+
+class QueueFileError(IpcError, ValueError):
+    """The file is not a haremq shm queue, is of another version, or is damaged."""
+
+
+def _resolve(name: str | os.PathLike[str]) -> str:
+    """A bare name lives in /dev/shm; anything with a slash is a path."""
+    s = os.fspath(name)
+    if not s or s in (".", ".."):
+        raise ValueError(f"invalid queue name {s!r}")
+    if "/" in s:
+        return os.path.abspath(s)
+    return os.path.join("/dev/shm", s)
+
+
+def _fifo_paths(path: str) -> tuple[str, str]:
+    return path + ".notempty", path + ".notfull"
+
+
+def _record_size(n: int) -> int:
+    return (n + REC_HDR + 15) & ~15
+
+
+_live: weakref.WeakSet[ShmQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # OFD locks belong to the open file description, which a forked child shares with its parent: reopen so
+    # the child's locks are its own (and die with it), and forget role locks the parent holds.
+    for q in list(_live):
+        q._reopen_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class ShmQueue:
+    """A bounded FIFO of bytes messages in a shared memory-mapped file.
+
+    Open by name from any process; picklable (pickles as its path and reopens). ``mode="mpmc"`` (default) is
+    safe for any number of producers and consumers; ``mode="spsc"`` skips the file locks for one producer
+    and one consumer process at a time.
+    """
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __init__(self, path: str, *, _internal: bool = False) -> None:
+        if not _internal:
+            raise TypeError("use ShmQueue.create(...) or ShmQueue.open(...)")
+        self.path = path
+        self._closed = True
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise QueueFileError(f"{path}: {size} bytes is too small to be a haremq shm queue")
+            raw = os.pread(fd, HEADER_SIZE, 0)
+            magic, version, mode, cap, maxmsg, salt = _HDR.unpack_from(raw, 0)
+            if magic != MAGIC:
+                raise QueueFileError(f"{path}: not a haremq shm queue (bad magic {magic!r})")
+            if version != VERSION:
+                raise QueueFileError(f"{path}: format version {version}, this haremq reads {VERSION}")
+            (crc,) = struct.unpack_from("<I", raw, _CRC_OFF)
+            if crc != zlib.crc32(raw[:_CRC_OFF]):
+                raise QueueFileError(f"{path}: header checksum mismatch (file corrupted)")
+            if mode not in (0, 1) or cap % 16 or cap < 64 or size != HEADER_SIZE + cap or maxmsg > cap:
+                raise QueueFileError(f"{path}: inconsistent header (mode={mode} capacity={cap} size={size})")
+            self._buf = mmap(fd, size, MAP_SHARED, PROT_READ | PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.mode: Literal["mpmc", "spsc"] = "spsc" if mode == 1 else "mpmc"
+        self.capacity_bytes: int = cap
+        self.max_message_size: int = maxmsg
+        self._salt: int = salt
+        self._ne_path, self._nf_path = _fifo_paths(path)
+        self._ne_fd = self._open_fifo(self._ne_path)
+        self._nf_fd = self._open_fifo(self._nf_path)
+        self._closed = False
+        self._init_local_state()
+        _live.add(self)
+
+    @staticmethod
+    def _open_fifo(p: str) -> int:
+        # O_RDWR on a FIFO never blocks at open and never sees EOF; O_NONBLOCK keeps writes from stalling a
+        # producer when nobody drains (the waker only needs "readable").
+        try:
+            return os.open(p, os.O_RDWR | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise QueueFileError(f"{p}: wakeup FIFO missing (queue half-deleted?)") from None
+
+    def _init_local_state(self) -> None:
+        b = self._buf
+        self._head: int = _Q.unpack_from(b, HEAD_OFF)[0]
+        self._put_count: int = _Q.unpack_from(b, HEAD_OFF + 8)[0]
+        self._tail: int = _Q.unpack_from(b, TAIL_OFF)[0]
+        self._get_count: int = _Q.unpack_from(b, TAIL_OFF + 8)[0]
+        self._tail_cache: int = self._tail
+        self._prod_ready = self.mode == "mpmc"  # spsc: role lock + head recovery happen on first put
+        self._cons_ready = self.mode == "mpmc"
+        self._fast_put = False  # set once the spsc producer role is taken
+        self._fast_get = False
+        self._plock = threading.Lock()
+        self._clock = threading.Lock()
+        self._spin_ns = 50_000
+        self._pid = os.getpid()
+        self._slot = (self._pid * 31 + threading.get_ident()) % NSLOTS
+        self._poll_ne = select.poll()
+        self._poll_ne.register(self._ne_fd, select.POLLIN)
+        self._poll_nf = select.poll()
+        self._poll_nf.register(self._nf_fd, select.POLLIN)
+
+    def _reopen_after_fork(self) -> None:
+        if self._closed:
+            return
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._init_local_state()
+
+    @classmethod
+    def create(
+        cls,
+        name: str | os.PathLike[str],
+        capacity_bytes: int,
+        max_message_size: int,
+        mode: Literal["mpmc", "spsc"] = "mpmc",
+    ) -> ShmQueue:
+        """Create a new queue file (fails if it exists) and open it.
+
+        The ring must hold two maximal records so that one always fits whatever the wrap position.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'mpmc' or 'spsc', not {mode!r}")
+        if not isinstance(capacity_bytes, int) or not isinstance(max_message_size, int):
+            raise TypeError("capacity_bytes and max_message_size must be int")
+        if max_message_size < 0 or max_message_size >= PAD:
+            raise ValueError(f"max_message_size out of range: {max_message_size}")
+        cap = (capacity_bytes + 15) & ~15
+        least = max(64, 2 * _record_size(max_message_size))
+        if cap < least:
+            raise ValueError(
+                f"capacity_bytes={capacity_bytes} too small: need >= {least} "
+                f"to hold two records of max_message_size={max_message_size}"
+            )
+        path = _resolve(name)
+        if os.path.exists(path):
+            raise FileExistsError(f"haremq shm queue {path} already exists")
+        ne, nf = _fifo_paths(path)
+        header = bytearray(HEADER_SIZE)
+        _HDR.pack_into(header, 0, MAGIC, VERSION, MODES[mode], cap, max_message_size,
+                       secrets.randbits(64) | 1)
+        struct.pack_into("<I", header, _CRC_OFF, zlib.crc32(header[:_CRC_OFF]))
+        tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        made: list[str] = []
+        try:
+            # Build in a temporary file and link it into place, so an opener never sees half a header and two
+            # creators race safely (link fails if the name exists).
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            made.append(tmp)
+            try:
+                os.ftruncate(fd, HEADER_SIZE + cap)
+                # Reserve pages now: a sparse tmpfs file would SIGBUS a writer later if /dev/shm filled up.
+                os.posix_fallocate(fd, 0, HEADER_SIZE + cap)
+                os.pwrite(fd, bytes(header), 0)
+            finally:
+                os.close(fd)
+            for p in (ne, nf):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(p)  # a stale FIFO left by a crashed create or unlink
+                os.mkfifo(p, 0o600)
+                made.append(p)
+            os.link(tmp, path)
+        except BaseException:
+            for p in made:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return cls(path, _internal=True)
+
+    @classmethod
+    def open(cls, name: str | os.PathLike[str]) -> ShmQueue:
+        """Open an existing queue by name or path."""
+        path = _resolve(name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no haremq shm queue at {path}")
+        return cls(path, _internal=True)
+
+    @staticmethod
+    def unlink_name(name: str | os.PathLike[str]) -> None:
+        """Remove a queue's file and FIFOs by name; open handles keep working until closed."""
+        path = _resolve(name)
+        for p in (path, *_fifo_paths(path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    def unlink(self) -> None:
+        """Remove this queue's file and FIFOs (nothing is left in /dev/shm)."""
+        self.unlink_name(self.path)
+
+    def close(self) -> None:
+        """Publish the indexes, release locks and unmap. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _live.discard(self)
+        with contextlib.suppress(ValueError, OSError):
+            if self.mode == "spsc" and self._prod_ready:
+                _QQ.pack_into(self._buf, HEAD_OFF, self._head, self._put_count)
+        with contextlib.suppress(BufferError):
+            self._buf.close()
+        for fd in (self._fd, self._ne_fd, self._nf_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> ShmQueue:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (ShmQueue.open, (self.path,))
+
+    def __repr__(self) -> str:
+        return f"<ShmQueue {self.path!r} mode={self.mode} capacity={self.capacity_bytes}>"
+
+    def fileno(self) -> int:
+        """A FIFO that turns readable when a producer wakes registered consumer waiters (see get_async)."""
+        return self._ne_fd
+
+    # ------------------------------------------------------------------ locks
+
+    def _flock(self, byte: int, cmd: int, kind: int) -> None:
+        fcntl.fcntl(self._fd, cmd, struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0))
+
+    def _lock(self, byte: int) -> None:
+        self._flock(byte, fcntl.F_OFD_SETLKW, fcntl.F_WRLCK)
+
+    def _unlock(self, byte: int) -> None:
+        self._flock(byte, fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
+
+    def _take_role(self, byte: int, role: str) -> None:
+        try:
+            self._flock(byte, fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
+        except OSError:
+            raise IpcError(f"{self.path}: spsc queue already has a live {role} (use mode='mpmc')") from None
+
+    # ------------------------------------------------------------------ producer side
+    #
+    # put/get/put_many/get_many share one shape: enter the side (spsc: nothing after the first call; mpmc:
+    # take the lock and reload the shared index), run an inlined loop over local variables (attribute lookups
+    # and calls dominate the cost of a pure-Python ring), publish the index once, leave, wake a sleeper.
+
+    def _norm(self, data: object) -> bytes | bytearray:
+        """Validate one message on the slow path; memoryviews become bytes."""
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"ShmQueue messages are bytes-like, not {type(data).__name__}")
+        if len(data) > self.max_message_size:
+            raise ValueError(f"message of {len(data)} bytes exceeds max_message_size={self.max_message_size}")
+        return data
+
+    def _recover_head(self) -> None:
+        """Rebuild head from commit words: records a dead producer committed but never published."""
+        b, cap, salt = self._buf, self.capacity_bytes, self._salt
+        h, cnt = _QQ.unpack_from(b, HEAD_OFF)
+        while True:
+            off = h % cap
+            c, n, ck = _QII.unpack_from(b, HEADER_SIZE + off)
+            if c != h ^ salt or ck != (c & _M32) ^ n:
+                break
+            if n == PAD:
+                h += cap - off
+            elif n <= self.max_message_size:
+                h += _record_size(n)
+                cnt += 1
+            else:
+                break
+        self._head, self._put_count = h, cnt
+        _QQ.pack_into(b, HEAD_OFF, h, cnt)
+
+    def _write(self, msgs: list[bytes | bytearray], i: int) -> int:
+        """Write msgs[i:] at the local head while they fit; return the next index. Head is not published."""
+        b, cap, salt = self._buf, self.capacity_bytes, self._salt
+        pack_ii, pack_q = _II.pack_into, _Q.pack_into
+        h, tail = self._head, self._tail_cache
+        start, end = i, len(msgs)
+        while i < end:
+            data = msgs[i]
+            n = len(data)
+            off = h % cap
+            size = (n + 31) & ~15
+            need = size if off + size <= cap else size + cap - off
+            if h + need - tail > cap:
+                tail = self._tail_cache = _Q.unpack_from(b, TAIL_OFF)[0]
+                if h + need - tail > cap:
+                    break
+            if need != size:  # pad the ring end and wrap
+                c = h ^ salt
+                pack_ii(b, HEADER_SIZE + off + 8, PAD, (c & _M32) ^ PAD)
+                pack_q(b, HEADER_SIZE + off, c)
+                h += cap - off
+                off = 0
+            base = HEADER_SIZE + off
+            b[base + 16 : base + 16 + n] = data
+            c = h ^ salt
+            pack_ii(b, base + 8, n, (c & _M32) ^ n)
+            pack_q(b, base, c)  # the commit: this store makes the record visible
+            h += size
+            i += 1
+        self._put_count += i - start
+        self._head = h
+        return i
+
+    def _prod_enter(self) -> None:
+        if self.mode == "spsc":
+            if not self._prod_ready:
+                self._take_role(_LOCK_PROD_ROLE, "producer")
+                self._recover_head()
+                self._prod_ready = self._fast_put = True
+            return
+        self._plock.acquire()
+        try:
+            self._lock(_LOCK_PROD)
+        except BaseException:
+            self._plock.release()
+            raise
+        b = self._buf
+        dead = _Q.unpack_from(b, _P_BUSY)[0]
+        if dead:
+            self._recover_head()
+            _Q.pack_into(b, _P_RECOV, _Q.unpack_from(b, _P_RECOV)[0] + 1)
+            log.warning("%s: producer pid %d died while writing; recovered head by scan", self.path, dead)
+        else:
+            self._head, self._put_count = _QQ.unpack_from(b, HEAD_OFF)
+        _Q.pack_into(b, _P_BUSY, self._pid)
+
+    def _prod_exit(self) -> None:
+        b = self._buf
+        _QQ.pack_into(b, HEAD_OFF, self._head, self._put_count)
+        if self.mode == "mpmc":
+            _Q.pack_into(b, _P_BUSY, 0)
+            self._unlock(_LOCK_PROD)
+            self._plock.release()
+        if b[CWAIT_OFF]:
+            self._wake(CWAIT_OFF, self._ne_fd)
+
+    def _put_batch(self, msgs: list[bytes | bytearray], i: int) -> int:
+        self._prod_enter()
+        try:
+            return self._write(msgs, i)
+        finally:
+            self._prod_exit()
+
+    def put(
+        self, data: bytes | bytearray | memoryview, block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Append one message; raises queue.Full when there is no room (after timeout if blocking)."""
+        if self._fast_put and type(data) is bytes:
+            # spsc hot path, inlined: no lock, no call besides the stores
+            n = len(data)
+            h = self._head
+            cap = self.capacity_bytes
+            off = h % cap
+            size = (n + 31) & ~15
+            if n <= self.max_message_size and off + size <= cap and h + size - self._tail_cache <= cap:
+                b = self._buf
+                base = HEADER_SIZE + off
+                b[base + 16 : base + 16 + n] = data
+                c = h ^ self._salt
+                _II.pack_into(b, base + 8, n, (c & _M32) ^ n)
+                _Q.pack_into(b, base, c)
+                self._head = h = h + size
+                self._put_count = cnt = self._put_count + 1
+                _QQ.pack_into(b, HEAD_OFF, h, cnt)
+                if b[CWAIT_OFF]:
+                    self._wake(CWAIT_OFF, self._ne_fd)
+                return
+        msgs = [self._norm(data)]
+        if self._put_batch(msgs, 0):
+            return
+        if not block or not self._wait(PWAIT_OFF, lambda: self._put_batch(msgs, 0) == 1, timeout):
+            raise queue.Full
+
+    def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        self.put(data, block=False)
+
+    def put_many(
+        self,
+        items: Iterable[bytes | bytearray | memoryview],
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> int:
+        """Append messages publishing head once per batch; returns how many were put.
+
+        All items are validated first, so a bad one raises before anything is written. Without block (or when
+        the timeout expires) returns early with a smaller count rather than raising.
+        """
+        msgs: list[Any] = list(items)
+        if not msgs:
+            return 0
+        if set(map(type, msgs)) != {bytes} or max(map(len, msgs)) > self.max_message_size:
+            msgs = [self._norm(m) for m in msgs]
+        done = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def step() -> bool:
+            nonlocal done
+            start = done
+            done = self._put_batch(msgs, done)
+            return done > start
+
+        while done < len(msgs):
+            if step():
+                continue
+            if not block:
+                break
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._wait(PWAIT_OFF, step, left):
+                break
+        return done
+
+    # ------------------------------------------------------------------ consumer side
+
+    def _cons_enter(self) -> None:
+        if self.mode == "spsc":
+            if not self._cons_ready:
+                self._take_role(_LOCK_CONS_ROLE, "consumer")
+                self._tail, self._get_count = _QQ.unpack_from(self._buf, TAIL_OFF)
+                self._cons_ready = self._fast_get = True
+            return
+        self._clock.acquire()
+        try:
+            self._lock(_LOCK_CONS)
+        except BaseException:
+            self._clock.release()
+            raise
+        b = self._buf
+        self._tail, self._get_count = _QQ.unpack_from(b, TAIL_OFF)
+        dead = _Q.unpack_from(b, _C_BUSY)[0]
+        if dead:
+            itail, icount = _QQ.unpack_from(b, _C_INTENT)
+            _Q.pack_into(b, _C_RECOV, _Q.unpack_from(b, _C_RECOV)[0] + 1)
+            if itail == self._tail and icount:
+                _Q.pack_into(b, _C_LOST, _Q.unpack_from(b, _C_LOST)[0] + icount)
+                log.warning("%s: consumer pid %d died after taking %d message(s); they are lost",
+                            self.path, dead, icount)
+            else:
+                log.warning("%s: consumer pid %d died mid-read; nothing was taken", self.path, dead)
+        _Q.pack_into(b, _C_BUSY, self._pid)
+
+    def _cons_exit(self) -> None:
+        b = self._buf
+        if self.mode == "mpmc":
+            _Q.pack_into(b, _C_BUSY, 0)
+            self._unlock(_LOCK_CONS)
+            self._clock.release()
+        if b[PWAIT_OFF]:
+            self._wake(PWAIT_OFF, self._nf_fd)
+
+    def _read(self, out: list[bytes], limit: int) -> None:
+        """Copy up to limit committed records from the local tail into out; commit them with one store."""
+        b, cap, salt, maxn = self._buf, self.capacity_bytes, self._salt, self.max_message_size
+        unpack, append = _QII.unpack_from, out.append
+        t = t0 = self._tail
+        got = 0
+        while got < limit:
+            off = t % cap
+            base = HEADER_SIZE + off
+            c, n, ck = unpack(b, base)
+            if c != t ^ salt or ck != (c & _M32) ^ n:
+                break  # not committed yet (a length not yet visible counts as not committed)
+            if n == PAD:
+                t += cap - off
+                continue
+            if n > maxn:
+                raise QueueFileError(f"{self.path}: record at {t} claims {n} bytes (corrupted ring)")
+            append(b[base + 16 : base + 16 + n])
+            t += (n + 31) & ~15
+            got += 1
+        if t != t0:
+            cnt = self._get_count + got
+            if self.mode == "mpmc":
+                _QQ.pack_into(b, _C_INTENT, t, got)
+            _QQ.pack_into(b, TAIL_OFF, t, cnt)  # the consume commit
+            self._tail, self._get_count = t, cnt
+
+    def _ready(self) -> bool:
+        """Cheap lock-free peek: is a record (or pad) committed at the shared tail?"""
+        b = self._buf
+        t = _Q.unpack_from(b, TAIL_OFF)[0] if self.mode == "mpmc" else self._tail
+        return bool(_Q.unpack_from(b, HEADER_SIZE + t % self.capacity_bytes)[0] == t ^ self._salt)
+
+    def _try_get(self, out: list[bytes], limit: int) -> bool:
+        if self.mode == "mpmc" and not self._ready():
+            return False
+        self._cons_enter()
+        try:
+            self._read(out, limit)
+        finally:
+            self._cons_exit()
+        return bool(out)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> bytes:
+        """Remove and return the oldest message; raises queue.Empty (after timeout if blocking)."""
+        if self._fast_get:
+            # spsc hot path, inlined
+            b = self._buf
+            t = self._tail
+            off = t % self.capacity_bytes
+            base = HEADER_SIZE + off
+            c, n, ck = _QII.unpack_from(b, base)
+            if c == t ^ self._salt and ck == (c & _M32) ^ n and n <= self.max_message_size:
+                data = b[base + 16 : base + 16 + n]
+                self._tail = t = t + ((n + 31) & ~15)
+                self._get_count = cnt = self._get_count + 1
+                _QQ.pack_into(b, TAIL_OFF, t, cnt)
+                if b[PWAIT_OFF]:
+                    self._wake(PWAIT_OFF, self._nf_fd)
+                return data
+        out: list[bytes] = []
+        if self._try_get(out, 1):
+            return out[0]
+        if not block or not self._wait(CWAIT_OFF, lambda: self._try_get(out, 1), timeout):
+            raise queue.Empty
+        return out[0]
+
+    def get_nowait(self) -> bytes:
+        return self.get(block=False)
+
+    def get_many(
+        self, max_messages: int = 64, block: bool = True, timeout: float | None = None
+    ) -> list[bytes]:
+        """Remove up to max_messages with one tail commit; waits for at least one unless block is false."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        out: list[bytes] = []
+        if self._try_get(out, max_messages):
+            return out
+        if not block or not self._wait(CWAIT_OFF, lambda: self._try_get(out, max_messages), timeout):
+            raise queue.Empty
+        return out
+
+    async def get_async(self, timeout: float | None = None) -> bytes:
+        """Await one message without polling: the event loop watches the wakeup FIFO."""
+        out: list[bytes] = []
+        if self._try_get(out, 1):
+            return out[0]
+        loop = asyncio.get_running_loop()
+        ev = asyncio.Event()
+        loop.add_reader(self._ne_fd, ev.set)
+        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        try:
+            while True:
+                now = time.monotonic_ns()
+                if deadline is not None and now >= deadline:
+                    raise queue.Empty
+                self._register(CWAIT_OFF, now)
+                if self._try_get(out, 1):
+                    return out[0]
+                ev.clear()
+                wait_ns = SLICE_NS if deadline is None else min(SLICE_NS, deadline - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), wait_ns / 1e9)
+                self._drain(self._ne_fd)
+                if self._try_get(out, 1):
+                    return out[0]
+        finally:
+            loop.remove_reader(self._ne_fd)
+            self._unregister(CWAIT_OFF)
+
+    # ------------------------------------------------------------------ waiting
+
+    def _register(self, area: int, now: int) -> None:
+        _Q.pack_into(self._buf, area + 8 + 8 * self._slot, now + SLICE_NS + SLICE_NS // 2)
+        self._buf[area] = 1
+
+    def _unregister(self, area: int) -> None:
+        with contextlib.suppress(ValueError):
+            _Q.pack_into(self._buf, area + 8 + 8 * self._slot, 0)
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 4096)
+
+    def _wake(self, area: int, fd: int) -> None:
+        """Someone flagged interest: write a wakeup byte if any slot is still live, else clear the flag."""
+        now = time.monotonic_ns()
+        if any(d > now for d in _SLOTS.unpack_from(self._buf, area + 8)):
+            with contextlib.suppress(BlockingIOError):
+                os.write(fd, b"\x01")
+        else:
+            self._buf[area] = 0
+
+    def _wait(self, area: int, attempt: Any, timeout: float | None) -> bool:
+        """Retry attempt() until it succeeds or timeout: short adaptive spin, then sleep on the FIFO."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        mono = time.monotonic_ns
+        start = mono()
+        deadline = None if timeout is None else start + int(timeout * 1e9)
+        spin_end = start + self._spin_ns
+        if deadline is not None:
+            spin_end = min(spin_end, deadline)
+        yield_ = os.sched_yield
+        while True:
+            if attempt():
+                self._spin_ns = min(SPIN_MAX_NS, self._spin_ns * 2)
+                return True
+            if mono() >= spin_end:
+                break
+            yield_()
+        self._spin_ns = max(SPIN_MIN_NS, self._spin_ns // 2)
+        fd = self._ne_fd if area == CWAIT_OFF else self._nf_fd
+        poller = self._poll_ne if area == CWAIT_OFF else self._poll_nf
+        try:
+            while True:
+                now = mono()
+                if deadline is not None and now >= deadline:
+                    return bool(attempt())
+                self._register(area, now)
+                if attempt():
+                    return True
+                wait_ns = SLICE_NS if deadline is None else min(SLICE_NS, deadline - now)
+                poller.poll(max(1, wait_ns // 1_000_000))
+                self._drain(fd)
+                if attempt():
+                    return True
+        finally:
+            self._unregister(area)
+
+    # ------------------------------------------------------------------ introspection
+
+    def qsize(self) -> int:
+        """Messages committed but not yet consumed (exact in mpmc; spsc head is published per put/batch)."""
+        b = self._buf
+        put: int = _Q.unpack_from(b, HEAD_OFF + 8)[0]
+        got: int = _Q.unpack_from(b, TAIL_OFF + 8)[0]
+        return max(0, put - got)
+
+    def empty(self) -> bool:
+        return not self._ready()
+
+    def full(self) -> bool:
+        b = self._buf
+        used: int = _Q.unpack_from(b, HEAD_OFF)[0] - _Q.unpack_from(b, TAIL_OFF)[0]
+        return used + 2 * _record_size(self.max_message_size) > self.capacity_bytes
+
+    def stats(self) -> dict[str, int]:
+        """Counters kept in the file: totals, messages lost with dead consumers, crash recoveries."""
+        b = self._buf
+        return {
+            "put_count": _Q.unpack_from(b, HEAD_OFF + 8)[0],
+            "get_count": _Q.unpack_from(b, TAIL_OFF + 8)[0],
+            "lost": _Q.unpack_from(b, _C_LOST)[0],
+            "producer_recoveries": _Q.unpack_from(b, _P_RECOV)[0],
+            "consumer_recoveries": _Q.unpack_from(b, _C_RECOV)[0],
+            "used_bytes": _Q.unpack_from(b, HEAD_OFF)[0] - _Q.unpack_from(b, TAIL_OFF)[0],
+        }

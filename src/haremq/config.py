@@ -30,6 +30,7 @@ class Settings:
     fsync: str = "always"  # always | interval | off: when publisher confirms for persistent messages go out
     fsync_interval: float = 0.005  # seconds between group commits with fsync = interval
     segment_size: int = 64 * 1024 * 1024  # bytes per log segment file
+    disk_free_limit: int = 50 * 1000 * 1000  # below this many free bytes, publishers get connection.blocked
     log_level: str = "info"
     heartbeat: int = 60
     frame_max: int = 131072

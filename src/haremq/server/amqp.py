@@ -240,6 +240,17 @@ class AmqpServerProtocol(asyncio.Protocol):
         if self.proto.state == ev.State.CLOSED and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def send_blocked(self, blocked: bool, reason: str) -> None:
+        """connection.blocked / unblocked, to clients that announced the capability."""
+        caps = self.client_properties.get("capabilities")
+        if self.vhost is None or not isinstance(caps, dict) or not caps.get("connection.blocked"):
+            return
+        if blocked:
+            self.proto.send_method(0, codec.build(C.Connection.Blocked, reason=reason))
+        else:
+            self.proto.send_method(0, codec.build(C.Connection.Unblocked))
+        self.node.want_flush(self)
+
     def _fail(self, err: HareError) -> None:
         """Close the connection with ``err`` (connection.close, then the socket after close-ok)."""
         self.proto.close(err)
@@ -397,6 +408,8 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.proto.send_open_ok()
+        if self.node.disk_alarm:
+            self.send_blocked(True, "low on disk space")
 
     # ---- hot path -----------------------------------------------------------------------------------
     def _publish(self, ch: Channel, e: ev.Publish) -> None:

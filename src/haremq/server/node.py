@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Coroutine
@@ -50,6 +51,7 @@ class Node:
             broker = self._open_broker(settings)
         self.broker = broker
         self.waiting: dict[Channel, None] = {}  # AMQP channels with confirms waiting for the disk
+        self.disk_alarm = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
@@ -139,6 +141,9 @@ class Node:
 
         self._loop = asyncio.get_running_loop()
         self.broker.on_schedule = self._on_schedule
+        pending = self.broker.next_deadline()
+        if pending is not None:  # timers of recovered queues (TTL heads, x-expires)
+            self._on_schedule(pending)
         s = self.settings
         server = await self._loop.create_server(
             lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
@@ -198,11 +203,34 @@ class Node:
             self.want_flush(ch.conn)
         self.flush_output()
 
+    def check_disk(self) -> None:
+        """Disk alarm as RabbitMQ's: below ``disk_free_limit`` (or after a failed write) tell every
+        AMQP client that announced ``connection.blocked``; tell them again when space returns."""
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return
+        low = free < self.settings.disk_free_limit
+        if low and not self.disk_alarm:
+            log.warning("disk alarm: %d bytes free in %s, below disk_free_limit %d", free,
+                        self.settings.data_dir, self.settings.disk_free_limit)
+        elif not low and self.disk_alarm:
+            log.info("disk alarm cleared: %d bytes free", free)
+            self.broker.store_failed = False
+        if low != self.disk_alarm:
+            self.disk_alarm = low
+            for conn in list(self.connections):
+                conn.send_blocked(low, "low on disk space")
+            self.flush_output()
+
     async def _maintain_loop(self) -> None:
-        """Now and then, compact mostly-acked segments so one slow message cannot pin the disk."""
+        """Now and then, compact mostly-acked segments so one slow message cannot pin the disk,
+        and watch free disk space."""
         maintain = getattr(self.broker.store, "maintain", None)
         while maintain is not None:
-            await asyncio.sleep(5)
+            for _ in range(5):
+                self.check_disk()
+                await asyncio.sleep(1)
             try:
                 maintain(64 * 1024 * 1024)
             except HareError as exc:

@@ -93,6 +93,7 @@ class QueueLog:
         self.pubsegs: list[Segment] = []  # segments with publish records, by first seq
         self.firsts: list[int] = []  # first seq of each pubseg (for bisect)
         self.next_lsn = 1
+        self.unlogged_removes = 0  # acks that could not be logged (disk full)
         self.max_seq = 0
         self.report = RecoveryReport()
         self.compactions = 0
@@ -240,7 +241,7 @@ class QueueLog:
             seg.refs -= 1
             work.append(seg)
 
-    def _apply_remove(self, seq: int, at: Segment) -> list[Segment]:
+    def _apply_remove(self, seq: int, at: Segment | None) -> list[Segment]:
         work: list[Segment] = []
         loc = self._live(seq)
         if loc is None:
@@ -251,7 +252,7 @@ class QueueLog:
         seg.live_bytes -= seg.lens[i]
         if seg.marks[i]:
             self._unref(seg.marks[i], work)
-        if at is not seg:
+        if at is not None and at is not seg:
             at.refs += 1
             seg.marks[i] = at.base_lsn
         else:
@@ -296,8 +297,16 @@ class QueueLog:
         # header) has the name the new one needs: write the new file aside, then rename it over
         # the empty one, so the seq floor in its header is never missing from disk.
         replace = old is not None and old.base_lsn == self.next_lsn
-        new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
-                             ".new" if replace else "")
+        smallest = max(self.config.min_segment_size, R.FILE_HEADER_SIZE + need)
+        try:
+            new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
+                                 ".new" if replace else "")
+        except ResourceError:
+            if size <= smallest:
+                raise
+            # nearly full disk: a smaller segment may still fit where the doubled one does not
+            new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, smallest,
+                                 ".new" if replace else "")
         if replace:
             assert old is not None and not old.seqs and not old.refs
             final = old.path
@@ -334,14 +343,24 @@ class QueueLog:
     def remove(self, seq: int) -> None:
         if self._live(seq) is None:
             return
-        at, _, _ = self._append(R.REMOVE, R.SEQ.pack(seq))
+        try:
+            at: Segment | None = self._append(R.REMOVE, R.SEQ.pack(seq))[0]
+        except ResourceError:
+            # Disk full. Refusing the ack would deadlock: acks are what free the disk. Forget the
+            # message in memory so its segment can still be reclaimed; with no REMOVE record it may
+            # come back after a crash (at-least-once), but it is never lost.
+            self.unlogged_removes += 1
+            at = None
         self._reclaim(self._apply_remove(seq, at))
 
     def mark_delivered(self, seq: int) -> None:
         loc = self._live(seq)
         if loc is None:
             return
-        at, _, _ = self._append(R.DELIVERED, R.SEQ.pack(seq))
+        try:
+            at, _, _ = self._append(R.DELIVERED, R.SEQ.pack(seq))
+        except ResourceError:
+            return  # disk full: after a crash this delivery is just not flagged redelivered
         self._reclaim(self._apply_delivered(seq, at))
 
     def read_body(self, seq: int) -> bytes:

@@ -13,10 +13,12 @@ import shutil
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
+
 from brokerproc import BrokerProcess, start_broker, stop_broker
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -148,14 +150,14 @@ def _fill(n: int) -> tuple[str, list[bytes]]:
 def test_torn_tail_keeps_every_record_before_the_damage(seed: int) -> None:
     data_dir, bodies = _fill(200)
     seg = _segment(data_dir)
-    raw = open(seg, "rb").read()
+    raw = Path(seg).read_bytes()
     last = max(raw.rfind(body) + len(body) for body in bodies)
     cut = random.Random(seed).randrange(64, last)
     # a torn write: everything from the cut on never reached the disk (zeros, as in a pre-sized file)
     with open(seg, "r+b") as f:
         f.seek(cut)
         f.write(b"\0" * (len(raw) - cut))
-    intact = [body for body in bodies if 0 <= raw.find(body) and raw.find(body) + len(body) <= cut - 1]
+    intact = [body for body in bodies if raw.find(body) >= 0 and raw.find(body) + len(body) <= cut - 1]
     b = start_broker(data_dir=data_dir)
     got = [body for body, _ in drain(b, "tq")]
     stop_broker(b)
@@ -168,12 +170,12 @@ def test_torn_tail_keeps_every_record_before_the_damage(seed: int) -> None:
 def test_flipped_bit_quarantines_but_keeps_the_rest(seed: int) -> None:
     data_dir, bodies = _fill(200)
     seg = _segment(data_dir)
-    raw = bytearray(open(seg, "rb").read())
+    raw = bytearray(Path(seg).read_bytes())
     rng = random.Random(seed)
     first, last = raw.find(bodies[0]), raw.find(bodies[-1])
     pos = rng.randrange(first, last)
     raw[pos] ^= 1 << rng.randrange(8)
-    open(seg, "wb").write(bytes(raw))
+    Path(seg).write_bytes(bytes(raw))
     b = start_broker(data_dir=data_dir)
     got = [body for body, _ in drain(b, "tq")]
     alive = b.alive()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pika
 import pika.exceptions
 import pytest
+
 from brokerproc import start_broker, stop_broker
 
 

@@ -9,6 +9,7 @@ import time
 import pika
 import pika.exceptions
 import pytest
+
 from brokerproc import BrokerProcess, start_broker, stop_broker
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -49,7 +50,7 @@ def test_definitions_survive_restart(how: str) -> None:
     ch.exchange_declare("dur.x2", "direct", durable=True, passive=True)
     q = ch.queue_declare("dur.q", durable=True, arguments={"x-max-length": 100})  # equivalent: no 406
     assert q.method.message_count == 1
-    method, _props, body = ch.basic_get("dur.q", auto_ack=True)
+    _method, _props, body = ch.basic_get("dur.q", auto_ack=True)
     assert body == b"persistent"
     ch.basic_publish("dur.x", "a.zzz", b"routed-after-restart")
     assert ch.queue_declare("dur.q", passive=True).method.message_count == 1

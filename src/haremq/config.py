@@ -25,11 +25,17 @@ class Settings:
     amqp_port: int = 5672
     stomp_enabled: bool = True
     stomp_port: int = 61613  # 0 = any free port
+    sqs_enabled: bool = True
+    sqs_port: int = 9324  # SQS-compatible HTTP API; 0 = any free port
+    sqs_any_credentials: bool = False  # accept any access key and unsigned requests (as the default user)
+    management_enabled: bool = True
+    management_port: int = 15672  # management REST API, /metrics and the dashboard; 0 = any free port
     stomp_max_header_size: int = 65536  # command + headers of one STOMP frame, bytes
     data_dir: str = "haremq-data"
     fsync: str = "always"  # always | interval | off: when publisher confirms for persistent messages go out
     fsync_interval: float = 0.005  # seconds between group commits with fsync = interval
     segment_size: int = 64 * 1024 * 1024  # bytes per log segment file
+    queue_memory_limit: int = 64 * 1024 * 1024  # ready bytes per queue kept in RAM; beyond, bodies page out
     disk_free_limit: int = 50 * 1000 * 1000  # below this many free bytes, publishers get connection.blocked
     log_level: str = "info"
     heartbeat: int = 60
@@ -50,6 +56,8 @@ class Settings:
                 raise ConfigError(f"bind: {self.bind!r} is not an IP address or host name") from None
         _port("amqp_port", self.amqp_port)
         _port("stomp_port", self.stomp_port)
+        _port("sqs_port", self.sqs_port)
+        _port("management_port", self.management_port)
         if not 256 <= self.stomp_max_header_size <= 16 * 1024 * 1024:
             raise ConfigError(f"stomp_max_header_size: {self.stomp_max_header_size} is not between 256 and 16777216")
         if self.fsync not in ("always", "interval", "off"):

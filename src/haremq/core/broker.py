@@ -20,8 +20,9 @@ from typing import Any
 from haremq.clock import Clock, SystemClock
 from haremq.core.consumer import Consumer, DeliverySink, Session
 from haremq.core.exchange import Exchange
+from haremq.core.lease import TimerTarget
 from haremq.core.message import Message, Properties
-from haremq.core.queue import Entry, Queue
+from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
 from haremq.security.users import Access, Permission, User, UserStore
@@ -37,11 +38,13 @@ class Broker:
         self.clock: Clock = clock or SystemClock()
         self.store: RecoverableQueueStore = store or MemoryQueueStore()
         self.store_failed = False  # a persistent write failed (disk full): the node blocks publishers
+        # ready bytes per queue above which persistent bodies stay only in the store (paged out)
+        self.page_out_bytes = 1 << 62
         self.metadata: MetadataStore = metadata or MemoryMetadataStore()
         self.users = users or UserStore()
         self.vhosts: dict[str, VHost] = {}
         self._dirty: dict[Queue, None] = {}
-        self._timers: list[tuple[float, int, Queue]] = []
+        self._timers: list[tuple[float, int, TimerTarget]] = []
         self._timer_seq = itertools.count()
         self.on_schedule: Callable[[float], None] | None = None
         self.add_vhost("/")
@@ -64,8 +67,10 @@ class Broker:
             for q in dirty:
                 if not q.deleted:
                     q.dispatch()
+                if q.sqs is not None and q.sqs.waiters:
+                    q.sqs.wake()  # SQS long polls waiting on this queue
 
-    def schedule(self, deadline: float, q: Queue) -> None:
+    def schedule(self, deadline: float, q: TimerTarget) -> None:
         earliest = self._timers[0][0] if self._timers else None
         heapq.heappush(self._timers, (deadline, next(self._timer_seq), q))
         if self.on_schedule is not None and (earliest is None or deadline < earliest):
@@ -76,7 +81,7 @@ class Broker:
 
     def run_timers(self) -> None:
         now = self.clock.monotonic()
-        fired: dict[Queue, None] = {}
+        fired: dict[TimerTarget, None] = {}
         while self._timers and self._timers[0][0] <= now:
             _, _, q = heapq.heappop(self._timers)
             fired[q] = None
@@ -296,16 +301,26 @@ class Broker:
                 continue
             entries = []
             max_prio = q.args.max_priority
+            in_memory = 0
+            props_of: dict[int, Properties] = {}  # the store shares one dict per distinct property set
             for r in msgs:
-                props = Properties(**r.props)
-                body = r.body if r.body is not None else self.store.read_body(q, r.seq)
-                msg = Message(r.exchange, r.routing_key, props, body)
+                props = props_of.get(id(r.props))
+                if props is None:
+                    props = props_of[id(r.props)] = Properties(**r.props)
+                size = r.size if r.size >= 0 else len(r.body or b"")
+                if in_memory + size <= self.page_out_bytes:
+                    body = r.body if r.body is not None else self.store.read_body(q, r.seq)
+                    msg = Message(r.exchange, r.routing_key, props, body)
+                    in_memory += size
+                else:
+                    msg = PAGED  # stays in the store until delivered
                 ttl = q.args.message_ttl_ms
-                mttl = msg.ttl_ms()
+                exp = props.expiration
+                mttl = int(exp) if exp is not None and exp.isdigit() else None
                 if mttl is not None and (ttl is None or mttl < ttl):
                     ttl = mttl
                 prio = min(props.priority or 0, max_prio) if max_prio else 0
-                e = Entry(msg, r.seq, None if ttl is None else now + ttl / 1000, prio)
+                e = Entry(msg, r.seq, None if ttl is None else now + ttl / 1000, prio, size)
                 if r.redelivered:
                     e.delivery_count = 1
                 entries.append(e)

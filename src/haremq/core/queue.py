@@ -20,25 +20,32 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
-from haremq.core.message import Message
+from haremq.core.message import Message, Properties
 from haremq.errors import ResourceError
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
+    from haremq.core.sqs import SqsQueue
     from haremq.core.vhost import VHost
+
+
+# A paged-out entry's message lives only in the store; ``Queue.load`` reads it back on delivery.
+PAGED = Message("", "", Properties(delivery_mode=2), b"")
 
 
 class Entry:
     """One message's place in one queue."""
 
-    __slots__ = ("delivery_count", "expires_at", "msg", "priority", "seq")
+    __slots__ = ("delivery_count", "expires_at", "msg", "priority", "seq", "size")
 
-    def __init__(self, msg: Message, seq: int, expires_at: float | None, priority: int) -> None:
+    def __init__(self, msg: Message, seq: int, expires_at: float | None, priority: int,
+                 size: int | None = None) -> None:
         self.msg = msg
         self.seq = seq
         self.expires_at = expires_at
         self.priority = priority
         self.delivery_count = 0
+        self.size = len(msg.body) if size is None else size
 
     def __lt__(self, other: Entry) -> bool:
         return self.seq < other.seq
@@ -75,7 +82,7 @@ class ReadyList:
     def append(self, e: Entry) -> None:
         (self.single or self.levels[e.priority]).d.append(e)
         self.count += 1
-        self.bytes += len(e.msg.body)
+        self.bytes += e.size
 
     def head_level(self) -> _Fifo | None:
         if self.single is not None:
@@ -95,7 +102,7 @@ class ReadyList:
             return None
         e = level.d.popleft()
         self.count -= 1
-        self.bytes -= len(e.msg.body)
+        self.bytes -= e.size
         return e
 
     def requeue(self, entries: list[Entry]) -> None:
@@ -108,7 +115,7 @@ class ReadyList:
             for p, es in by_level.items():
                 self.levels[p].requeue(es)
         self.count += len(entries)
-        self.bytes += sum(len(e.msg.body) for e in entries)
+        self.bytes += sum(e.size for e in entries)
 
     def clear(self) -> list[Entry]:
         out = [e for level in self.levels for e in level.d]
@@ -152,6 +159,7 @@ class Queue:
         self.unacked = 0
         self.next_seq = 1
         self.deleted = False
+        self.sqs: SqsQueue | None = None  # SQS state (core/sqs.py), once the SQS API uses this queue
         self.last_used = vhost.broker.clock.monotonic()
         self.has_consumer_priorities = False
         # statistics
@@ -203,13 +211,18 @@ class Queue:
         self.next_seq += 1
         self.published += 1
         if self.persist and msg.props.delivery_mode == 2:
+            broker = self.vhost.broker
             try:
-                self.vhost.broker.store.publish(self, e)
+                broker.store.publish(self, e)
             except ResourceError:
                 # disk full or failed: refuse the message (publisher gets a nack), keep serving
                 self.published -= 1
-                self.vhost.broker.store_failed = True
+                broker.store_failed = True
                 return False
+            if self.ready.bytes > broker.page_out_bytes and self.ready.count:
+                # a backlog beyond the memory budget keeps only its index in RAM: the body is
+                # in the store's mmap and comes back in ``load`` when the entry is delivered
+                e.msg = PAGED
         self.ready.append(e)
         if e.expires_at is not None and self.ready.count == 1:
             self.vhost.broker.schedule(e.expires_at, self)
@@ -233,6 +246,8 @@ class Queue:
         while full() and self.ready.count:
             e = self.ready.popleft()
             assert e is not None
+            if e.msg is PAGED and args.dlx is not None:
+                self.load(e)
             self._forget(e)
             dropped.append(e.msg)
         if dropped:
@@ -245,7 +260,7 @@ class Queue:
 
     def _forget(self, e: Entry) -> None:
         """The entry leaves the queue for good (not via ack): tell the store."""
-        if self.persist and e.msg.props.delivery_mode == 2:
+        if self.persist and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
             self.vhost.broker.store.remove(self, e)
 
     # ---- consumers ---------------------------------------------------------------------------
@@ -315,11 +330,21 @@ class Queue:
             if e is None:
                 return None
             if e.expires_at is None or e.expires_at > now:
+                if e.msg is PAGED:
+                    self.load(e)
                 return e
             self._expire([e])
 
+    def load(self, e: Entry) -> None:
+        """Read a paged-out entry's message back from the store."""
+        r = self.vhost.broker.store.read_message(self, e.seq)
+        assert r.body is not None
+        e.msg = Message(r.exchange, r.routing_key, Properties(**r.props), r.body)
+
     def _expire(self, entries: list[Entry]) -> None:
         for e in entries:
+            if e.msg is PAGED and self.args.dlx is not None:
+                self.load(e)
             self._forget(e)
         by_exp: dict[str | None, list[Message]] = {}
         for e in entries:

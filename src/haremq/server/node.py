@@ -25,6 +25,7 @@ from haremq.store.metadata import SqliteMetadataStore
 
 if TYPE_CHECKING:
     from haremq.server.amqp import AmqpServerProtocol, Channel
+    from haremq.server.http.listeners import HttpListeners
     from haremq.server.stomp import StompServerProtocol
 
 log = logging.getLogger("haremq")
@@ -63,6 +64,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.amqp_port = 0
         self.stomp_port: int | None = None  # None while STOMP is off
+        self.http: HttpListeners | None = None  # SQS + management listeners (server/http)
         self.stopped = asyncio.Event()
 
     @staticmethod
@@ -73,6 +75,7 @@ class Node:
         store = FileQueueStore(settings.data_dir, fsync=settings.fsync, sync_interval=settings.fsync_interval,
                                segment_size=settings.segment_size)
         broker = Broker(store=store, metadata=metadata, users=UserStore())
+        broker.page_out_bytes = settings.queue_memory_limit
         defs = metadata.load()
         broker.restore_definitions(defs)
         if not defs["users"]:
@@ -81,7 +84,7 @@ class Node:
             metadata.save_user(user.name, user.password_hash, list(user.tags))
             metadata.save_permission(user.name, "/", ".*", ".*", ".*")
         started = time.monotonic()
-        recovered = store.recover()
+        recovered = store.recover(load_bodies=False)
         for (vhost, name), report in store.recovery_reports().items():
             if report.torn_bytes or report.quarantined:
                 log.warning("recovery of queue %r in vhost %r: truncated a torn tail of %d bytes; quarantined %s",
@@ -160,6 +163,9 @@ class Node:
             self._servers.append(stomp)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
+        from haremq.server.http.listeners import HttpListeners
+
+        self.http = await HttpListeners.start(self)
         flusher = getattr(self.broker.store, "flusher", None)
         if flusher is not None:
             self._spawn(self._flush_loop(flusher))
@@ -239,6 +245,8 @@ class Node:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        if self.http is not None:
+            await self.http.stop()
         for conn in list(self.connections):
             conn.shutdown()
         for stomp_conn in list(self.stomp_connections):

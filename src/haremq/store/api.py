@@ -46,6 +46,7 @@ class RecoveredMessage:
     props: dict[str, Any]
     body: bytes | None
     redelivered: bool
+    size: int = -1  # body length in bytes (known even when the body was not loaded)
 
 
 class RecoverableQueueStore(QueueStore, Protocol):
@@ -62,6 +63,15 @@ class RecoverableQueueStore(QueueStore, Protocol):
 
     def read_body(self, queue: Any, seq: int) -> bytes:
         """The body of a live persistent message (raises NotFound otherwise)."""
+        ...
+
+    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+        """A live persistent message, whole, read back from the store (paged-out entries)."""
+        ...
+
+    @property
+    def can_page(self) -> bool:
+        """True when bodies may be dropped from memory and read back (a file store)."""
         ...
 
     def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:

@@ -182,6 +182,16 @@ class FileQueueStore:
         if qlog is not None:
             qlog.remove(entry.seq)
 
+    @property
+    def can_page(self) -> bool:
+        return True
+
+    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+        qlog = self.logs.get((queue.vhost.name, queue.name))
+        if qlog is None:
+            raise NotFound(f"no log for queue {queue.name!r}")
+        return qlog.read_message(seq)
+
     def read_body(self, queue: Any, seq: int) -> bytes:
         qlog = self.logs.get((queue.vhost.name, queue.name))
         if qlog is None:

@@ -363,6 +363,17 @@ class QueueLog:
             return  # disk full: after a crash this delivery is just not flagged redelivered
         self._reclaim(self._apply_delivered(seq, at))
 
+    def read_message(self, seq: int) -> RecoveredMessage:
+        loc = self._locate(seq)
+        if loc is None:
+            raise NotFound(f"message {seq} is not in the log of {self.vhost}/{self.name}")
+        seg, i = loc
+        rec = seg.read(seg.offs[i], seg.lens[i])
+        v = R.PublishView(rec)
+        body = rec[v.body_off:]
+        return RecoveredMessage(seq, v.exchange, v.routing_key, R.decode_properties(v.props_raw), body,
+                                bool(seg.flags[i] & DELIVERED), len(body))
+
     def read_body(self, seq: int) -> bytes:
         loc = self._locate(seq)
         if loc is None:
@@ -420,7 +431,8 @@ class QueueLog:
                 ex = names.setdefault(v.exchange, v.exchange) if len(names) < 65536 else v.exchange
                 rk = names.setdefault(v.routing_key, v.routing_key) if len(names) < 65536 else v.routing_key
                 yield RecoveredMessage(seg.seqs[i], ex, rk, props,
-                                       rec[v.body_off:] if load_bodies else None, bool(fl & DELIVERED))
+                                       rec[v.body_off:] if load_bodies else None, bool(fl & DELIVERED),
+                                       len(rec) - v.body_off)
 
     def live_count(self) -> int:
         return sum(s.live for s in self.segments)

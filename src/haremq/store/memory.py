@@ -58,6 +58,18 @@ class MemoryQueueStore:
         self.delivered.pop(key, None)
         self.max_seq.pop(key, None)
 
+    @property
+    def can_page(self) -> bool:
+        return False  # the memory store holds entries, not copies: nothing to read back from
+
+    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+        entry = self.queues.get((queue.vhost.name, queue.name), {}).get(seq)
+        if entry is None or entry.msg is None:
+            raise NotFound(f"message {seq} is not in the memory store")
+        msg = entry.msg
+        return RecoveredMessage(seq, msg.exchange, msg.routing_key, _props_dict(msg.props), bytes(msg.body),
+                                False, len(msg.body))
+
     def read_body(self, queue: Any, seq: int) -> bytes:
         entry = self.queues.get((queue.vhost.name, queue.name), {}).get(seq)
         if entry is None:

@@ -24,6 +24,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--stomp-port", help="STOMP port (default 61613; 0 = any free port)")
     p.add_argument("--no-stomp", action="store_const", const=False, dest="stomp_enabled",
                    help="do not start the STOMP listener")
+    p.add_argument("--sqs-port", help="SQS API port (default 9324; 0 = any free port)")
+    p.add_argument("--no-sqs", action="store_const", const=False, dest="sqs_enabled",
+                   help="do not start the SQS API listener")
+    p.add_argument("--sqs-any-credentials", action="store_const", const=True, dest="sqs_any_credentials",
+                   help="SQS API: accept any access key and unsigned requests (act as the default user)")
+    p.add_argument("--management-port", help="management API / metrics port (default 15672; 0 = any free port)")
+    p.add_argument("--no-management", action="store_const", const=False, dest="management_enabled",
+                   help="do not start the management API listener")
     p.add_argument("--data-dir", help="data directory (default ./haremq-data)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--heartbeat", help="heartbeat interval offered to clients, seconds (default 60)")
@@ -40,6 +48,10 @@ async def _serve(settings: Settings) -> None:
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     stomp = f" stomp://{settings.bind}:{node.stomp_port}" if node.stomp_port is not None else ""
+    if node.http is not None and node.http.sqs_port is not None:
+        stomp += f" sqs://{settings.bind}:{node.http.sqs_port}"
+    if node.http is not None and node.http.management_port is not None:
+        stomp += f" http://{settings.bind}:{node.http.management_port}"
     print(f"haremq {__version__} ready: amqp://{settings.bind}:{node.amqp_port}{stomp}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -72,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 "bind": args.bind, "amqp_port": args.amqp_port, "data_dir": args.data_dir,
                 "log_level": args.log_level, "heartbeat": args.heartbeat,
                 "stomp_port": args.stomp_port, "stomp_enabled": args.stomp_enabled,
+                "sqs_port": args.sqs_port, "sqs_enabled": args.sqs_enabled,
+                "sqs_any_credentials": args.sqs_any_credentials, "management_port": args.management_port,
+                "management_enabled": args.management_enabled,
             })
         except ConfigError as exc:
             print(f"haremq: invalid setting: {exc}", file=sys.stderr)

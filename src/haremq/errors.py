@@ -170,7 +170,9 @@ InvalidParameterValue = _sqs("InvalidParameterValue", "InvalidParameterValue")
 MissingParameter = _sqs("MissingParameter", "MissingParameter")
 InvalidAction = _sqs("InvalidAction", "InvalidAction")
 MalformedRequest = _sqs("SerializationException", "SerializationException")
-MessageTooLong = _sqs("MessageTooLong", "MessageTooLong")
+# SQS answers an oversize message with InvalidParameterValue ("Message must be shorter than ..."), so do we
+MessageTooLong = _sqs("MessageTooLong", "InvalidParameterValue")
+MessageTooLong.sqs_shape = "InvalidParameterValue"
 InvalidMessageContents = _sqs("InvalidMessageContents", "InvalidMessageContents")
 InvalidAttributeName = _sqs("InvalidAttributeName", "InvalidAttributeName")
 InvalidAttributeValue = _sqs("InvalidAttributeValue", "InvalidAttributeValue")

@@ -57,6 +57,8 @@ class User:
     tags: tuple[str, ...] = ()
     loopback_only: bool = False
     permissions: dict[str, Permission] = dataclasses.field(default_factory=dict)
+    # SigV4 access keys (SQS API): key id -> secret. SigV4 needs the secret itself, not a hash.
+    access_keys: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def can(self, vhost: str, access: Access, resource: str) -> bool:
         perm = self.permissions.get(vhost)
@@ -76,6 +78,20 @@ class UserStore:
             user.permissions[vh] = Permission()
         self.users[name] = user
         return user
+
+    def add_access_key(self, name: str, key_id: str, secret: str) -> None:
+        """Give a user a SigV4 access key (key ids are unique across users)."""
+        for u in self.users.values():
+            u.access_keys.pop(key_id, None)
+        self.users[name].access_keys[key_id] = secret
+
+    def by_access_key(self, key_id: str) -> tuple[User, str] | None:
+        """(user, secret) owning a SigV4 access key id."""
+        for u in self.users.values():
+            secret = u.access_keys.get(key_id)
+            if secret is not None:
+                return u, secret
+        return None
 
     def authenticate(self, name: str, password: str, *, loopback: bool) -> User | None:
         """The user when the password matches and the peer may use it; None otherwise."""

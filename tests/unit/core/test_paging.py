@@ -23,7 +23,7 @@ def make(tmp: Path) -> tuple[Broker, FileQueueStore]:
 
 def test_backlog_pages_out_and_comes_back_in_order(tmp_path: Path) -> None:
     b, store = make(tmp_path)
-    s, sink = session_for(b)
+    s, _sink = session_for(b)
     q = b.queue_declare(s, "big", durable=True)
     bodies = [f"{i:04d}".encode() * 25 for i in range(100)]  # 100 B each: 10 fit in the budget
     for body in bodies:

@@ -7,7 +7,6 @@ from typing import Any
 
 from haremq.core.routing.table import BindingKey, binding_key
 
-
 _NONE: list[Hashable] = []
 
 

@@ -32,10 +32,9 @@ def start_broker(*extra: str, data_dir: str | None = None) -> BrokerProcess:
     log = open(os.path.join(data_dir, "broker.log"), "a")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--data-dir", data_dir,
-         "--log-level", "warning", "--stomp-port", "0", *extra],
+         "--log-level", "warning", "--stomp-port", "0", "--sqs-port", "0", "--management-port", "0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
-        # every listener on a free port, so brokers of parallel tests never collide
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "HAREMQ_SQS_PORT": "0", "HAREMQ_MANAGEMENT_PORT": "0"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 15

@@ -47,17 +47,19 @@ async def _serve(settings: Settings) -> None:
     # Freeze what startup built and collect less often: per-message objects form no cycles.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    stomp = f" stomp://{settings.bind}:{node.stomp_port}" if node.stomp_port is not None else ""
-    if node.http is not None and node.http.sqs_port is not None:
-        stomp += f" sqs://{settings.bind}:{node.http.sqs_port}"
-    if node.http is not None and node.http.management_port is not None:
-        stomp += f" http://{settings.bind}:{node.http.management_port}"
-    print(f"haremq {__version__} ready: amqp://{settings.bind}:{node.amqp_port}{stomp}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before "ready": a signal right after it must stop us cleanly
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    urls = [f"amqp://{settings.bind}:{node.amqp_port}"]
+    if node.stomp_port is not None:
+        urls.append(f"stomp://{settings.bind}:{node.stomp_port}")
+    if node.http is not None and node.http.sqs_port is not None:
+        urls.append(f"sqs://{settings.bind}:{node.http.sqs_port}")
+    if node.http is not None and node.http.management_port is not None:
+        urls.append(f"http://{settings.bind}:{node.http.management_port}")
+    print(f"haremq {__version__} ready: {' '.join(urls)}", flush=True)
     await stop.wait()
     logging.getLogger("haremq").info("shutting down")
     await node.stop()
@@ -68,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"haremq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    from haremq import ctl
+
+    ctl.add_parser(sub)
     check = sub.add_parser("store-check", help="verify a data directory offline (run on a stopped node)")
     check.add_argument("data_dir", help="the broker's data directory")
     args = parser.parse_args(argv)
+    if args.command == "ctl":
+        return ctl.run(args)
     if args.command == "store-check":
         from haremq.store.check import run
 

@@ -39,6 +39,7 @@ def start_stomp_broker(*extra: str, env: dict[str, str] | None = None) -> StompB
     log = open(os.path.join(data_dir, "broker.log"), "w")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--stomp-port", "0",
+         "--sqs-port", "0", "--management-port", "0",
          "--data-dir", data_dir, "--log-level", "warning", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},

@@ -514,6 +514,7 @@ def test_no_stomp_flag() -> None:
     import tempfile
 
     proc = subprocess.Popen([sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--no-stomp",
+                             "--sqs-port", "0", "--management-port", "0",
                              "--data-dir", tempfile.mkdtemp(prefix="haremq-nostomp-"), "--log-level", "warning"],
                             stdout=subprocess.PIPE, text=True)
     try:

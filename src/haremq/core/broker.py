@@ -251,6 +251,11 @@ class Broker:
         queues = vh.route(ex, msg)
         if not queues:
             return UNROUTABLE
+        headers = msg.props.headers
+        if headers and "BCC" in headers:  # RabbitMQ: BCC routes, but is removed before delivery
+            headers = dict(headers)
+            del headers["BCC"]
+            msg = msg.with_props(msg.props.replace(headers=headers))
         ok = True
         for q in queues:
             if not q.enqueue(msg):

@@ -156,6 +156,8 @@ class Session:
             self._release(lease)
             if not lease.queue.deleted:
                 lease.queue.settle(lease.entry)
+        if self.global_prefetch:
+            self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch
 
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         self._settle_negative(self._take(tag, multiple), requeue)
@@ -165,6 +167,8 @@ class Session:
         for lease in leases:
             self._release(lease)
             by_queue.setdefault(lease.queue, []).append(lease.entry)
+        if self.global_prefetch and leases:
+            self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch
         for q, entries in by_queue.items():
             if requeue:
                 q.requeue(entries)

@@ -21,7 +21,8 @@ from haremq.server.node import Node
 
 
 def _settings(**overrides: Any) -> Settings:
-    base = Settings(amqp_port=0, stomp_port=0, data_dir=tempfile.mkdtemp(prefix="haremq-test-"))
+    base = Settings(amqp_port=0, stomp_port=0, sqs_port=0, management_port=0,
+                    data_dir=tempfile.mkdtemp(prefix="haremq-test-"))
     return dataclasses.replace(base, **overrides).validate()
 
 

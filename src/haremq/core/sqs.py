@@ -1,0 +1,571 @@
+"""SQS semantics on a haremq queue: visibility timeouts, delays, FIFO groups, dedup, redrive.
+
+An SQS queue IS a haremq queue in vhost "/"; ``SqsQueue`` is extra state hung on it
+(``Queue.sqs``), created the first time the SQS API touches the queue:
+
+- **Receive** pops ready entries from the core queue (``take_head``, which also applies
+  retention as the queue's message TTL) and holds each in a ``TimedLease`` until it is deleted
+  (``Queue.settle``) or its visibility timeout passes (``Queue.requeue``: back to its place,
+  receive count = the entry's delivery count). AMQP consumers on the same queue are served from
+  the same ready list by ``Queue.dispatch``.
+- **Delay** (queue ``DelaySeconds`` or per message) keeps the message out of the queue until due.
+- **FIFO**: entries whose message group has a message in flight wait in a per-group backlog, so
+  a group is served in order and only by one receiver at a time. Backlogged entries are counted
+  as visible; they are only reachable through SQS (AMQP consumers see the plain ready list).
+- **Dedup**: a 5-minute window per queue, keyed by (group if scope is messageGroup, id), where
+  the id is ``MessageDeduplicationId`` or the SHA-256 of the body (content-based dedup).
+- **Redrive**: a receive that would make an entry's receive count exceed ``maxReceiveCount``
+  moves it to the dead-letter queue instead (header ``x-sqs-dead-letter-source`` remembers the
+  source, for message move tasks).
+- **Long polling**: waiters registered by the server are called when the queue may have
+  something to receive: from ``Broker.flush`` after an enqueue/requeue, and when a FIFO group
+  unlocks. They are plain callbacks; the core does no I/O.
+
+Timers (visibility deadlines, delays, move tasks) go through ``Broker.schedule``: this object is
+a ``TimerTarget``. Everything takes ``now`` from the broker clock, so tests move a FakeClock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from haremq.core.dedup import DedupWindow
+from haremq.core.delay import DelayedMessages
+from haremq.core.lease import TimedLease, TimedLeases
+from haremq.core.message import Message
+from haremq.errors import (
+    InvalidAttributeName,
+    InvalidAttributeValue,
+    InvalidParameterValue,
+    MissingParameter,
+    PurgeQueueInProgress,
+    ReceiptHandleIsInvalid,
+)
+
+if TYPE_CHECKING:
+    from haremq.core.queue import Entry, Queue
+
+GROUP_HEADER = "x-sqs-message-group-id"
+DEDUP_HEADER = "x-deduplication-id"
+SOURCE_HEADER = "x-sqs-dead-letter-source"
+SQS_ARGUMENT = "sqs"  # key in Queue.arguments holding {"attributes": {...}, "tags": {...}} (not x-: no equivalence)
+ACCOUNT = "000000000000"
+DEDUP_WINDOW = 300.0
+PURGE_INTERVAL = 60.0
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+FIFO_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
+
+# attribute -> (min, max) for integer attributes
+_INT_ATTRS = {
+    "VisibilityTimeout": (0, 43200), "MessageRetentionPeriod": (60, 1209600), "DelaySeconds": (0, 900),
+    "ReceiveMessageWaitTimeSeconds": (0, 20), "MaximumMessageSize": (1024, 262144),
+    "KmsDataKeyReusePeriodSeconds": (60, 86400),
+}
+_DEFAULTS = {"VisibilityTimeout": "30", "MessageRetentionPeriod": "345600", "DelaySeconds": "0",
+             "ReceiveMessageWaitTimeSeconds": "0", "MaximumMessageSize": "262144", "SqsManagedSseEnabled": "false"}
+_FIFO_DEFAULTS = {"FifoQueue": "true", "ContentBasedDeduplication": "false", "DeduplicationScope": "queue",
+                  "FifoThroughputLimit": "perQueue"}
+_ENUM_ATTRS = {"DeduplicationScope": ("messageGroup", "queue"),
+               "FifoThroughputLimit": ("perQueue", "perMessageGroupId")}
+_FIFO_ONLY = ("FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit")
+_FREE_ATTRS = ("Policy", "KmsMasterKeyId", "SqsManagedSseEnabled")
+SETTABLE = frozenset(_INT_ATTRS) | {"RedrivePolicy", "RedriveAllowPolicy", *_FIFO_ONLY, *_FREE_ATTRS}
+COMPUTED = frozenset({"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                      "ApproximateNumberOfMessagesDelayed", "CreatedTimestamp", "LastModifiedTimestamp",
+                      "QueueArn"})
+
+
+def arn(name: str, region: str = "us-east-1") -> str:
+    return f"arn:aws:sqs:{region}:{ACCOUNT}:{name}"
+
+
+def name_from_arn(value: str) -> str | None:
+    parts = value.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
+        return None
+    return parts[5]
+
+
+def validate_name(name: str, fifo: bool) -> None:
+    if fifo:
+        if not FIFO_NAME_RE.match(name):
+            raise InvalidParameterValue("The name of a FIFO queue can only include alphanumeric characters, "
+                                        "hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in "
+                                        "length.")
+    elif not NAME_RE.match(name):
+        raise InvalidParameterValue("Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
+                                    "in length")
+
+
+def _bool_attr(name: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise InvalidAttributeValue(f"Invalid value for the parameter {name}.")
+    return value.lower() == "true"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedrivePolicy:
+    dead_letter_queue: str
+    max_receive_count: int
+
+
+def parse_redrive_policy(value: str) -> RedrivePolicy | None:
+    if value == "":
+        return None
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        raise InvalidAttributeValue("Invalid value for the parameter RedrivePolicy. Reason: Redrive policy is "
+                                    "not a valid JSON map.") from None
+    if not isinstance(doc, dict) or "deadLetterTargetArn" not in doc or "maxReceiveCount" not in doc:
+        raise InvalidAttributeValue("Value for parameter RedrivePolicy is invalid. Reason: Redrive policy does "
+                                    "not contain mandatory attribute: deadLetterTargetArn, maxReceiveCount.")
+    target = name_from_arn(str(doc["deadLetterTargetArn"]))
+    if target is None:
+        raise InvalidAttributeValue("Value for parameter RedrivePolicy is invalid. Reason: Invalid value for "
+                                    "deadLetterTargetArn.")
+    try:
+        count = int(doc["maxReceiveCount"])
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= 1000:
+        raise InvalidAttributeValue("Value for parameter RedrivePolicy is invalid. Reason: Invalid value for "
+                                    "maxReceiveCount: must be an integer from 1 to 1000.")
+    return RedrivePolicy(target, count)
+
+
+def _check_allow_policy(value: str) -> None:
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("redrivePermission") not in ("allowAll", "denyAll", "byQueue"):
+        raise InvalidAttributeValue("Value for parameter RedriveAllowPolicy is invalid. Reason: Invalid value for "
+                                    "redrivePermission.")
+    srcs = doc.get("sourceQueueArns")
+    if doc["redrivePermission"] == "byQueue" and (not isinstance(srcs, list) or not 1 <= len(srcs) <= 10):
+        raise InvalidAttributeValue("Value for parameter RedriveAllowPolicy is invalid. Reason: byQueue requires "
+                                    "1 to 10 sourceQueueArns.")
+
+
+def validate_attributes(attrs: dict[str, str], fifo: bool) -> dict[str, str]:
+    """Check settable attributes (names, ranges, JSON policies); returns them normalized."""
+    out: dict[str, str] = {}
+    for k, v in attrs.items():
+        if k not in SETTABLE:
+            raise InvalidAttributeName(f"Unknown Attribute {k}.")
+        if not isinstance(v, str):
+            raise InvalidAttributeValue(f"Invalid value for the parameter {k}.")
+        if k in _INT_ATTRS:
+            lo, hi = _INT_ATTRS[k]
+            if not (v.strip().lstrip("-").isdigit() and lo <= int(v) <= hi):
+                raise InvalidAttributeValue(f"Invalid value for the parameter {k}. Reason: must be between {lo} "
+                                            f"and {hi}.")
+            v = str(int(v))
+        elif k == "RedrivePolicy":
+            p = parse_redrive_policy(v)
+            v = "" if p is None else json.dumps({"deadLetterTargetArn": arn(p.dead_letter_queue),
+                                                 "maxReceiveCount": p.max_receive_count}, separators=(",", ":"))
+        elif k == "RedriveAllowPolicy":
+            _check_allow_policy(v)
+        elif k in _FIFO_ONLY:
+            if k == "FifoQueue":
+                if _bool_attr(k, v) != fifo:
+                    raise InvalidAttributeValue(f"Invalid value for the parameter {k}. Reason: Modifying queue "
+                                                "type is not supported.")
+            elif not fifo:
+                raise InvalidAttributeName(f"Unknown Attribute {k}.")
+            elif k == "ContentBasedDeduplication":
+                v = "true" if _bool_attr(k, v) else "false"
+            elif v not in _ENUM_ATTRS.get(k, (v,)):
+                raise InvalidAttributeValue(f"Invalid value for the parameter {k}.")
+        out[k] = v
+    return out
+
+
+class SqsConfig:
+    """The effective attributes of one SQS queue (explicit ones plus defaults)."""
+
+    __slots__ = ("attributes", "content_dedup", "delay", "fifo", "group_scope", "max_size", "redrive", "retention",
+                 "visibility", "wait_time")
+
+    def __init__(self, attributes: dict[str, str], fifo: bool) -> None:
+        merged = {**_DEFAULTS, **(_FIFO_DEFAULTS if fifo else {}), **attributes}
+        if merged.get("FifoThroughputLimit") == "perMessageGroupId" and merged.get("DeduplicationScope") != \
+                "messageGroup":
+            raise InvalidAttributeValue("Invalid value for the parameter FifoThroughputLimit. Reason: "
+                                        "perMessageGroupId requires DeduplicationScope messageGroup.")
+        self.attributes = {k: v for k, v in merged.items() if v != ""}
+        self.fifo = fifo
+        self.visibility = int(merged["VisibilityTimeout"])
+        self.retention = int(merged["MessageRetentionPeriod"])
+        self.delay = int(merged["DelaySeconds"])
+        self.wait_time = int(merged["ReceiveMessageWaitTimeSeconds"])
+        self.max_size = int(merged["MaximumMessageSize"])
+        self.redrive = parse_redrive_policy(merged.get("RedrivePolicy", ""))
+        self.content_dedup = merged.get("ContentBasedDeduplication") == "true"
+        self.group_scope = merged.get("DeduplicationScope") == "messageGroup"
+
+
+class SqsQueue:
+    """SQS state of one core queue. Implements ``TimerTarget``."""
+
+    def __init__(self, queue: Queue, config: SqsConfig, tags: dict[str, str], created: float) -> None:
+        self.queue = queue
+        self.config = config
+        self.tags = tags
+        self.created = created
+        self.modified = created
+        self.token = os.urandom(6).hex()  # receipt handles of another queue (or incarnation) are invalid
+        self.leases = TimedLeases()
+        self.delayed = DelayedMessages()
+        self.dedup: DedupWindow[tuple[str, int | None]] = DedupWindow(DEDUP_WINDOW)
+        self.attempts: DedupWindow[list[int]] = DedupWindow(DEDUP_WINDOW)
+        self.first_received: dict[int, int] = {}  # entry seq -> wall ms of its first receive
+        # FIFO: group -> backlog (entries waiting while the group is locked), group -> in-flight count,
+        # groups that have a backlog and no message in flight, in the order they became available
+        self.backlog: dict[str, deque[Entry]] = {}
+        self.backlog_count = 0
+        self.inflight: dict[str, int] = {}
+        self.available: dict[str, None] = {}
+        self.waiters: list[Callable[[], None]] = []
+        self.last_purge: float | None = None
+        self._armed: float | None = None
+        self.apply_retention()
+
+    @property
+    def name(self) -> str:
+        return self.queue.name
+
+    def now(self) -> float:
+        return self.queue.vhost.broker.clock.monotonic()
+
+    def wall_ms(self) -> int:
+        return int(self.queue.vhost.broker.clock.time() * 1000)
+
+    # ---- configuration ---------------------------------------------------------------------------
+    def apply_retention(self) -> None:
+        q = self.queue
+        q.args = dataclasses.replace(q.args, message_ttl_ms=self.config.retention * 1000)
+
+    def set_attributes(self, attrs: dict[str, str]) -> None:
+        merged = {**self.config.attributes, **validate_attributes(attrs, self.config.fifo)}
+        self.config = SqsConfig(merged, self.config.fifo)
+        self.modified = self.queue.vhost.broker.clock.time()
+        self.apply_retention()
+        self.persist()
+
+    def persist(self) -> None:
+        """Keep attributes and tags in the queue's arguments, so they live as long as its definition."""
+        q = self.queue
+        q.arguments[SQS_ARGUMENT] = {"attributes": dict(self.config.attributes), "tags": dict(self.tags),
+                                     "created": int(self.created)}
+        if q.durable:
+            q.vhost.broker.metadata.save_queue(q.vhost.name, q)
+
+    def attributes(self, region: str = "us-east-1") -> dict[str, str]:
+        out = dict(self.config.attributes)
+        out.update({
+            "ApproximateNumberOfMessages": str(self.visible_count),
+            "ApproximateNumberOfMessagesNotVisible": str(self.queue.unacked),
+            "ApproximateNumberOfMessagesDelayed": str(len(self.delayed)),
+            "CreatedTimestamp": str(int(self.created)),
+            "LastModifiedTimestamp": str(int(self.modified)),
+            "QueueArn": arn(self.name, region),
+        })
+        return out
+
+    @property
+    def visible_count(self) -> int:
+        return self.queue.ready.count + self.backlog_count
+
+    # ---- sending ---------------------------------------------------------------------------------
+    def send(self, msg: Message, delay: int | None) -> tuple[str, int | None]:
+        """Enqueue (or hold) a message; returns (message id, sequence number). Dedup returns the first."""
+        cfg = self.config
+        now = self.now()
+        headers = msg.props.headers or {}
+        dedup_key = None
+        if cfg.fifo:
+            if delay is not None:
+                raise InvalidParameterValue(f"Value {delay} for parameter DelaySeconds is invalid. Reason: The "
+                                            "request include parameter that is not valid for this queue type.")
+            group = headers.get(GROUP_HEADER)
+            if not group:
+                raise MissingParameter("The request must contain the parameter MessageGroupId.")
+            dedup_id = headers.get(DEDUP_HEADER)
+            if not dedup_id:
+                if not cfg.content_dedup:
+                    raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
+                                                "MessageDeduplicationId provided explicitly")
+                dedup_id = hashlib.sha256(msg.body).hexdigest()
+            dedup_key = f"{group if cfg.group_scope else ''}\x00{dedup_id}"
+            seen = self.dedup.get(dedup_key, now)
+            if seen is not None:
+                return seen
+        message_id = msg.props.message_id or ""
+        seconds = cfg.delay if delay is None else delay
+        seq: int | None = None
+        if seconds > 0:
+            self.delayed.push(now + seconds, msg)
+            self._arm(now + seconds)
+        else:
+            seq = self.queue.next_seq
+            if not self.queue.enqueue(msg):
+                raise InvalidParameterValue("The queue refused the message (x-max-length or storage failure).")
+        if dedup_key is not None:
+            self.dedup.remember(dedup_key, (message_id, seq), now)
+        return message_id, seq
+
+    # ---- receiving -------------------------------------------------------------------------------
+    def receive(self, max_messages: int, visibility: int | None, attempt_id: str | None = None) -> list[TimedLease]:
+        """Take up to ``max_messages`` visible messages and lease them for the visibility timeout."""
+        q = self.queue
+        if q.deleted:
+            return []
+        now = self.now()
+        if attempt_id is not None and self.config.fifo:
+            ids = self.attempts.get(attempt_id, now)
+            if ids is not None:
+                again = [self.leases.get(i) for i in ids]
+                if all(x is not None for x in again):
+                    return [x for x in again if x is not None]
+        vis = self.config.visibility if visibility is None else visibility
+        out: list[TimedLease] = []
+        if self.config.fifo:
+            self._receive_fifo(max_messages, now, now + vis, out)
+        else:
+            while len(out) < max_messages:
+                e = q.take_head(now)
+                if e is None:
+                    break
+                if not self._redrive(e):
+                    out.append(self._lease(e, now + vis, None, now))
+        if out:
+            self._arm(now + vis)
+            if attempt_id is not None and self.config.fifo:
+                self.attempts.remember(attempt_id, [x.id for x in out], now)
+        q._schedule_head_expiry()
+        return out
+
+    def _receive_fifo(self, n: int, now: float, deadline: float, out: list[TimedLease]) -> None:
+        q = self.queue
+        mine: set[str] = set()  # groups locked by this very call: may give more of their messages
+        while len(out) < n:
+            if self.available:
+                g = next(iter(self.available))
+                del self.available[g]
+                backlog = self.backlog[g]
+                mine.add(g)
+                while backlog and len(out) < n:
+                    e = backlog.popleft()
+                    self.backlog_count -= 1
+                    if not self._redrive(e):
+                        out.append(self._lease(e, deadline, g, now))
+                if not backlog:
+                    del self.backlog[g]
+                continue
+            head = q.take_head(now)
+            if head is None:
+                return
+            e = head
+            g = str((e.msg.props.headers or {}).get(GROUP_HEADER) or "")
+            if (g in self.inflight and g not in mine) or g in self.backlog:
+                self.backlog.setdefault(g, deque()).append(e)
+                self.backlog_count += 1
+                continue
+            if not self._redrive(e):
+                mine.add(g)
+                out.append(self._lease(e, deadline, g, now))
+
+    def _lease(self, e: Entry, deadline: float, group: str | None, now: float) -> TimedLease:
+        q = self.queue
+        q.delivered += 1
+        if e.delivery_count:
+            q.redelivered += 1
+        else:
+            self.first_received[e.seq] = self.wall_ms()
+        e.delivery_count += 1
+        q.unacked += 1
+        if group is not None:
+            self.inflight[group] = self.inflight.get(group, 0) + 1
+        return self.leases.add(e, deadline, group, now)
+
+    def _redrive(self, e: Entry) -> bool:
+        """Move an entry that was received maxReceiveCount times to the DLQ; True when moved."""
+        policy = self.config.redrive
+        if policy is None or e.delivery_count < policy.max_receive_count:
+            return False
+        q = self.queue
+        dlq = q.vhost.queues.get(policy.dead_letter_queue)
+        if dlq is None or dlq is q:
+            return False  # SQS keeps the message when the DLQ is gone
+        headers = dict(e.msg.props.headers or {})
+        headers[SOURCE_HEADER] = q.name
+        moved = e.msg.with_props(e.msg.props.replace(headers=headers))
+        self.first_received.pop(e.seq, None)
+        q._forget(e)
+        dlq.enqueue(moved)
+        return True
+
+    # ---- receipt handles ---------------------------------------------------------------------------
+    def receipt(self, lease: TimedLease) -> str:
+        return f"{self.token}.{lease.id}.{lease.entry.seq}"
+
+    def lease_of(self, handle: str) -> TimedLease | None:
+        """The live lease a receipt handle names; None when it is well-formed but no longer in flight."""
+        parts = handle.split(".")
+        if len(parts) != 3 or parts[0] != self.token or not parts[1].isdigit() or not parts[2].isdigit():
+            raise ReceiptHandleIsInvalid(f'The input receipt handle "{handle[:200]}" is not a valid receipt handle.')
+        lease = self.leases.get(int(parts[1]))
+        if lease is None or lease.entry.seq != int(parts[2]):
+            return None
+        return lease
+
+    # ---- settling ------------------------------------------------------------------------------------
+    def delete(self, handle: str) -> None:
+        """DeleteMessage: gone for good. A stale (well-formed) handle succeeds and does nothing, as in SQS."""
+        lease = self.lease_of(handle)
+        if lease is None:
+            return
+        self.leases.remove(lease.id)
+        q = self.queue
+        q.unacked -= 1
+        self.first_received.pop(lease.entry.seq, None)
+        if not q.deleted:
+            q.settle(lease.entry)
+        self._release_group(lease.group)
+
+    def change_visibility(self, handle: str, timeout: int) -> None:
+        lease = self.lease_of(handle)
+        if lease is None:
+            raise InvalidParameterValue(f"Value {handle[:200]} for parameter ReceiptHandle is invalid. Reason: "
+                                        "Message does not exist or is not available for visibility timeout change.")
+        now = self.now()
+        self.leases.extend(lease, now + timeout)
+        if timeout == 0:
+            self.on_timer(now)
+        else:
+            self._arm(now + timeout)
+
+    def _release_group(self, group: str | None) -> None:
+        if group is None:
+            return
+        left = self.inflight.get(group, 0) - 1
+        if left > 0:
+            self.inflight[group] = left
+            return
+        self.inflight.pop(group, None)
+        if group in self.backlog:
+            self.available[group] = None
+            self.wake()
+
+    def _expire(self, leases: list[TimedLease]) -> None:
+        q = self.queue
+        q.unacked -= len(leases)
+        if q.deleted:
+            return
+        plain = [lease.entry for lease in leases if lease.group is None]
+        if plain:
+            q.requeue(plain)
+        by_group: dict[str, list[Entry]] = {}
+        for lease in leases:
+            if lease.group is not None:
+                by_group.setdefault(lease.group, []).append(lease.entry)
+        for g, entries in by_group.items():
+            # back to the front of the group's backlog, in sequence order
+            entries.sort()
+            old = self.backlog.get(g, deque())
+            self.backlog[g] = deque([*entries, *old])
+            self.backlog_count += len(entries)
+            for _ in entries:
+                self._release_group(g)
+            if g not in self.inflight:
+                self.available[g] = None
+        if by_group:
+            self.wake()
+
+    # ---- timers ----------------------------------------------------------------------------------------
+    def _arm(self, deadline: float) -> None:
+        if self._armed is None or deadline < self._armed:
+            self._armed = deadline
+            self.queue.vhost.broker.schedule(deadline, self)
+
+    def on_timer(self, now: float) -> None:
+        self._armed = None
+        if self.queue.deleted:
+            return
+        expired = self.leases.expired(now)
+        if expired:
+            self._expire(expired)
+        for msg in self.delayed.due(now):
+            self.queue.enqueue(msg)
+        nxt = [d for d in (self.leases.next_deadline(), self.delayed.next_due()) if d is not None]
+        if nxt:
+            self._arm(min(nxt))
+
+    # ---- long polling --------------------------------------------------------------------------------
+    def has_visible(self) -> bool:
+        return bool(self.queue.ready.count or self.available)
+
+    def wake(self) -> None:
+        """Something may be receivable: call every waiting long poll once (they re-register if needed)."""
+        if self.waiters and (self.has_visible() or self.queue.deleted):
+            waiters, self.waiters = self.waiters, []
+            for w in waiters:
+                w()
+
+    # ---- whole queue ---------------------------------------------------------------------------------
+    def purge(self) -> int:
+        now = self.now()
+        if self.last_purge is not None and now - self.last_purge < PURGE_INTERVAL:
+            raise PurgeQueueInProgress(f"Only one PurgeQueue operation on {self.name} is allowed every 60 "
+                                       "seconds.")
+        self.last_purge = now
+        q = self.queue
+        n = q.purge() + self.delayed.clear()
+        for lease in self.leases.clear():
+            q._forget(lease.entry)
+            n += 1
+        for backlog in self.backlog.values():
+            for e in backlog:
+                q._forget(e)
+            n += len(backlog)
+        q.unacked = sum(c.unacked for c in q.consumers)
+        self.backlog.clear()
+        self.backlog_count = 0
+        self.inflight.clear()
+        self.available.clear()
+        self.first_received.clear()
+        return n
+
+    def take_for_move(self, now: float) -> Entry | None:
+        """One visible entry for a message move task (DLQ redrive back to a source)."""
+        if self.available:
+            g = next(iter(self.available))
+            backlog = self.backlog[g]
+            e = backlog.popleft()
+            self.backlog_count -= 1
+            if not backlog:
+                del self.backlog[g]
+                del self.available[g]
+            return e
+        return self.queue.take_head(now)
+
+
+def config_from_arguments(arguments: dict[str, Any], fifo: bool) -> tuple[SqsConfig, dict[str, str], float | None]:
+    """Rebuild SQS attributes/tags kept in a queue's arguments (after a restart or for AMQP-made queues)."""
+    stored = arguments.get(SQS_ARGUMENT)
+    if not isinstance(stored, dict):
+        return SqsConfig({}, fifo), {}, None
+    attrs = {str(k): str(v) for k, v in (stored.get("attributes") or {}).items()}
+    tags = {str(k): str(v) for k, v in (stored.get("tags") or {}).items()}
+    created = stored.get("created")
+    return SqsConfig(attrs, fifo), tags, float(created) if isinstance(created, int | float) else None

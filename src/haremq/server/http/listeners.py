@@ -1,0 +1,63 @@
+"""Start and stop the HTTP listeners of a node (SQS, management); their ports for the ready line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from haremq.server.http.server import Handler, HttpServerProtocol, HttpStats
+
+if TYPE_CHECKING:
+    from haremq.server.http.sqs import SqsEndpoint
+    from haremq.server.node import Node
+
+log = logging.getLogger("haremq.http")
+
+
+class HttpListeners:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sqs_port: int | None = None
+        self.management_port: int | None = None
+        self.sqs: SqsEndpoint | None = None
+        self.sqs_stats = HttpStats()
+        self.management_stats = HttpStats()
+
+    async def _listen(self, handler: Handler, port: int, stats: HttpStats, max_body: int) -> int:
+        loop = asyncio.get_running_loop()
+        s = self.node.settings
+        server = await loop.create_server(
+            lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body), host=s.bind, port=port,
+            reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    @classmethod
+    async def start(cls, node: Node) -> HttpListeners:
+        self = cls(node)
+        s = node.settings
+        if s.sqs_enabled:
+            from haremq.server.http.sqs import SqsEndpoint
+
+            self.sqs = SqsEndpoint(node)
+            self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, 1024 * 1024)
+            log.info("SQS API listening on %s:%d", s.bind, self.sqs_port)
+        if s.management_enabled:
+            from haremq.server.http.management import ManagementApp
+
+            app = ManagementApp(node, self)
+            self.management_port = await self._listen(app, s.management_port, self.management_stats,
+                                                      16 * 1024 * 1024)
+            log.info("management API listening on %s:%d", s.bind, self.management_port)
+        return self
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        self.sqs_stats.abort_all()
+        self.management_stats.abort_all()
+        for server in self.servers:
+            await server.wait_closed()

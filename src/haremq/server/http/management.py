@@ -1,0 +1,647 @@
+"""Management REST API (RabbitMQ-management-shaped), Prometheus ``/metrics`` and a small dashboard.
+
+Routes are a table of (method, path pattern, handler, summary); the same table generates the
+OpenAPI document at ``/api/openapi.json``. Path segments are split before percent-decoding, so
+the default vhost is ``%2F`` as in RabbitMQ. Everything under ``/api`` needs HTTP basic auth
+against the user store (the user needs the ``administrator``, ``management`` or ``monitoring``
+tag; changes need ``administrator``). Input errors are 4xx; nothing a client sends gives a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
+
+from haremq import __version__
+from haremq.core.consumer import Session
+from haremq.core.exchange import EXCHANGE_TYPES
+from haremq.core.message import Message, Properties
+from haremq.core.queue import Queue
+from haremq.core.sqs_service import _NoDeliveries
+from haremq.errors import HareError
+from haremq.protocol.http import HttpRequest, HttpResponse
+from haremq.security.users import Permission, User, hash_password
+from haremq.server.http.metrics import Metrics
+from haremq.server.http.ui import DASHBOARD
+
+if TYPE_CHECKING:
+    from haremq.core.vhost import VHost
+    from haremq.server.http.listeners import HttpListeners
+    from haremq.server.node import Node
+
+log = logging.getLogger("haremq.management")
+VIEW_TAGS = ("administrator", "management", "monitoring", "policymaker")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _json(obj: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, json.dumps(obj, default=_default).encode())
+
+
+def _default(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, datetime.datetime):
+        return int(v.timestamp())
+    return str(v)
+
+
+def _str(d: dict[str, Any], key: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str):
+        raise HttpError(400, f"'{key}' must be a string")
+    return v
+
+
+def _bool(d: dict[str, Any], key: str, default: bool) -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise HttpError(400, f"'{key}' must be a boolean")
+    return v
+
+
+def _args(d: dict[str, Any]) -> dict[str, Any]:
+    v = d.get("arguments", {})
+    if not isinstance(v, dict):
+        raise HttpError(400, "'arguments' must be an object")
+    return v
+
+
+Route = tuple[str, list[str], Callable[..., HttpResponse], str, bool]  # method, pattern, handler, summary, admin
+
+
+class ManagementApp:
+    def __init__(self, node: Node, listeners: HttpListeners) -> None:
+        self.node = node
+        self.listeners = listeners
+        self.broker = node.broker
+        self.started = time.time()
+        self.metrics = Metrics(node, listeners)
+        self.routes: list[Route] = []
+        r = self._route
+        r("GET", "/api/overview", self.overview, "Cluster-wide totals")
+        r("GET", "/api/nodes", self.nodes, "Nodes")
+        r("GET", "/api/vhosts", self.vhosts, "Virtual hosts")
+        r("GET", "/api/vhosts/{vhost}", self.vhost_get, "One virtual host")
+        r("PUT", "/api/vhosts/{vhost}", self.vhost_put, "Create a virtual host", True)
+        r("DELETE", "/api/vhosts/{vhost}", self.vhost_delete, "Delete a virtual host", True)
+        r("GET", "/api/queues", self.queues, "Queues with message counts and rates")
+        r("GET", "/api/queues/{vhost}", self.queues, "Queues of a vhost")
+        r("GET", "/api/queues/{vhost}/{name}", self.queue_get, "One queue")
+        r("PUT", "/api/queues/{vhost}/{name}", self.queue_put, "Declare a queue", True)
+        r("DELETE", "/api/queues/{vhost}/{name}", self.queue_delete, "Delete a queue", True)
+        r("DELETE", "/api/queues/{vhost}/{name}/contents", self.queue_purge, "Purge a queue", True)
+        r("GET", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
+        r("POST", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
+        r("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings, "Bindings to a queue")
+        r("GET", "/api/exchanges", self.exchanges, "Exchanges")
+        r("GET", "/api/exchanges/{vhost}", self.exchanges, "Exchanges of a vhost")
+        r("GET", "/api/exchanges/{vhost}/{name}", self.exchange_get, "One exchange")
+        r("PUT", "/api/exchanges/{vhost}/{name}", self.exchange_put, "Declare an exchange", True)
+        r("DELETE", "/api/exchanges/{vhost}/{name}", self.exchange_delete, "Delete an exchange", True)
+        r("POST", "/api/exchanges/{vhost}/{name}/publish", self.exchange_publish, "Publish a message", True)
+        r("GET", "/api/bindings", self.bindings, "Bindings")
+        r("GET", "/api/bindings/{vhost}", self.bindings, "Bindings of a vhost")
+        r("POST", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bind_queue, "Bind a queue", True)
+        r("GET", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bindings_between, "Bindings exchange->queue")
+        r("DELETE", "/api/bindings/{vhost}/e/{source}/q/{name}/{props}", self.unbind_queue, "Unbind a queue", True)
+        r("GET", "/api/connections", self.connections, "Client connections")
+        r("GET", "/api/channels", self.channels, "AMQP channels")
+        r("GET", "/api/consumers", self.consumers, "Consumers")
+        r("GET", "/api/consumers/{vhost}", self.consumers, "Consumers of a vhost")
+        r("GET", "/api/users", self.users, "Users")
+        r("GET", "/api/users/{username}", self.user_get, "One user")
+        r("PUT", "/api/users/{username}", self.user_put, "Create or update a user", True)
+        r("DELETE", "/api/users/{username}", self.user_delete, "Delete a user", True)
+        r("GET", "/api/permissions", self.permissions, "Permissions")
+        r("GET", "/api/permissions/{vhost}/{username}", self.permission_get, "One permission")
+        r("PUT", "/api/permissions/{vhost}/{username}", self.permission_put, "Set a permission", True)
+        r("DELETE", "/api/permissions/{vhost}/{username}", self.permission_delete, "Clear a permission", True)
+        r("GET", "/api/definitions", self.definitions_get, "Export definitions")
+        r("POST", "/api/definitions", self.definitions_post, "Import definitions", True)
+
+    def _route(self, method: str, pattern: str, handler: Callable[..., HttpResponse], summary: str,
+               admin: bool = False) -> None:
+        self.routes.append((method, pattern.strip("/").split("/"), handler, summary, admin))
+
+    # ---- dispatch --------------------------------------------------------------------------------
+    def __call__(self, req: HttpRequest) -> HttpResponse:
+        path = req.path
+        if path in ("/", "/index.html"):
+            return HttpResponse(200, DASHBOARD.encode(), "text/html; charset=utf-8")
+        if path == "/metrics":
+            return HttpResponse(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/api/openapi.json":
+            return _json(self.openapi())
+        try:
+            return self._api(req)
+        except HttpError as e:
+            out = _json({"error": "bad_request" if e.status == 400 else "error", "reason": e.reason}, e.status)
+            if e.status == 401:
+                out.headers.append(("WWW-Authenticate", 'Basic realm="haremq"'))
+            return out
+        except HareError as e:
+            status = 404 if e.reply_code == 404 else 403 if e.reply_code in (403, 530) else 400
+            return _json({"error": e.reply_name.lower(), "reason": e.text}, status)
+        except (KeyError, TypeError, ValueError, AttributeError, UnicodeError) as e:
+            log.debug("bad management request %s %s: %r", req.method, req.path, e)
+            return _json({"error": "bad_request", "reason": f"invalid input: {e!s}"[:300]}, 400)
+
+    def _api(self, req: HttpRequest) -> HttpResponse:
+        segs = req.path.strip("/").split("/")
+        params: dict[str, str] = {}
+        allowed = False
+        for method, pattern, handler, _, admin in self.routes:
+            if len(pattern) != len(segs):
+                continue
+            params = {}
+            for p, s in zip(pattern, segs, strict=True):
+                if p.startswith("{"):
+                    params[p[1:-1]] = unquote(s)
+                elif p != s:
+                    break
+            else:
+                if method != req.method:
+                    allowed = True
+                    continue
+                user = self._auth(req, admin)
+                body: dict[str, Any] = {}
+                if req.method in ("PUT", "POST") and req.body:
+                    try:
+                        doc = json.loads(req.body)
+                    except (ValueError, UnicodeDecodeError):
+                        raise HttpError(400, "request body is not valid JSON") from None
+                    if not isinstance(doc, dict):
+                        raise HttpError(400, "request body must be a JSON object")
+                    body = doc
+                query = {k: v[-1] for k, v in parse_qs(req.query).items()}
+                return handler(user=user, body=body, query=query, **params)
+        if allowed:
+            raise HttpError(405, "method not allowed")
+        raise HttpError(404, "Object Not Found")
+
+    def _auth(self, req: HttpRequest, admin: bool) -> User:
+        auth = req.headers.get("authorization", "")
+        if not auth.lower().startswith("basic "):
+            raise HttpError(401, "authentication required")
+        try:
+            name, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(401, "malformed basic auth") from None
+        user = self.broker.users.authenticate(name, password, loopback=req.loopback)
+        if user is None:
+            raise HttpError(401, "Login failed")
+        if not any(t in VIEW_TAGS for t in user.tags) or (admin and "administrator" not in user.tags):
+            raise HttpError(403, "Not management user" if not admin else "Not administrator user")
+        return user
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _vhost(self, name: str) -> VHost:
+        vh = self.broker.vhosts.get(name)
+        if vh is None:
+            raise HttpError(404, "Object Not Found")
+        return vh
+
+    def _session(self, user: User, vhost: str) -> Session:
+        return Session(self._vhost(vhost), user, self, _NoDeliveries())
+
+    def _queue(self, vhost: str, name: str) -> Queue:
+        q = self._vhost(vhost).queues.get(name)
+        if q is None or q.deleted:
+            raise HttpError(404, "Object Not Found")
+        return q
+
+    def _vhosts(self, vhost: str | None) -> list[VHost]:
+        return [self._vhost(vhost)] if vhost is not None else list(self.broker.vhosts.values())
+
+    @staticmethod
+    def queue_info(q: Queue) -> dict[str, Any]:
+        sq = q.sqs
+        ready = q.message_count + (sq.backlog_count if sq is not None else 0)
+        info: dict[str, Any] = {
+            "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
+            "exclusive": q.exclusive_owner is not None, "arguments": q.arguments, "type": q.args.queue_type,
+            "state": "running", "messages_ready": ready, "messages_unacknowledged": q.unacked,
+            "messages": ready + q.unacked, "consumers": q.consumer_count, "message_bytes_ready": q.ready.bytes,
+            "message_stats": {"publish": q.published, "deliver_get": q.delivered, "ack": q.acked,
+                              "redeliver": q.redelivered},
+            "node": "",
+        }
+        if sq is not None:
+            info["messages_delayed"] = len(sq.delayed)
+        return info
+
+    # ---- overview / nodes / vhosts ----------------------------------------------------------------
+    def overview(self, **_: Any) -> HttpResponse:
+        queues = [q for vh in self.broker.vhosts.values() for q in vh.queues.values()]
+        ready = sum(q.message_count for q in queues)
+        unacked = sum(q.unacked for q in queues)
+        conns = len(self.node.connections) + len(self.node.stomp_connections)
+        http = self.listeners
+        listeners = [{"protocol": "amqp", "port": self.node.amqp_port}]
+        for proto, port in (("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
+                            ("http", http.management_port)):
+            if port is not None:
+                listeners.append({"protocol": proto, "port": port})
+        return _json({
+            "management_version": __version__, "product_name": "haremq", "product_version": __version__,
+            "rabbitmq_version": "3.10.8", "node": self.node.cluster_name, "cluster_name": self.node.cluster_name,
+            "object_totals": {"queues": len(queues), "connections": conns,
+                              "channels": sum(len(c.channels) for c in self.node.connections),
+                              "consumers": sum(q.consumer_count for q in queues),
+                              "exchanges": sum(len(vh.exchanges) for vh in self.broker.vhosts.values())},
+            "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
+                             "messages_unacknowledged": unacked},
+            "message_stats": {"publish": sum(q.published for q in queues),
+                              "deliver_get": sum(q.delivered for q in queues), "ack": sum(q.acked for q in queues)},
+            "listeners": listeners,
+        })
+
+    def nodes(self, **_: Any) -> HttpResponse:
+        return _json([{"name": self.node.cluster_name, "type": "disc", "running": True,
+                       "mem_used": self.metrics.rss(), "uptime": int((time.time() - self.started) * 1000)}])
+
+    def vhosts(self, **_: Any) -> HttpResponse:
+        return _json([self._vhost_info(vh) for vh in self.broker.vhosts.values()])
+
+    def _vhost_info(self, vh: VHost) -> dict[str, Any]:
+        ready = sum(q.message_count for q in vh.queues.values())
+        unacked = sum(q.unacked for q in vh.queues.values())
+        return {"name": vh.name, "messages": ready + unacked, "messages_ready": ready,
+                "messages_unacknowledged": unacked, "tracing": False}
+
+    def vhost_get(self, vhost: str, **_: Any) -> HttpResponse:
+        return _json(self._vhost_info(self._vhost(vhost)))
+
+    def vhost_put(self, vhost: str, user: User, **_: Any) -> HttpResponse:
+        if not vhost or len(vhost) > 255:
+            raise HttpError(400, "invalid vhost name")
+        created = vhost not in self.broker.vhosts
+        self.broker.add_vhost(vhost)
+        user.permissions.setdefault(vhost, Permission())
+        return HttpResponse(201 if created else 204)
+
+    def vhost_delete(self, vhost: str, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost)
+        if vhost == "/":
+            raise HttpError(400, "the default vhost cannot be deleted")
+        for q in list(vh.queues.values()):
+            vh.delete_queue(q)
+        del self.broker.vhosts[vhost]
+        for u in self.broker.users.users.values():
+            u.permissions.pop(vhost, None)
+        self.broker.flush()
+        return HttpResponse(204)
+
+    # ---- queues ----------------------------------------------------------------------------------------
+    def queues(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        return _json([self.queue_info(q) for vh in self._vhosts(vhost) for q in vh.queues.values()
+                      if not q.deleted])
+
+    def queue_get(self, vhost: str, name: str, **_: Any) -> HttpResponse:
+        return _json(self.queue_info(self._queue(vhost, name)))
+
+    def queue_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        if not name or len(name) > 255:
+            raise HttpError(400, "invalid queue name")
+        existed = name in self._vhost(vhost).queues
+        self.broker.queue_declare(self._session(user, vhost), name, durable=_bool(body, "durable", True),
+                                  auto_delete=_bool(body, "auto_delete", False), arguments=_args(body))
+        return HttpResponse(204 if existed else 201)
+
+    def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        self._queue(vhost, name)
+        self.broker.queue_delete(self._session(user, vhost), name, if_unused=query.get("if-unused") == "true",
+                                 if_empty=query.get("if-empty") == "true")
+        return HttpResponse(204)
+
+    def queue_purge(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        q = self._queue(vhost, name)
+        self.broker.queue_purge(self._session(user, vhost), name)
+        if q.sqs is not None:
+            q.sqs.delayed.clear()
+        return HttpResponse(204)
+
+    def queue_browse(self, vhost: str, name: str, body: dict[str, Any], query: dict[str, str],
+                     **_: Any) -> HttpResponse:
+        """Peek at ready messages in delivery order; nothing is taken, counted or reordered."""
+        q = self._queue(vhost, name)
+        raw = body.get("count", query.get("count", 1))
+        count = int(raw) if not isinstance(raw, bool) else 1
+        if not 0 <= count <= 10000:
+            raise HttpError(400, "count must be between 0 and 10000")
+        out = []
+        for i, e in enumerate(q.entries()):
+            if i >= count:
+                break
+            out.append(self._message(e.msg, e.delivery_count, q.message_count - i - 1))
+        return _json(out)
+
+    @staticmethod
+    def _message(msg: Message, delivery_count: int, left: int) -> dict[str, Any]:
+        try:
+            payload, enc = msg.body.decode("utf-8"), "string"
+        except UnicodeDecodeError:
+            payload, enc = base64.b64encode(msg.body).decode(), "base64"
+        props = {f.name: getattr(msg.props, f.name) for f in dataclasses.fields(msg.props)
+                 if getattr(msg.props, f.name) is not None}
+        return {"payload": payload, "payload_encoding": enc, "payload_bytes": len(msg.body),
+                "redelivered": delivery_count > 0, "exchange": msg.exchange, "routing_key": msg.routing_key,
+                "message_count": left, "properties": props}
+
+    def queue_bindings(self, vhost: str, name: str, **_: Any) -> HttpResponse:
+        q = self._queue(vhost, name)
+        return _json([b for b in self._bindings(q.vhost) if b["destination"] == name
+                      and b["destination_type"] == "queue"])
+
+    # ---- exchanges --------------------------------------------------------------------------------------
+    @staticmethod
+    def _exchange_info(vh: VHost, name: str) -> dict[str, Any]:
+        ex = vh.exchanges[name]
+        return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
+                "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments}
+
+    def exchanges(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        return _json([self._exchange_info(vh, n) for vh in self._vhosts(vhost) for n in vh.exchanges])
+
+    def exchange_get(self, vhost: str, name: str, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost)
+        if name not in vh.exchanges:
+            raise HttpError(404, "Object Not Found")
+        return _json(self._exchange_info(vh, name))
+
+    def exchange_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        type_ = _str(body, "type", "direct")
+        if type_ not in EXCHANGE_TYPES or not name or len(name) > 255:
+            raise HttpError(400, f"invalid exchange type or name '{type_[:40]}'")
+        existed = name in self._vhost(vhost).exchanges
+        self.broker.exchange_declare(self._session(user, vhost), name, type_, durable=_bool(body, "durable", True),
+                                     auto_delete=_bool(body, "auto_delete", False),
+                                     internal=_bool(body, "internal", False), arguments=_args(body))
+        return HttpResponse(204 if existed else 201)
+
+    def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        if name not in self._vhost(vhost).exchanges:
+            raise HttpError(404, "Object Not Found")
+        self.broker.exchange_delete(self._session(user, vhost), name)
+        return HttpResponse(204)
+
+    def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        payload = _str(body, "payload", "")
+        data = base64.b64decode(payload) if body.get("payload_encoding") == "base64" else payload.encode()
+        props = body.get("properties") or {}
+        if not isinstance(props, dict):
+            raise HttpError(400, "'properties' must be an object")
+        headers = props.get("headers")
+        p = Properties(headers=headers if isinstance(headers, dict) else None,
+                       delivery_mode=props.get("delivery_mode") if isinstance(props.get("delivery_mode"), int)
+                       else None,
+                       content_type=props.get("content_type") if isinstance(props.get("content_type"), str) else None,
+                       message_id=props.get("message_id") if isinstance(props.get("message_id"), str) else None)
+        rk = _str(body, "routing_key", "")
+        from haremq.core.broker import ROUTED
+
+        routed = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data)) == ROUTED
+        self.broker.flush()
+        self.node.flush_output()
+        return _json({"routed": routed})
+
+    # ---- bindings ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _bindings(vh: VHost) -> list[dict[str, Any]]:
+        out = []
+        for q in vh.queues.values():
+            out.append({"source": "", "vhost": vh.name, "destination": q.name, "destination_type": "queue",
+                        "routing_key": q.name, "arguments": {}, "properties_key": q.name or "~"})
+        for ex in vh.exchanges.values():
+            for dest, rk, args in ex.bindings:
+                kind = "queue" if isinstance(dest, Queue) else "exchange"
+                out.append({"source": ex.name, "vhost": vh.name, "destination": str(getattr(dest, "name", "")),
+                            "destination_type": kind,
+                            "routing_key": rk, "arguments": args, "properties_key": rk or "~"})
+        return out
+
+    def bindings(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        return _json([b for vh in self._vhosts(vhost) for b in self._bindings(vh)])
+
+    def bindings_between(self, vhost: str, source: str, name: str, **_: Any) -> HttpResponse:
+        return _json([b for b in self._bindings(self._vhost(vhost)) if b["source"] == source
+                      and b["destination"] == name and b["destination_type"] == "queue"])
+
+    def bind_queue(self, vhost: str, source: str, name: str, user: User, body: dict[str, Any],
+                   **_: Any) -> HttpResponse:
+        self._queue(vhost, name)
+        rk = _str(body, "routing_key", "")
+        self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body))
+        return HttpResponse(201, headers=[("Location", rk or "~")])
+
+    def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> HttpResponse:
+        self._queue(vhost, name)
+        rk = "" if props == "~" else props
+        self.broker.queue_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
+        return HttpResponse(204)
+
+    # ---- connections, channels, consumers -------------------------------------------------------------
+    def connections(self, **_: Any) -> HttpResponse:
+        out = []
+        for c in list(self.node.connections):
+            out.append({"name": f"{c.peer[0]}:{c.peer[1]}", "protocol": "AMQP 0-9-1", "peer_host": c.peer[0],
+                        "peer_port": c.peer[1], "user": c.user.name if c.user else None,
+                        "vhost": c.vhost.name if c.vhost else None, "channels": len(c.channels),
+                        "recv_oct": c.bytes_in, "send_oct": c.bytes_out, "state": "running",
+                        "client_properties": c.client_properties})
+        for s in list(self.node.stomp_connections):
+            out.append({"name": f"{s.peer[0]}:{s.peer[1]}", "protocol": "STOMP", "peer_host": s.peer[0],
+                        "peer_port": s.peer[1], "user": s.user.name if s.user else None,
+                        "vhost": s.vhost.name if s.vhost else None, "channels": 0, "recv_oct": s.bytes_in,
+                        "send_oct": s.bytes_out, "state": "running"})
+        return _json(out)
+
+    def channels(self, **_: Any) -> HttpResponse:
+        out = []
+        for c in list(self.node.connections):
+            for n, ch in c.channels.items():
+                s = ch.session
+                out.append({"name": f"{c.peer[0]}:{c.peer[1]} ({n})", "number": n,
+                            "user": c.user.name if c.user else None, "vhost": s.vhost.name,
+                            "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),
+                            "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
+                            "confirm": ch.confirm, "transactional": ch.tx})
+        return _json(out)
+
+    def consumers(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        out = []
+        for vh in self._vhosts(vhost):
+            for q in vh.queues.values():
+                for c in q.consumers:
+                    out.append({"consumer_tag": c.tag, "queue": {"name": q.name, "vhost": vh.name},
+                                "ack_required": not c.no_ack, "exclusive": c.exclusive,
+                                "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True})
+        return _json(out)
+
+    # ---- users and permissions --------------------------------------------------------------------------
+    @staticmethod
+    def _user_info(u: User) -> dict[str, Any]:
+        return {"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": ",".join(u.tags)}
+
+    def users(self, **_: Any) -> HttpResponse:
+        return _json([self._user_info(u) for u in self.broker.users.users.values()])
+
+    def user_get(self, username: str, **_: Any) -> HttpResponse:
+        u = self.broker.users.users.get(username)
+        if u is None:
+            raise HttpError(404, "Object Not Found")
+        return _json(self._user_info(u))
+
+    def user_put(self, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        return self._put_user(username, body)
+
+    def _put_user(self, name: str, body: dict[str, Any]) -> HttpResponse:
+        if not name or len(name) > 255:
+            raise HttpError(400, "invalid user name")
+        tags_raw = body.get("tags", "")
+        tags = tuple(t for t in (tags_raw.split(",") if isinstance(tags_raw, str) else tags_raw) if t) \
+            if isinstance(tags_raw, str | list) else ()
+        if not all(isinstance(t, str) for t in tags):
+            raise HttpError(400, "'tags' must be a string or a list of strings")
+        store = self.broker.users
+        existing = store.users.get(name)
+        if "password" in body:
+            pw_hash = hash_password(_str(body, "password"))
+        elif "password_hash" in body:
+            pw_hash = _str(body, "password_hash")
+        elif existing is not None:
+            pw_hash = existing.password_hash
+        else:
+            raise HttpError(400, "password or password_hash is required")
+        if existing is None:
+            store.users[name] = User(name, pw_hash, tags)
+        else:
+            existing.password_hash = pw_hash
+            existing.tags = tags
+        keys = body.get("access_keys")
+        if isinstance(keys, dict):
+            for k, v in keys.items():
+                if isinstance(k, str) and isinstance(v, str):
+                    store.add_access_key(name, k, v)
+        return HttpResponse(204 if existing is not None else 201)
+
+    def user_delete(self, username: str, **_: Any) -> HttpResponse:
+        if self.broker.users.users.pop(username, None) is None:
+            raise HttpError(404, "Object Not Found")
+        return HttpResponse(204)
+
+    def permissions(self, **_: Any) -> HttpResponse:
+        return _json([{"user": u.name, "vhost": vh, "configure": p.configure, "write": p.write, "read": p.read}
+                      for u in self.broker.users.users.values() for vh, p in u.permissions.items()])
+
+    def _perm_user(self, name: str) -> User:
+        u = self.broker.users.users.get(name)
+        if u is None:
+            raise HttpError(404, "Object Not Found")
+        return u
+
+    def permission_get(self, vhost: str, username: str, **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        p = u.permissions.get(vhost)
+        if p is None:
+            raise HttpError(404, "Object Not Found")
+        return _json({"user": u.name, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read})
+
+    def permission_put(self, vhost: str, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        self._vhost(vhost)
+        perm = Permission(_str(body, "configure", ""), _str(body, "write", ""), _str(body, "read", ""))
+        for pattern in (perm.configure, perm.write, perm.read):
+            try:
+                re.compile(pattern)
+            except re.error:
+                raise HttpError(400, f"invalid regular expression '{pattern[:60]}'") from None
+        existed = vhost in u.permissions
+        u.permissions[vhost] = perm
+        return HttpResponse(204 if existed else 201)
+
+    def permission_delete(self, vhost: str, username: str, **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        if u.permissions.pop(vhost, None) is None:
+            raise HttpError(404, "Object Not Found")
+        return HttpResponse(204)
+
+    # ---- definitions --------------------------------------------------------------------------------------
+    def definitions_get(self, **_: Any) -> HttpResponse:
+        vhs = list(self.broker.vhosts.values())
+        return _json({
+            "rabbit_version": "3.10.8", "product_name": "haremq", "product_version": __version__,
+            "users": [self._user_info(u) for u in self.broker.users.users.values()],
+            "vhosts": [{"name": vh.name} for vh in vhs],
+            "permissions": [{"user": u.name, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read}
+                            for u in self.broker.users.users.values() for v, p in u.permissions.items()],
+            "queues": [{"name": q.name, "vhost": vh.name, "durable": q.durable, "auto_delete": q.auto_delete,
+                        "arguments": q.arguments} for vh in vhs for q in vh.queues.values()
+                       if q.exclusive_owner is None and not q.deleted],
+            "exchanges": [self._exchange_info(vh, n) for vh in vhs for n in vh.exchanges
+                          if n and not n.startswith("amq.")],
+            "bindings": [b for vh in vhs for b in self._bindings(vh) if b["source"]],
+        })
+
+    def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        def items(key: str) -> list[dict[str, Any]]:
+            v = body.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+                raise HttpError(400, f"'{key}' must be a list of objects")
+            return v
+
+        for v in items("vhosts"):
+            self.vhost_put(_str(v, "name"), user)
+        for u in items("users"):
+            self._put_user(_str(u, "name"), u)
+        for p in items("permissions"):
+            self.permission_put(_str(p, "vhost"), _str(p, "user"), p)
+        for e in items("exchanges"):
+            self.exchange_put(_str(e, "vhost", "/"), _str(e, "name"), user, e)
+        for q in items("queues"):
+            self.queue_put(_str(q, "vhost", "/"), _str(q, "name"), user, q)
+        for b in items("bindings"):
+            vh, src, dest = _str(b, "vhost", "/"), _str(b, "source"), _str(b, "destination")
+            s = self._session(user, vh)
+            if b.get("destination_type", "queue") == "queue":
+                self.broker.queue_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+            else:
+                self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+        self.broker.flush()
+        return HttpResponse(204)
+
+    # ---- OpenAPI ------------------------------------------------------------------------------------------
+    def openapi(self) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        for method, pattern, _, summary, _admin in self.routes:
+            path = "/" + "/".join(pattern)
+            params = [{"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+                      for p in pattern if p.startswith("{")]
+            op: dict[str, Any] = {"summary": summary, "parameters": params,
+                                  "responses": {"200": {"description": "OK"}, "201": {"description": "Created"},
+                                                "204": {"description": "Done"}, "400": {"description": "Bad input"},
+                                                "401": {"description": "Unauthorized"},
+                                                "404": {"description": "Not found"}}}
+            if method in ("PUT", "POST"):
+                op["requestBody"] = {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": True}}}}
+            paths.setdefault(path, {})[method.lower()] = op
+        return {"openapi": "3.0.3", "info": {"title": "haremq management API", "version": __version__},
+                "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
+                "security": [{"basic": []}], "paths": paths}

@@ -1,0 +1,281 @@
+"""AMQP 0-9-1 semantics as RabbitMQ has them, through pika, against a real broker process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pika.exceptions as pexc
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def params(port: int, **kw: Any) -> pika.ConnectionParameters:
+    return pika.ConnectionParameters(host="127.0.0.1", port=port, virtual_host="/",
+                                     credentials=pika.PlainCredentials("guest", "guest"), connection_attempts=1,
+                                     socket_timeout=5, blocked_connection_timeout=10, **kw)
+
+
+def uniq(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def conn(broker: Any) -> Iterator[pika.BlockingConnection]:
+    c = pika.BlockingConnection(params(broker.port))
+    yield c
+    if c.is_open:
+        c.close()
+    assert broker.alive()
+
+
+def wait_for(conn: Any, cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        conn.process_data_events(time_limit=0.05)
+    return True
+
+
+def exists(conn: Any, q: str) -> bool:
+    try:
+        conn.channel().queue_declare(q, passive=True)
+    except pexc.ChannelClosedByBroker as e:
+        assert e.reply_code == 404
+        return False
+    return True
+
+
+def test_heartbeats_keep_an_idle_connection_alive(broker: Any) -> None:
+    c = pika.BlockingConnection(params(broker.port, heartbeat=1))
+    try:
+        ch = c.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        c.sleep(3.5)  # services heartbeats; without the broker's, pika would drop the connection
+        assert c.is_open
+        ch.basic_publish("", q, b"still here")
+        assert ch.basic_get(q, auto_ack=True)[2] == b"still here"
+    finally:
+        c.close()
+
+
+def test_small_negotiated_frame_max_splits_bodies(broker: Any) -> None:
+    c = pika.BlockingConnection(params(broker.port, frame_max=4096))
+    try:
+        ch = c.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        body = bytes(range(256)) * 400  # 100 KiB in 4 KiB frames, both ways
+        ch.basic_publish("", q, body)
+        got: list[bytes] = []
+        ch.basic_consume(q, lambda c_, m, p, b: got.append(b), auto_ack=True)
+        assert wait_for(c, lambda: bool(got))
+        assert got == [body]
+    finally:
+        c.close()
+
+
+def test_queue_x_expires_deletes_unused_queue(conn: Any) -> None:
+    q = uniq("expires")
+    conn.channel().queue_declare(q, arguments={"x-expires": 300})
+    assert exists(conn, q)  # a passive declare counts as use (as in RabbitMQ): the clock restarts here
+    time.sleep(0.15)
+    assert exists(conn, q)
+    time.sleep(1.0)  # untouched for > x-expires
+    assert not exists(conn, q), "queue with x-expires was not deleted"
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(conn: Any) -> None:
+    q = uniq("autodel")
+    ch = conn.channel()
+    ch.queue_declare(q, auto_delete=True)
+    t1 = ch.basic_consume(q, lambda *a: None)
+    t2 = ch.basic_consume(q, lambda *a: None)
+    ch.basic_cancel(t1)
+    assert exists(conn, q)
+    ch.basic_cancel(t2)
+    assert not exists(conn, q)
+
+
+def test_exclusive_consumer_refuses_others(conn: Any) -> None:
+    q = uniq("exclusive-consumer")
+    ch = conn.channel()
+    ch.queue_declare(q, exclusive=True)
+    ch.basic_consume(q, lambda *a: None, exclusive=True)
+    other = conn.channel()
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        other.basic_consume(q, lambda *a: None)
+    assert ei.value.reply_code == 403
+
+
+def test_consumer_tag_reuse_is_530(broker: Any) -> None:
+    c = pika.BlockingConnection(params(broker.port))
+    ch = c.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_consume(q, lambda *a: None, consumer_tag="dup")
+    with pytest.raises((pexc.ConnectionClosedByBroker, pexc.ChannelClosedByBroker, pexc.DuplicateConsumerTag)):
+        ch.basic_consume(q, lambda *a: None, consumer_tag="dup")
+        c.channel()
+    if c.is_open:
+        c.close()
+
+
+def test_consumer_tag_reuse_raw_is_530(broker: Any) -> None:
+    # pika refuses a duplicate tag client-side, so check the wire answer with a raw client
+    from amqp_raw import RawAmqp
+    from pamqp import commands as C
+
+    with RawAmqp(broker.port) as c:
+        c.handshake()
+        c.open_channel(1)
+        c.send_method(1, C.Queue.Declare(queue="", exclusive=True))
+        _, ok = c.expect(C.Queue.DeclareOk)
+        c.send_method(1, C.Basic.Consume(queue=ok.queue, consumer_tag="dup"))
+        c.expect(C.Basic.ConsumeOk)
+        c.send_method(1, C.Basic.Consume(queue=ok.queue, consumer_tag="dup"))
+        c.expect_connection_close(530)
+
+
+def test_max_length_bytes(conn: Any) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length-bytes": 10}).method.queue
+    for b in (b"aaaa", b"bbbb", b"cccc"):
+        ch.basic_publish("", q, b)
+    got = []
+    while (r := ch.basic_get(q, auto_ack=True))[0] is not None:
+        got.append(r[2])
+    assert got == [b"bbbb", b"cccc"]
+
+
+def test_global_qos_limits_the_channel(conn: Any) -> None:
+    ch = conn.channel()
+    q1 = ch.queue_declare("", exclusive=True).method.queue
+    q2 = ch.queue_declare("", exclusive=True).method.queue
+    for i in range(5):
+        ch.basic_publish("", q1, f"a{i}".encode())
+        ch.basic_publish("", q2, f"b{i}".encode())
+    ch.basic_qos(prefetch_count=3, global_qos=True)
+    got: list[Any] = []
+    ch.basic_consume(q1, lambda c, m, p, b: got.append(m))
+    ch.basic_consume(q2, lambda c, m, p, b: got.append(m))
+    assert wait_for(conn, lambda: len(got) >= 3)
+    conn.process_data_events(time_limit=0.3)
+    assert len(got) == 3
+    ch.basic_ack(got[-1].delivery_tag, multiple=True)
+    assert wait_for(conn, lambda: len(got) == 6)
+    conn.process_data_events(time_limit=0.2)
+    assert len(got) == 6
+
+
+def test_no_ack_consumer_ignores_prefetch_and_settles(conn: Any) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_qos(prefetch_count=1)
+    for i in range(10):
+        ch.basic_publish("", q, str(i).encode())
+    got: list[bytes] = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append(b), auto_ack=True)
+    assert wait_for(conn, lambda: len(got) == 10)
+    ch.close()
+    c2 = conn.channel()
+    assert c2.queue_declare(q, passive=True).method.message_count == 0
+
+
+def test_consumer_priorities(conn: Any) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    lo: list[bytes] = []
+    hi: list[bytes] = []
+    ch.basic_consume(q, lambda c, m, p, b: lo.append(b), auto_ack=True, arguments={"x-priority": 1})
+    ch.basic_consume(q, lambda c, m, p, b: hi.append(b), auto_ack=True, arguments={"x-priority": 10})
+    for i in range(6):
+        ch.basic_publish("", q, str(i).encode())
+    assert wait_for(conn, lambda: len(lo) + len(hi) == 6)
+    assert len(hi) == 6 and lo == []
+
+
+def test_publish_to_internal_exchange_is_403(conn: Any) -> None:
+    ex = uniq("internal")
+    conn.channel().exchange_declare(ex, "fanout", internal=True)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        ch.basic_publish(ex, "", b"x")
+    assert ei.value.reply_code == 403
+    conn.channel().exchange_delete(ex)
+
+
+def test_user_id_must_match_the_login(conn: Any) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"ok", pika.BasicProperties(user_id="guest"))
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        ch.basic_publish("", q, b"forged", pika.BasicProperties(user_id="admin"))
+    assert ei.value.reply_code == 406
+
+
+def test_exchange_delete_if_unused_and_auto_delete(conn: Any) -> None:
+    ch = conn.channel()
+    ex, ad = uniq("ifunused"), uniq("autodel-ex")
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.exchange_declare(ex, "direct")
+    ch.queue_bind(q, ex, "k")
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        conn.channel().exchange_delete(ex, if_unused=True)
+    assert ei.value.reply_code == 406
+    ch.queue_unbind(q, ex, "k")
+    ch.exchange_delete(ex, if_unused=True)
+    ch.exchange_declare(ad, "fanout", auto_delete=True)
+    ch.queue_bind(q, ad)
+    ch.exchange_declare(ad, "fanout", passive=True)
+    ch.queue_unbind(q, ad)
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        conn.channel().exchange_declare(ad, "fanout", passive=True)
+    assert ei.value.reply_code == 404
+
+
+def test_basic_get_on_single_active_consumer_queue_with_consumer_is_405(conn: Any) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-single-active-consumer": True}).method.queue
+    ch.basic_consume(q, lambda *a: None)
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        conn.channel().basic_get(q)
+    assert ei.value.reply_code == 405
+
+
+def test_invalid_queue_arguments_are_406(conn: Any) -> None:
+    for args in ({"x-max-length": -1}, {"x-message-ttl": "soon"}, {"x-overflow": "explode"},
+                 {"x-max-priority": 1000}, {"x-expires": 0}, {"x-queue-type": "nonsense"}):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            conn.channel().queue_declare(uniq("badargs"), arguments=args)
+        assert ei.value.reply_code == 406, args
+    assert conn.is_open
+
+
+def test_cc_and_bcc_headers_route_and_bcc_is_stripped(conn: Any) -> None:
+    ch = conn.channel()
+    a, b, c = (ch.queue_declare("", exclusive=True).method.queue for _ in range(3))
+    ex = uniq("cc")
+    ch.exchange_declare(ex, "direct", auto_delete=True)
+    for q in (a, b, c):
+        ch.queue_bind(q, ex, q)
+    ch.basic_publish(ex, a, b"m", pika.BasicProperties(headers={"CC": [b], "BCC": [c]}))
+    for q in (a, b, c):
+        _, props, body = ch.basic_get(q, auto_ack=True)
+        assert body == b"m", q
+        assert "BCC" not in (props.headers or {}), "BCC must not be delivered"
+
+
+def test_many_channels_and_channel_reuse(conn: Any) -> None:
+    chans = [conn.channel() for _ in range(50)]
+    q = chans[0].queue_declare("", exclusive=True).method.queue
+    for i, c in enumerate(chans):
+        c.basic_publish("", q, str(i).encode())
+    for c in chans[::2]:
+        c.close()
+    assert chans[1].queue_declare(q, passive=True).method.message_count == 50

@@ -2,71 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import queue
-import re
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import stomp
 
+from brokerproc import BrokerProcess, start_broker, stop_broker
 
-@dataclass
-class StompBroker:
-    proc: subprocess.Popen[str]
-    amqp_port: int
-    stomp_port: int
-    data_dir: str
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        with open(os.path.join(self.data_dir, "broker.log")) as f:
-            return f.read()
+StompBroker = BrokerProcess
 
 
-def start_stomp_broker(*extra: str, env: dict[str, str] | None = None) -> StompBroker:
-    """A broker subprocess with ``--stomp-port 0``; both ports parsed from the ready line."""
-    data_dir = tempfile.mkdtemp(prefix="haremq-stomp-")
-    log = open(os.path.join(data_dir, "broker.log"), "w")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--stomp-port", "0",
-         "--sqs-port", "0", "--management-port", "0",
-         "--data-dir", data_dir, "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.search(r"ready: amqp://[^:]+:(\d+) stomp://[^:]+:(\d+)", line)
-        if m:
-            return StompBroker(proc, int(m.group(1)), int(m.group(2)), data_dir)
-    proc.kill()
-    with open(os.path.join(data_dir, "broker.log")) as f:
-        raise RuntimeError(f"broker did not start: {f.read()}")
+def start_stomp_broker(*extra: str, env: dict[str, str] | None = None) -> BrokerProcess:
+    """A broker subprocess; ``.stomp_port`` and ``.amqp_port`` come from its ready line."""
+    return start_broker(*extra, env=env, prefix="haremq-stomp-")
 
 
-def stop_stomp_broker(b: StompBroker) -> int:
-    if b.proc.poll() is None:
-        b.proc.send_signal(signal.SIGTERM)
-        try:
-            b.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            b.proc.kill()
-            b.proc.wait()
-    return b.proc.returncode
+def stop_stomp_broker(b: BrokerProcess) -> int:
+    return stop_broker(b)
 
 
 @dataclass

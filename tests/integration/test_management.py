@@ -143,6 +143,10 @@ def test_metrics(hb: HttpBroker) -> None:
                  "haremq_queue_messages_acked", "haremq_connections", "haremq_channels", "haremq_bytes_received",
                  "haremq_bytes_sent", "process_resident_memory_bytes"):
         assert name in fams, name
+    # the SQS send was persistent: it cost a group commit, and its fsync is counted and timed
+    assert fams["haremq_store_fsyncs"].samples[0].value >= 1
+    count = [s for s in fams["haremq_store_sync_seconds"].samples if s.name.endswith("_count")]
+    assert count and count[0].value >= 1
 
 
 def test_dashboard_and_openapi(hb: HttpBroker) -> None:

@@ -37,6 +37,30 @@ class Writer(Protocol):
     def write_pending(self) -> None: ...
 
 
+class LatencyHistogram:
+    """Cumulative histogram of durations in seconds (for /metrics), fixed buckets, O(1) observe."""
+
+    BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, float("inf"))
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BOUNDS)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        for i, bound in enumerate(self.BOUNDS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        out, running = [], 0
+        for bound, n in zip(self.BOUNDS, self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
 class _QueueRef:
     """Names a queue log whose queue is gone (the store's delete_queue takes any queue-like)."""
 
@@ -53,6 +77,8 @@ class Node:
         self.broker = broker
         self.waiting: dict[Channel, None] = {}  # AMQP channels with confirms waiting for the disk
         self.disk_alarm = False
+        self.sync_latency = LatencyHistogram()
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
@@ -189,8 +215,10 @@ class Node:
             if delay:
                 await asyncio.sleep(delay)
             if delay is not None:
+                started = time.perf_counter()
                 try:
                     await loop.run_in_executor(None, store.sync)  # type: ignore[attr-defined]
+                    self.sync_latency.observe(time.perf_counter() - started)
                 except HareError as exc:
                     log.error("the store cannot make messages durable, confirms stop: %s", exc)
                     self.broker.store_failed = True
@@ -199,8 +227,25 @@ class Node:
             if flusher.pending:
                 wake.set()
 
+    async def wait_durable(self, ticket: int) -> None:
+        """Until the store's group commit has made ``ticket`` durable (HTTP answers wait on this)."""
+        if self.broker.store.durable_ticket >= ticket:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append((ticket, fut))
+        await fut
+
     def release_confirms(self) -> None:
         durable = self.broker.store.durable_ticket
+        if self._durable_waiters:
+            still = []
+            for ticket, fut in self._durable_waiters:
+                if ticket <= durable:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((ticket, fut))
+            self._durable_waiters = still
         waiting = self.waiting
         self.waiting = {}
         for ch in waiting:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -65,6 +65,17 @@ class BrokerCollector(Collector):
         channels = GaugeMetricFamily("haremq_channels", "Open AMQP channels")
         channels.add_metric([], sum(len(c.channels) for c in list(node.connections)))
         yield from (conns, channels, bytes_in, bytes_out, requests)
+        flusher = getattr(node.broker.store, "flusher", None)
+        if flusher is not None:
+            syncs = CounterMetricFamily("haremq_store_group_commits", "Group commits (one fsync pass each)")
+            syncs.add_metric([], flusher.syncs)
+            fsyncs = CounterMetricFamily("haremq_store_fsyncs", "fsync calls on segment files")
+            fsyncs.add_metric([], flusher.fsyncs)
+            lat = node.sync_latency
+            hist = HistogramMetricFamily("haremq_store_sync_seconds", "Duration of one group commit (fsync pass)")
+            hist.add_metric([], buckets=[("+Inf" if b == float("inf") else str(b), c) for b, c in lat.cumulative()],
+                            sum_value=lat.total)
+            yield from (syncs, fsyncs, hist)
 
 
 class Metrics:

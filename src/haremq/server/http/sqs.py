@@ -27,9 +27,20 @@ class SqsEndpoint:
             users.add_access_key(s.default_user, s.default_user, s.default_pass)
 
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        store = self.node.broker.store
+        before = store.ticket
         out = self.api.handle(req)
         if isinstance(out, LongPoll):
             return self._wait(out)
+        after = store.ticket
+        if after != before and store.durable_ticket < after:
+            # the request wrote to the log (a send, a delete): answer once it is on disk, as a
+            # publisher confirm would be, so a 200 means the message survives a crash
+            return self._durable(out, after)
+        return out
+
+    async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:
+        await self.node.wait_durable(ticket)
         return out
 
     async def _wait(self, lp: LongPoll) -> HttpResponse:

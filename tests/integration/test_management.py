@@ -73,6 +73,9 @@ def test_queue_lifecycle_and_browse(hb: HttpBroker) -> None:
     assert q["messages_ready"] == 3 and q["message_stats"]["deliver_get"] == 0
     method, _, body = ch.basic_get("mq1", auto_ack=True)
     assert body == b"m0" and not method.redelivered
+    ch.basic_publish("", "mq1", b"persistent", pika.BasicProperties(delivery_mode=2))
+    st, q = call(hb, "GET", "/api/queues/%2F/mq1")
+    assert q["disk"]["live_messages"] == 1 and q["disk"]["bytes"] > 0 and q["disk"]["oldest_segment"]
     st, conns = call(hb, "GET", "/api/connections")
     assert st == 200 and any(c["protocol"] == "AMQP 0-9-1" for c in conns)
     assert call(hb, "GET", "/api/channels")[1][0]["number"] == 1

@@ -243,6 +243,13 @@ class ManagementApp:
         }
         if sq is not None:
             info["messages_delayed"] = len(sq.delayed)
+        stats = getattr(q.vhost.broker.store, "stats", None)
+        st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None
+        if st is not None:
+            # the durable log: what it costs on disk and which segment pins its tail
+            info["disk"] = {"bytes": st.bytes_on_disk, "segments": st.segments, "live_messages": st.live_messages,
+                            "oldest_segment": st.oldest_segment, "oldest_segment_live": st.oldest_segment_live,
+                            "compactions": st.compactions, "deleted_segments": st.deleted_segments}
         return info
 
     # ---- overview / nodes / vhosts ----------------------------------------------------------------

@@ -36,6 +36,7 @@ class Settings:
     fsync_interval: float = 0.005  # seconds between group commits with fsync = interval
     segment_size: int = 64 * 1024 * 1024  # bytes per log segment file
     queue_memory_limit: int = 64 * 1024 * 1024  # ready bytes per queue kept in RAM; beyond, bodies page out
+    memory_high_watermark: float = 0.4  # fraction of RAM (<= 1) or bytes (> 1): above it, publishers block
     disk_free_limit: int = 50 * 1000 * 1000  # below this many free bytes, publishers get connection.blocked
     log_level: str = "info"
     heartbeat: int = 60
@@ -60,6 +61,8 @@ class Settings:
         _port("management_port", self.management_port)
         if not 256 <= self.stomp_max_header_size <= 16 * 1024 * 1024:
             raise ConfigError(f"stomp_max_header_size: {self.stomp_max_header_size} is not between 256 and 16777216")
+        if self.memory_high_watermark <= 0:
+            raise ConfigError(f"memory_high_watermark: {self.memory_high_watermark} must be positive")
         if self.fsync not in ("always", "interval", "off"):
             raise ConfigError(f"fsync: {self.fsync!r} is not one of always, interval, off")
         if not 0 < self.fsync_interval <= 10:

@@ -152,6 +152,9 @@ class AmqpServerProtocol(asyncio.Protocol):
         self._hb: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.paused = False
+        self.reading_paused = False
+        self.blocked_sent = False
+        self.published = False  # has published at least once: subject to the memory alarm
         self.bytes_in = 0
         self.bytes_out = 0
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
@@ -203,6 +206,19 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._fail(InternalError("internal error"))
         node.want_flush(self)
         node.flush_output()
+        if node.memory_alarm and self.published and not self.reading_paused:
+            self.block_reading(True)
+
+    def block_reading(self, blocked: bool) -> None:
+        """Memory alarm back-pressure (as RabbitMQ): stop reading from a publishing connection."""
+        if self.transport is None or self.transport.is_closing() or blocked == self.reading_paused:
+            return
+        self.reading_paused = blocked
+        if blocked:
+            self.transport.pause_reading()
+        else:
+            self.last_recv = self.node.loop_time()  # the silence was ours: do not count it against heartbeats
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -241,10 +257,13 @@ class AmqpServerProtocol(asyncio.Protocol):
             self.transport.close()
 
     def send_blocked(self, blocked: bool, reason: str) -> None:
-        """connection.blocked / unblocked, to clients that announced the capability."""
+        """connection.blocked / unblocked, to clients that announced the capability (once per change)."""
         caps = self.client_properties.get("capabilities")
         if self.vhost is None or not isinstance(caps, dict) or not caps.get("connection.blocked"):
             return
+        if blocked == self.blocked_sent:
+            return
+        self.blocked_sent = blocked
         if blocked:
             self.proto.send_method(0, codec.build(C.Connection.Blocked, reason=reason))
         else:
@@ -283,6 +302,8 @@ class AmqpServerProtocol(asyncio.Protocol):
             if self.closing or self.transport is None or self.transport.is_closing():
                 return
             now = loop.time()
+            if self.reading_paused:
+                self.last_recv = now  # we are not reading: the peer's heartbeats wait in the socket
             if now - self.last_recv > 2 * interval:
                 log.info("missed heartbeats from %s, closing", self.peer)
                 self._abort()
@@ -408,8 +429,8 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.proto.send_open_ok()
-        if self.node.disk_alarm:
-            self.send_blocked(True, "low on disk space")
+        if self.node.disk_alarm or self.node.memory_alarm:
+            self.send_blocked(True, "low on disk space" if self.node.disk_alarm else "low on memory")
 
     # ---- hot path -----------------------------------------------------------------------------------
     def _publish(self, ch: Channel, e: ev.Publish) -> None:
@@ -421,6 +442,7 @@ class AmqpServerProtocol(asyncio.Protocol):
         self._route(ch, e)
 
     def _route(self, ch: Channel, e: ev.Publish) -> None:
+        self.published = True
         msg = Message(e.exchange, e.routing_key, e.props, e.body, e.raw_props)
         broker = self.node.broker
         if ch.confirm:

@@ -77,6 +77,7 @@ class Node:
         self.broker = broker
         self.waiting: dict[Channel, None] = {}  # AMQP channels with confirms waiting for the disk
         self.disk_alarm = False
+        self.memory_alarm = False
         self.sync_latency = LatencyHistogram()
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -270,9 +271,42 @@ class Node:
             self.broker.store_failed = False
         if low != self.disk_alarm:
             self.disk_alarm = low
-            for conn in list(self.connections):
-                conn.send_blocked(low, "low on disk space")
-            self.flush_output()
+            self._alarms_changed()
+
+    def memory_limit(self) -> int:
+        w = self.settings.memory_high_watermark
+        if w > 1:
+            return int(w)
+        return int(w * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+    def check_memory(self) -> None:
+        """Memory alarm as RabbitMQ's: above the high watermark, publishing connections are not read
+        (and told connection.blocked) until memory falls below it again."""
+        try:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return
+        limit = self.memory_limit()
+        high = rss > limit
+        if high == self.memory_alarm:
+            return
+        self.memory_alarm = high
+        if high:
+            log.warning("memory alarm: RSS %d bytes above the high watermark %d; publishers blocked", rss, limit)
+        else:
+            log.info("memory alarm cleared: RSS %d bytes", rss)
+        for conn in list(self.connections):
+            if conn.published:
+                conn.block_reading(high)
+        self._alarms_changed()
+
+    def _alarms_changed(self) -> None:
+        """connection.blocked while any alarm is on, unblocked when all are off."""
+        reason = "low on disk space" if self.disk_alarm else "low on memory"
+        for conn in list(self.connections):
+            conn.send_blocked(self.disk_alarm or self.memory_alarm, reason)
+        self.flush_output()
 
     async def _maintain_loop(self) -> None:
         """Now and then, compact mostly-acked segments so one slow message cannot pin the disk,
@@ -281,6 +315,7 @@ class Node:
         while maintain is not None:
             for _ in range(5):
                 self.check_disk()
+                self.check_memory()
                 await asyncio.sleep(1)
             try:
                 maintain(64 * 1024 * 1024)

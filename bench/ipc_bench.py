@@ -82,7 +82,7 @@ def zmq_transport(size: int) -> tuple[Callable[[str], Ends], Callable[[], None]]
         s.setsockopt(zmq.SNDHWM if role == "send" else zmq.RCVHWM, 100_000)
 
         def close() -> None:
-            s.close(linger=1000)
+            s.close(linger=-1)  # -1: never drop queued messages (1 s could lose some under load)
             ctx.term()
 
         return (lambda b: s.send(b, copy=True)), s.recv, None, None, close

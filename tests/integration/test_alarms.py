@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pika
+
 from brokerproc import start_broker, stop_broker
 
 

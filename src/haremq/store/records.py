@@ -142,10 +142,20 @@ def encode_record(rtype: int, epoch: int, lsn: int, payload: bytes) -> bytes:
     return REC_PREFIX.pack(len(body), crc(body)) + body
 
 
+_last_props: list[Any] = [None, b""]  # (properties object, its encoding): publishers repeat one set
+
+
 def encode_publish_payload(seq: int, exchange: str, routing_key: str, props: Any, body: bytes) -> bytes:
     ex = exchange.encode()
     rk = routing_key.encode()
-    pr = encode_properties(props)
+    # Properties are immutable and shared between messages with identical headers (the AMQP codec
+    # caches them per raw header), so an identity check saves re-encoding them for every message.
+    if props is _last_props[0] and props is not None:
+        pr = _last_props[1]
+    else:
+        pr = encode_properties(props)
+        if type(props).__name__ == "Properties":  # frozen: safe to reuse while it is the same object
+            _last_props[0], _last_props[1] = props, pr
     return b"".join((
         SEQ.pack(seq), _H16.pack(len(ex)), ex, _H16.pack(len(rk)), rk, _U32.pack(len(pr)), pr, body,
     ))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from haremq.errors import (
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
 from haremq.security.users import User
+from haremq.server.transport import accept
 
 if TYPE_CHECKING:
     from haremq.server.node import Node
@@ -172,14 +172,8 @@ class AmqpServerProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = (str(peer[0]), int(peer[1]))
-        self.loopback = self.peer[0].startswith("127.") or self.peer[0] in ("::1", "::ffff:127.0.0.1")
-        transport.set_write_buffer_limits(high=4 * 1024 * 1024)  # type: ignore[attr-defined]
+        host, port, self.loopback = accept(transport)
+        self.peer = (host, port)
         self.node.connections.add(self)
         loop = asyncio.get_running_loop()
         self.last_recv = self.last_send = loop.time()

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING, Any
 
 from haremq import __version__
@@ -41,6 +40,7 @@ from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
 from haremq.security.users import User
+from haremq.server.transport import accept
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
@@ -163,14 +163,8 @@ class StompServerProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = (str(peer[0]), int(peer[1]))
-        self.loopback = self.peer[0].startswith("127.") or self.peer[0] in ("::1", "::ffff:127.0.0.1")
-        transport.set_write_buffer_limits(high=4 * 1024 * 1024)  # type: ignore[attr-defined]
+        host, port, self.loopback = accept(transport)
+        self.peer = (host, port)
         self.node.stomp_connections.add(self)
         loop = asyncio.get_running_loop()
         self.last_recv = self.last_send = loop.time()

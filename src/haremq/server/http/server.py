@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from haremq.protocol.http import HttpRequest, HttpResponse
+from haremq.server.transport import accept
 
 if TYPE_CHECKING:
     from haremq.server.node import Node
@@ -96,12 +96,7 @@ class HttpServerProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else ""
-        self.loopback = self.peer.startswith("127.") or self.peer in ("::1", "::ffff:127.0.0.1")
+        self.peer, _, self.loopback = accept(transport)
         self.stats.connections += 1
         self.stats.open.add(self)
 

@@ -71,7 +71,7 @@ def main() -> None:
         b, store = broker(data_dir, args.limit)
         b.restore_definitions({"queues": [{"vhost": "/", "name": "backlog", "durable": True,
                                            "auto_delete": False, "arguments": {}}]})
-        b.restore_messages(store.recover(load_bodies=False))
+        b.restore_messages(store.recover(load_bodies=False, body_budget=args.limit))
         elapsed = time.perf_counter() - t0
         q = b.vhosts["/"].queues["backlog"]
         rows.append({"phase": "recover", "messages": q.message_count, "seconds": round(elapsed, 2),

@@ -111,7 +111,7 @@ class Node:
             metadata.save_user(user.name, user.password_hash, list(user.tags))
             metadata.save_permission(user.name, "/", ".*", ".*", ".*")
         started = time.monotonic()
-        recovered = store.recover(load_bodies=False)
+        recovered = store.recover(load_bodies=False, body_budget=settings.queue_memory_limit)
         for (vhost, name), report in store.recovery_reports().items():
             if report.torn_bytes or report.quarantined:
                 log.warning("recovery of queue %r in vhost %r: truncated a torn tail of %d bytes; quarantined %s",

@@ -74,8 +74,10 @@ class RecoverableQueueStore(QueueStore, Protocol):
         """True when bodies may be dropped from memory and read back (a file store)."""
         ...
 
-    def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:
-        """Every durable queue's live messages by (vhost, queue name), in seq order."""
+    def recover(self, *, load_bodies: bool = True,
+                body_budget: int | None = None) -> dict[tuple[str, str], list[RecoveredMessage]]:
+        """Every durable queue's live messages by (vhost, queue name), in seq order; with
+        ``body_budget``, bodies are loaded per queue only up to that many bytes."""
         ...
 
     def last_seq(self, vhost: str, name: str) -> int:

@@ -114,11 +114,13 @@ class FileQueueStore:
         qlog.open()
         self.logs[key] = qlog
 
-    def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:
+    def recover(self, *, load_bodies: bool = True,
+                body_budget: int | None = None) -> dict[tuple[str, str], list[RecoveredMessage]]:
         """Open every queue log (scan, verify, repair) and return each queue's live messages in
-        seq order. Call once at startup, before any publish; later calls return the current state."""
+        seq order. Call once at startup, before any publish; later calls return the current state.
+        ``body_budget``: per queue, load bodies only up to that many bytes (the rest stays paged out)."""
         self._ensure_open()
-        return {key: list(qlog.messages(load_bodies)) for key, qlog in self.logs.items()}
+        return {key: list(qlog.messages(load_bodies, body_budget)) for key, qlog in self.logs.items()}
 
     def recovery_reports(self) -> dict[tuple[str, str], RecoveryReport]:
         self._ensure_open()

@@ -410,8 +410,13 @@ class QueueLog:
         self.deleted_segments += 1
 
     # ---- reading back ------------------------------------------------------------------------
-    def messages(self, load_bodies: bool = True) -> Iterator[RecoveredMessage]:
-        """The live messages in seq order, as they would be rebuilt after a restart."""
+    def messages(self, load_bodies: bool = True, body_budget: int | None = None) -> Iterator[RecoveredMessage]:
+        """The live messages in seq order, as they would be rebuilt after a restart.
+
+        With ``body_budget``, bodies are loaded (whatever ``load_bodies`` says) until their total
+        would exceed it: the head of a long queue in RAM, the rest left in the log (paged out).
+        """
+        budget = -1 if body_budget is None else body_budget
         cache: dict[bytes, dict[str, Any]] = {}  # identical property sets share one dict
         names: dict[str, str] = {}  # ... and identical exchange / routing key strings one str
         for seg in list(self.pubsegs):
@@ -430,9 +435,12 @@ class QueueLog:
                         cache[v.props_raw] = props
                 ex = names.setdefault(v.exchange, v.exchange) if len(names) < 65536 else v.exchange
                 rk = names.setdefault(v.routing_key, v.routing_key) if len(names) < 65536 else v.routing_key
-                yield RecoveredMessage(seg.seqs[i], ex, rk, props,
-                                       rec[v.body_off:] if load_bodies else None, bool(fl & DELIVERED),
-                                       len(rec) - v.body_off)
+                size = len(rec) - v.body_off
+                load = load_bodies if budget < 0 else size <= budget
+                if load and budget >= 0:
+                    budget -= size
+                yield RecoveredMessage(seg.seqs[i], ex, rk, props, rec[v.body_off:] if load else None,
+                                       bool(fl & DELIVERED), size)
 
     def live_count(self) -> int:
         return sum(s.live for s in self.segments)

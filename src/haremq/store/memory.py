@@ -76,7 +76,8 @@ class MemoryQueueStore:
             raise NotFound(f"message {seq} is not stored for queue {queue.name!r}")
         return bytes(entry.msg.body)
 
-    def recover(self, *, load_bodies: bool = True) -> dict[tuple[str, str], list[RecoveredMessage]]:
+    def recover(self, *, load_bodies: bool = True,
+                body_budget: int | None = None) -> dict[tuple[str, str], list[RecoveredMessage]]:
         """The live messages of this instance (a restarted memory store has none)."""
         out: dict[tuple[str, str], list[RecoveredMessage]] = {}
         for key, entries in self.queues.items():

@@ -70,7 +70,7 @@ def test_restart_restores_a_paged_backlog(tmp_path: Path) -> None:
     s2, _ = session_for(b2)
     b2.restore_definitions({"queues": [{"vhost": "/", "name": "q", "durable": True, "auto_delete": False,
                                         "arguments": {}}]})
-    assert b2.restore_messages(store2.recover(load_bodies=False)) == []
+    assert b2.restore_messages(store2.recover(load_bodies=False, body_budget=1000)) == []
     q2 = b2.vhosts["/"].queues["q"]
     assert sum(1 for e in q2.entries() if e.msg is PAGED) >= 35
     got = []

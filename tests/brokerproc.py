@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 URL = re.compile(r"(amqp|stomp|sqs|http)://[^\s:]+:(\d+)")
+STARTED: list[subprocess.Popen[str]] = []  # every broker started, so a failed test cannot leak one
 
 
 @dataclass
@@ -72,6 +73,7 @@ def start_broker(*extra: str, data_dir: str | None = None, env: dict[str, str] |
         stdout=subprocess.PIPE, stderr=log, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+    STARTED.append(proc)
     assert proc.stdout is not None
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -84,6 +86,16 @@ def start_broker(*extra: str, data_dir: str | None = None, env: dict[str, str] |
     proc.kill()
     with open(os.path.join(data_dir, "broker.log")) as f:
         raise RuntimeError(f"broker did not start: {f.read()}")
+
+
+def kill_leftovers(since: int) -> None:
+    """Kill brokers started after ``STARTED[since]`` that are still running (a test failed before
+    its cleanup)."""
+    while len(STARTED) > since:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def stop_broker(b: BrokerProcess) -> int:

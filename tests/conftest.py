@@ -6,7 +6,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from brokerproc import BrokerProcess, start_broker, stop_broker
+from brokerproc import BrokerProcess, kill_leftovers, start_broker, stop_broker
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_brokers() -> Iterator[None]:
+    """Brokers a test starts and leaves running are killed when it ends. Module-scoped fixtures
+    are set up before this function-scoped one, so their brokers are not in the window."""
+    from brokerproc import STARTED
+
+    mark = len(STARTED)
+    yield
+    kill_leftovers(mark)
 
 
 @pytest.fixture(scope="module")

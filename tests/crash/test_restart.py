@@ -99,3 +99,26 @@ def test_dlx_ttl_and_priority_queues_keep_working_after_restart() -> None:
     assert dead[0].headers["x-death"][0]["reason"] == "expired"
     conn.close()
     stop_broker(b)
+
+
+def test_delayed_sqs_message_survives_kill_9_and_stays_delayed() -> None:
+    from interop.sqs_helpers import sqs_client
+
+    data_dir = tempfile.mkdtemp(prefix="haremq-restart-")
+    b = start_broker(data_dir=data_dir)
+    sqs = sqs_client(b)
+    url = sqs.create_queue(QueueName="later")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="due-in-3s", DelaySeconds=3)
+    sent = time.monotonic()
+    b.proc.kill()  # the 200 came back: the message must survive
+    b.proc.wait(10)
+    b = start_broker(data_dir=data_dir)
+    sqs = sqs_client(b)
+    url = sqs.get_queue_url(QueueName="later")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10)["Messages"]
+    assert [m["Body"] for m in got] == ["due-in-3s"]
+    assert time.monotonic() - sent >= 2.5  # not before its time, across the restart
+    stop_broker(b)

@@ -19,6 +19,7 @@ from typing import Any
 
 from haremq.clock import Clock, SystemClock
 from haremq.core.consumer import Consumer, DeliverySink, Session
+from haremq.core.delay import DELAY_HEADER
 from haremq.core.exchange import Exchange
 from haremq.core.lease import TimerTarget
 from haremq.core.message import Message, Properties
@@ -305,6 +306,7 @@ class Broker:
                 orphans.append((vhost, name))
                 continue
             entries = []
+            wall_ms = self.clock.time() * 1000
             max_prio = q.args.max_priority
             in_memory = 0
             props_of: dict[int, Properties] = {}  # the store shares one dict per distinct property set
@@ -328,6 +330,10 @@ class Broker:
                 e = Entry(msg, r.seq, None if ttl is None else now + ttl / 1000, prio, size)
                 if r.redelivered:
                     e.delivery_count = 1
+                until = props.headers.get(DELAY_HEADER) if props.headers else None
+                if isinstance(until, int) and until > wall_ms:
+                    q.delay(e, now + (until - wall_ms) / 1000)  # still delayed: not ready before its time
+                    continue
                 entries.append(e)
             q.restore(entries, self.store.last_seq(vhost, name) + 1)
         return orphans

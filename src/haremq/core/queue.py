@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
+from haremq.core.delay import DelayedEntries
 from haremq.core.message import Message, Properties
 from haremq.errors import ResourceError
 
@@ -153,6 +154,7 @@ class Queue:
         # with their connection, so they never outlive a restart)
         self.persist = durable and exclusive_owner is None
         self.ready = ReadyList(self.args.max_priority)
+        self.delayed = DelayedEntries()  # enqueued with a delay: stored, not ready until due
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.has_had_consumer = False
@@ -184,8 +186,12 @@ class Queue:
         return f"Queue({self.vhost.name!r}, {self.name!r})"
 
     # ---- input -------------------------------------------------------------------------------
-    def enqueue(self, msg: Message) -> bool:
-        """Add a routed message; False when the queue refuses it (``x-overflow`` reject-publish*)."""
+    def enqueue(self, msg: Message, delay: float | None = None) -> bool:
+        """Add a routed message; False when the queue refuses it (``x-overflow`` reject-publish*).
+
+        With ``delay`` (seconds) the message is stored now but becomes ready only when due; the
+        caller puts the due time in its ``x-delay-until`` header so a restart honours it.
+        """
         args = self.args
         now = self.vhost.broker.clock.monotonic()
         ttl = args.message_ttl_ms
@@ -200,7 +206,7 @@ class Queue:
             if args.overflow == "reject-publish-dlx":
                 self.vhost.dead_letter(self, [msg], "maxlen")
             return False
-        if ttl == 0:
+        if ttl == 0 and not delay:
             # RabbitMQ: a zero TTL means "deliver now or expire"; delivered in this very flush
             if not self._consumer_available():
                 self.published += 1
@@ -223,6 +229,9 @@ class Queue:
                 # a backlog beyond the memory budget keeps only its index in RAM: the body is
                 # in the store's mmap and comes back in ``load`` when the entry is delivered
                 e.msg = PAGED
+        if delay:
+            self.delay(e, now + delay)
+            return True
         self.ready.append(e)
         if e.expires_at is not None and self.ready.count == 1:
             self.vhost.broker.schedule(e.expires_at, self)
@@ -411,7 +420,7 @@ class Queue:
             self.vhost.dead_letter(self, [e.msg for e in entries], "rejected")
 
     def purge(self) -> int:
-        entries = self.ready.clear()
+        entries = self.ready.clear() + self.delayed.clear()
         for e in entries:
             self._forget(e)
         return len(entries)
@@ -433,6 +442,14 @@ class Queue:
             expired.append(head)
         if expired:
             self._expire(expired)
+        due = self.delayed.due(now)
+        if due:
+            for e in due:
+                self.ready.append(e)
+            self.vhost.broker.mark_dirty(self)  # the flush also wakes SQS long polls
+        nxt = self.delayed.next_due()
+        if nxt is not None:
+            self.vhost.broker.schedule(nxt, self)
         self._schedule_head_expiry()
         if self.args.expires_ms is not None:
             deadline = self.last_used + self.args.expires_ms / 1000
@@ -440,6 +457,11 @@ class Queue:
                 self.vhost.delete_queue(self)
             else:
                 self.vhost.broker.schedule(max(deadline, now + 0.001), self)
+
+    def delay(self, e: Entry, due: float) -> None:
+        """Hold a stored entry out of the ready list until ``due`` (monotonic seconds)."""
+        self.delayed.push(due, e)
+        self.vhost.broker.schedule(due, self)
 
     def restore(self, entries: list[Entry], next_seq: int) -> None:
         """Recovered entries (in seq order) become ready again after a restart."""

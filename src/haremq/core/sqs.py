@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.dedup import DedupWindow
-from haremq.core.delay import DelayedMessages
+from haremq.core.delay import DELAY_HEADER, DelayedEntries
 from haremq.core.lease import TimedLease, TimedLeases
 from haremq.core.message import Message
 from haremq.errors import (
@@ -225,7 +225,6 @@ class SqsQueue:
         self.modified = created
         self.token = os.urandom(6).hex()  # receipt handles of another queue (or incarnation) are invalid
         self.leases = TimedLeases()
-        self.delayed = DelayedMessages()
         self.dedup: DedupWindow[tuple[str, int | None]] = DedupWindow(DEDUP_WINDOW)
         self.attempts: DedupWindow[list[int]] = DedupWindow(DEDUP_WINDOW)
         self.first_received: dict[int, int] = {}  # entry seq -> wall ms of its first receive
@@ -239,6 +238,11 @@ class SqsQueue:
         self.last_purge: float | None = None
         self._armed: float | None = None
         self.apply_retention()
+
+    @property
+    def delayed(self) -> DelayedEntries:
+        """Delayed messages live in the queue itself (stored at once, ready when due)."""
+        return self.queue.delayed
 
     @property
     def name(self) -> str:
@@ -312,14 +316,14 @@ class SqsQueue:
                 return seen
         message_id = msg.props.message_id or ""
         seconds = cfg.delay if delay is None else delay
-        seq: int | None = None
+        seq: int | None = self.queue.next_seq
         if seconds > 0:
-            self.delayed.push(now + seconds, msg)
-            self._arm(now + seconds)
-        else:
-            seq = self.queue.next_seq
-            if not self.queue.enqueue(msg):
-                raise InvalidParameterValue("The queue refused the message (x-max-length or storage failure).")
+            # stored now (the sender's 200 means it survives a crash), ready when due; the due
+            # time travels in the message so a restart keeps it delayed
+            headers = {**headers, DELAY_HEADER: self.wall_ms() + seconds * 1000}
+            msg = msg.with_props(msg.props.replace(headers=headers))
+        if not self.queue.enqueue(msg, delay=seconds if seconds > 0 else None):
+            raise InvalidParameterValue("The queue refused the message (x-max-length or storage failure).")
         if dedup_key is not None:
             self.dedup.remember(dedup_key, (message_id, seq), now)
         return message_id, seq
@@ -505,11 +509,9 @@ class SqsQueue:
         expired = self.leases.expired(now)
         if expired:
             self._expire(expired)
-        for msg in self.delayed.due(now):
-            self.queue.enqueue(msg)
-        nxt = [d for d in (self.leases.next_deadline(), self.delayed.next_due()) if d is not None]
-        if nxt:
-            self._arm(min(nxt))
+        nxt = self.leases.next_deadline()
+        if nxt is not None:
+            self._arm(nxt)
 
     # ---- long polling --------------------------------------------------------------------------------
     def has_visible(self) -> bool:
@@ -530,7 +532,7 @@ class SqsQueue:
                                        "seconds.")
         self.last_purge = now
         q = self.queue
-        n = q.purge() + self.delayed.clear()
+        n = q.purge()  # ready and delayed
         for lease in self.leases.clear():
             q._forget(lease.entry)
             n += 1

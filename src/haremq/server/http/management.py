@@ -337,10 +337,8 @@ class ManagementApp:
         return HttpResponse(204)
 
     def queue_purge(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
-        q = self._queue(vhost, name)
-        self.broker.queue_purge(self._session(user, vhost), name)
-        if q.sqs is not None:
-            q.sqs.delayed.clear()
+        self._queue(vhost, name)  # 404 for an unknown queue
+        self.broker.queue_purge(self._session(user, vhost), name)  # ready and delayed messages
         return HttpResponse(204)
 
     def queue_browse(self, vhost: str, name: str, body: dict[str, Any], query: dict[str, str],

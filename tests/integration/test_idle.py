@@ -7,6 +7,7 @@ import time
 
 import pika
 import pytest
+
 from brokerproc import start_broker, stop_broker
 
 

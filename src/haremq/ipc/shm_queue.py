@@ -75,6 +75,16 @@ log = logging.getLogger("haremq.ipc")
 #   those messages with it (counted in `lost` and logged), otherwise nothing happened and they are re-read.
 #   A producer that died holding the lock may have committed records without publishing head, so its
 #   successor rebuilds head by scanning commit words forward (the index is a cache; the records are truth).
+# * spsc publishes head lazily. The consumer never reads head (readiness is the commit word, above), so a late
+#   head can delay no delivery and needs no handshake with the consumer; it only feeds qsize/full/stats and
+#   the restart scan. The rule: the spsc put() fast path publishes head+put_count every 64th put and whenever
+#   the consumer wait flag is set (the same check that wakes a sleeping consumer); every slow-path call (a
+#   put that wraps, refreshes tail or blocks, put_many), flush() and close() publish too. Readers in other
+#   handles (qsize/full/stats) add the committed records past the published head by scanning at most
+#   _SCAN_MAX commit words, so they are exact whenever no put is in flight. A producer killed between
+#   publishes leaves head behind (even behind tail, once the consumer took those records); its successor
+#   scans forward from max(head, tail) -- records in [max(head, tail), true head) are unconsumed, hence
+#   intact, and stale laps carry other positions, so the scan stops exactly at the true head.
 # * Waiting: spin briefly (a handoff costs ~1 us), then register in a wait slot (a deadline a few ms ahead),
 #   re-check, and sleep in poll() on a FIFO next to the queue file. Whoever makes progress checks the side's
 #   flag byte and writes one byte to the FIFO if a slot is still live. Without a store-load fence a wakeup
@@ -119,6 +129,17 @@ _II = struct.Struct("<II")
 _QII = struct.Struct("<QII")
 _SLOTS = struct.Struct(f"<{NSLOTS}Q")
 _FLOCK = "hhqqi4x"  # struct flock on Linux x86-64 / aarch64
+
+# Indexes of u64 words in the mapping, for the hot paths' memoryview(buf).cast("Q") (an item store is one
+# aligned 8-byte memcpy, ~2x cheaper than a Struct.pack_into call).
+_HEAD_W: Final = HEAD_OFF >> 3
+_CNT_W: Final = _HEAD_W + 1
+_TAIL_W: Final = TAIL_OFF >> 3
+_GOT_W: Final = _TAIL_W + 1
+_CWAIT_W: Final = CWAIT_OFF >> 3  # the flag byte is the low byte; the other 7 bytes are always 0
+_PWAIT_W: Final = PWAIT_OFF >> 3
+_PUBLISH_EVERY: Final = 64  # spsc put() publishes head at least every this many puts (a power of 2)
+_SCAN_MAX: Final = 4 * _PUBLISH_EVERY  # qsize & co scan at most this many commit words past head
 
 
 class IpcError(Exception):
@@ -168,6 +189,41 @@ class ShmQueue:
     and one consumer process at a time.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_buf",
+        "_clock",
+        "_closed",
+        "_cons_ready",
+        "_fast_get",
+        "_fast_put",
+        "_fd",
+        "_get_count",
+        "_head",
+        "_mvq",
+        "_ne_fd",
+        "_ne_path",
+        "_nf_fd",
+        "_nf_path",
+        "_pdelta",
+        "_pid",
+        "_plim",
+        "_plock",
+        "_poll_ne",
+        "_poll_nf",
+        "_prod_ready",
+        "_put_count",
+        "_salt",
+        "_slot",
+        "_spin_ns",
+        "_tail",
+        "_tail_cache",
+        "capacity_bytes",
+        "max_message_size",
+        "mode",
+        "path",
+    )
+
     # ------------------------------------------------------------------ lifecycle
 
     def __init__(self, path: str, *, _internal: bool = False) -> None:
@@ -192,6 +248,7 @@ class ShmQueue:
             if mode not in (0, 1) or cap % 16 or cap < 64 or size != HEADER_SIZE + cap or maxmsg > cap:
                 raise QueueFileError(f"{path}: inconsistent header (mode={mode} capacity={cap} size={size})")
             self._buf = mmap(fd, size, MAP_SHARED, PROT_READ | PROT_WRITE)
+            self._mvq = memoryview(self._buf).cast("Q")
         except BaseException:
             os.close(fd)
             raise
@@ -223,6 +280,10 @@ class ShmQueue:
         self._tail: int = _Q.unpack_from(b, TAIL_OFF)[0]
         self._get_count: int = _Q.unpack_from(b, TAIL_OFF + 8)[0]
         self._tail_cache: int = self._tail
+        # spsc put() fast path: a record ending at or before _plim fits without wrapping or rereading tail;
+        # its file offset is head - _pdelta. Recomputed by _set_plim after every slow-path producer call.
+        self._plim: int = 0
+        self._pdelta: int = 0
         self._prod_ready = self.mode == "mpmc"  # spsc: role lock + head recovery happen on first put
         self._cons_ready = self.mode == "mpmc"
         self._fast_put = False  # set once the spsc producer role is taken
@@ -333,9 +394,11 @@ class ShmQueue:
             return
         self._closed = True
         _live.discard(self)
+        self._fast_put = self._fast_get = False
         with contextlib.suppress(ValueError, OSError):
             if self.mode == "spsc" and self._prod_ready:
                 _QQ.pack_into(self._buf, HEAD_OFF, self._head, self._put_count)
+        self._mvq.release()
         with contextlib.suppress(BufferError):
             self._buf.close()
         for fd in (self._fd, self._ne_fd, self._nf_fd):
@@ -394,9 +457,12 @@ class ShmQueue:
         return data
 
     def _recover_head(self) -> None:
-        """Rebuild head from commit words: records a dead producer committed but never published."""
+        """Rebuild head from commit words: records a dead (or lazy spsc) producer committed, never published."""
         b, cap, salt = self._buf, self.capacity_bytes, self._salt
         h, cnt = _QQ.unpack_from(b, HEAD_OFF)
+        t, got = _QQ.unpack_from(b, TAIL_OFF)
+        if t > h:  # the consumer took records past the published head: scan from tail (see the protocol)
+            h, cnt = t, got
         while True:
             off = h % cap
             c, n, ck = _QII.unpack_from(b, HEADER_SIZE + off)
@@ -411,6 +477,12 @@ class ShmQueue:
                 break
         self._head, self._put_count = h, cnt
         _QQ.pack_into(b, HEAD_OFF, h, cnt)
+
+    def _set_plim(self) -> None:
+        h, cap = self._head, self.capacity_bytes
+        lap = h - h % cap
+        self._pdelta = lap - HEADER_SIZE
+        self._plim = min(lap + cap, self._tail_cache + cap)
 
     def _write(self, msgs: list[bytes | bytearray], i: int) -> int:
         """Write msgs[i:] at the local head while they fit; return the next index. Head is not published."""
@@ -475,6 +547,8 @@ class ShmQueue:
             _Q.pack_into(b, _P_BUSY, 0)
             self._unlock(_LOCK_PROD)
             self._plock.release()
+        else:
+            self._set_plim()
         if b[CWAIT_OFF]:
             self._wake(CWAIT_OFF, self._ne_fd)
 
@@ -490,30 +564,40 @@ class ShmQueue:
     ) -> None:
         """Append one message; raises queue.Full when there is no room (after timeout if blocking)."""
         if self._fast_put and type(data) is bytes:
-            # spsc hot path, inlined: no lock, no call besides the stores
-            n = len(data)
+            # spsc hot path, inlined: one limit check, three stores, head published lazily (see the protocol)
             h = self._head
-            cap = self.capacity_bytes
-            off = h % cap
-            size = (n + 31) & ~15
-            if n <= self.max_message_size and off + size <= cap and h + size - self._tail_cache <= cap:
-                b = self._buf
-                base = HEADER_SIZE + off
-                b[base + 16 : base + 16 + n] = data
+            n = len(data)
+            e = h + ((n + 31) & ~15)
+            if e <= self._plim and n <= self.max_message_size:
+                base = h - self._pdelta
+                self._buf[base + 16 : base + 16 + n] = data
                 c = h ^ self._salt
-                _II.pack_into(b, base + 8, n, (c & _M32) ^ n)
-                _Q.pack_into(b, base, c)
-                self._head = h = h + size
-                self._put_count = cnt = self._put_count + 1
-                _QQ.pack_into(b, HEAD_OFF, h, cnt)
-                if b[CWAIT_OFF]:
+                i = base >> 3
+                mvq = self._mvq
+                mvq[i + 1] = n | ((c ^ n) & 0xFFFFFFFF) << 32  # length, check
+                mvq[i] = c  # the commit: this store makes the record visible
+                self._head = e
+                k = self._put_count = self._put_count + 1
+                if k & 63 and not mvq[_CWAIT_W]:  # 63 == _PUBLISH_EVERY - 1
+                    return
+                mvq[_HEAD_W] = e
+                mvq[_CNT_W] = k
+                if mvq[_CWAIT_W]:
                     self._wake(CWAIT_OFF, self._ne_fd)
                 return
+        self._put_slow(data, block, timeout)
+
+    def _put_slow(self, data: object, block: bool, timeout: float | None) -> None:
         msgs = [self._norm(data)]
         if self._put_batch(msgs, 0):
             return
         if not block or not self._wait(PWAIT_OFF, lambda: self._put_batch(msgs, 0) == 1, timeout):
             raise queue.Full
+
+    def flush(self) -> None:
+        """Publish this spsc producer's head now (put() does it lazily; see qsize). No-op otherwise."""
+        if self.mode == "spsc" and self._prod_ready and not self._closed:
+            _QQ.pack_into(self._buf, HEAD_OFF, self._head, self._put_count)
 
     def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
         self.put(data, block=False)
@@ -621,7 +705,7 @@ class ShmQueue:
     def _ready(self) -> bool:
         """Cheap lock-free peek: is a record (or pad) committed at the shared tail?"""
         b = self._buf
-        t = _Q.unpack_from(b, TAIL_OFF)[0] if self.mode == "mpmc" else self._tail
+        t = self._tail if self._cons_ready and self.mode == "spsc" else _Q.unpack_from(b, TAIL_OFF)[0]
         return bool(_Q.unpack_from(b, HEADER_SIZE + t % self.capacity_bytes)[0] == t ^ self._salt)
 
     def _try_get(self, out: list[bytes], limit: int) -> bool:
@@ -637,20 +721,29 @@ class ShmQueue:
     def get(self, block: bool = True, timeout: float | None = None) -> bytes:
         """Remove and return the oldest message; raises queue.Empty (after timeout if blocking)."""
         if self._fast_get:
-            # spsc hot path, inlined
-            b = self._buf
+            # spsc hot path, inlined: two loads, one copy out, the tail commit (eager: the producer's space)
             t = self._tail
-            off = t % self.capacity_bytes
-            base = HEADER_SIZE + off
-            c, n, ck = _QII.unpack_from(b, base)
-            if c == t ^ self._salt and ck == (c & _M32) ^ n and n <= self.max_message_size:
-                data = b[base + 16 : base + 16 + n]
-                self._tail = t = t + ((n + 31) & ~15)
-                self._get_count = cnt = self._get_count + 1
-                _QQ.pack_into(b, TAIL_OFF, t, cnt)
-                if b[PWAIT_OFF]:
-                    self._wake(PWAIT_OFF, self._nf_fd)
-                return data
+            base = t % self.capacity_bytes + HEADER_SIZE
+            mvq = self._mvq
+            i = base >> 3
+            c = mvq[i]
+            if c == t ^ self._salt:
+                w = mvq[i + 1]
+                n = w & 0xFFFFFFFF
+                if n <= self.max_message_size and w >> 32 == (c ^ n) & 0xFFFFFFFF:  # a pad fails n <= max
+                    base += 16
+                    data = self._buf[base : base + n]
+                    t += (n + 31) & ~15
+                    self._tail = t
+                    mvq[_TAIL_W] = t  # the consume commit
+                    k = self._get_count = self._get_count + 1
+                    mvq[_GOT_W] = k
+                    if mvq[_PWAIT_W]:
+                        self._wake(PWAIT_OFF, self._nf_fd)
+                    return data
+        return self._get_slow(block, timeout)
+
+    def _get_slow(self, block: bool, timeout: float | None) -> bytes:
         out: list[bytes] = []
         if self._try_get(out, 1):
             return out[0]
@@ -765,29 +858,58 @@ class ShmQueue:
 
     # ------------------------------------------------------------------ introspection
 
-    def qsize(self) -> int:
-        """Messages committed but not yet consumed (exact in mpmc; spsc head is published per put/batch)."""
+    def _indexes(self) -> tuple[int, int, int, int]:
+        """(head, put_count, tail, get_count) for introspection; exact whenever no put/get is in flight.
+
+        An spsc head is published lazily: a handle that is not the producer adds the records committed past
+        the published head (at most _PUBLISH_EVERY - 1 of them unless a put races this scan).
+        """
         b = self._buf
-        put: int = _Q.unpack_from(b, HEAD_OFF + 8)[0]
-        got: int = _Q.unpack_from(b, TAIL_OFF + 8)[0]
+        t, got = _QQ.unpack_from(b, TAIL_OFF)
+        if self.mode == "mpmc":
+            h, cnt = _QQ.unpack_from(b, HEAD_OFF)
+            return h, cnt, t, got
+        if self._prod_ready:
+            return self._head, self._put_count, t, got
+        h, cnt = _QQ.unpack_from(b, HEAD_OFF)
+        if t > h:
+            h, cnt = t, got
+        cap, salt, maxn = self.capacity_bytes, self._salt, self.max_message_size
+        for _ in range(_SCAN_MAX):
+            off = h % cap
+            c, n, ck = _QII.unpack_from(b, HEADER_SIZE + off)
+            if c != h ^ salt or ck != (c & _M32) ^ n:
+                break
+            if n == PAD:
+                h += cap - off
+            elif n <= maxn:
+                h += _record_size(n)
+                cnt += 1
+            else:
+                break
+        return h, cnt, t, got
+
+    def qsize(self) -> int:
+        """Messages committed but not yet consumed (exact unless a put or get runs concurrently)."""
+        _, put, _, got = self._indexes()
         return max(0, put - got)
 
     def empty(self) -> bool:
         return not self._ready()
 
     def full(self) -> bool:
-        b = self._buf
-        used: int = _Q.unpack_from(b, HEAD_OFF)[0] - _Q.unpack_from(b, TAIL_OFF)[0]
-        return used + 2 * _record_size(self.max_message_size) > self.capacity_bytes
+        h, _, t, _ = self._indexes()
+        return h - t + 2 * _record_size(self.max_message_size) > self.capacity_bytes
 
     def stats(self) -> dict[str, int]:
         """Counters kept in the file: totals, messages lost with dead consumers, crash recoveries."""
         b = self._buf
+        h, put, t, got = self._indexes()
         return {
-            "put_count": _Q.unpack_from(b, HEAD_OFF + 8)[0],
-            "get_count": _Q.unpack_from(b, TAIL_OFF + 8)[0],
+            "put_count": put,
+            "get_count": got,
             "lost": _Q.unpack_from(b, _C_LOST)[0],
             "producer_recoveries": _Q.unpack_from(b, _P_RECOV)[0],
             "consumer_recoveries": _Q.unpack_from(b, _C_RECOV)[0],
-            "used_bytes": _Q.unpack_from(b, HEAD_OFF)[0] - _Q.unpack_from(b, TAIL_OFF)[0],
+            "used_bytes": max(0, h - t),
         }

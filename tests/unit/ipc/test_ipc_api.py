@@ -237,3 +237,43 @@ def test_close_is_idempotent_and_fileno(qname: str) -> None:
     q.close()
     q.unlink()
     q.unlink()
+
+
+def test_spsc_head_is_published_lazily_but_qsize_is_exact(qname: str) -> None:
+    with ShmQueue.create(qname, 1 << 16, 100, mode="spsc") as q, ShmQueue.open(qname) as other:
+        for i in range(10):
+            q.put(bytes([i]))
+        # the first put takes the role on the slow path, which publishes; the next 9 stay local
+        assert struct.unpack_from("<QQ", q._buf, 128) == (32, 1)
+        assert other.qsize() == q.qsize() == 10  # other handles scan the commit words past head
+        assert other.stats()["put_count"] == 10 and other.stats()["used_bytes"] == 10 * 32
+        q.flush()
+        assert struct.unpack_from("<QQ", q._buf, 128) == (10 * 32, 10)
+        for _ in range(64):
+            q.put(b"y")
+        assert struct.unpack_from("<QQ", q._buf, 128)[1] == 64  # every 64th put publishes
+        q.unlink()
+
+
+def _lazy_producer_dies(name: str) -> None:
+    q = ShmQueue.open(name)
+    for i in range(100):  # head published at put 64; 36 committed records are never published
+        q.put(i.to_bytes(2, "little"))
+    os.kill(os.getpid(), 9)
+
+
+def test_spsc_producer_killed_with_unpublished_head(qname: str) -> None:
+    """The consumer takes records past the stale head; the next producer must resume after them."""
+    with ShmQueue.create(qname, 1 << 16, 100, mode="spsc") as q:
+        p = FORK.Process(target=_lazy_producer_dies, args=(qname,))
+        p.start()
+        p.join(10)
+        assert p.exitcode == -9
+        assert struct.unpack_from("<QQ", q._buf, 128)[1] < 100
+        assert q.qsize() == 100
+        assert [int.from_bytes(q.get(timeout=2), "little") for _ in range(100)] == list(range(100))
+        q.put(b"after")  # recovers head from tail, which is past the published head
+        assert q.qsize() == 1 and q.get(timeout=2) == b"after"
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        q.unlink()

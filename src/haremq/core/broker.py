@@ -46,6 +46,10 @@ class Broker:
         self.vhosts: dict[str, VHost] = {}
         self._dirty: dict[Queue, None] = {}
         self._timers: list[tuple[float, int, TimerTarget]] = []
+        # earliest pending deadline per target: a later deadline for a target already due sooner is
+        # not pushed (its ``on_timer`` re-derives every deadline it still needs), so callers may
+        # schedule per message or per dispatch without the heap growing with traffic
+        self._timer_due: dict[TimerTarget, float] = {}
         self._timer_seq = itertools.count()
         self.on_schedule: Callable[[float], None] | None = None
         self.add_vhost("/")
@@ -72,6 +76,10 @@ class Broker:
                     q.sqs.wake()  # SQS long polls waiting on this queue
 
     def schedule(self, deadline: float, q: TimerTarget) -> None:
+        due = self._timer_due.get(q)
+        if due is not None and due <= deadline:
+            return
+        self._timer_due[q] = deadline
         earliest = self._timers[0][0] if self._timers else None
         heapq.heappush(self._timers, (deadline, next(self._timer_seq), q))
         if self.on_schedule is not None and (earliest is None or deadline < earliest):
@@ -84,7 +92,10 @@ class Broker:
         now = self.clock.monotonic()
         fired: dict[TimerTarget, None] = {}
         while self._timers and self._timers[0][0] <= now:
-            _, _, q = heapq.heappop(self._timers)
+            deadline, _, q = heapq.heappop(self._timers)
+            if self._timer_due.get(q) != deadline:
+                continue  # superseded by an earlier deadline that already fired
+            del self._timer_due[q]
             fired[q] = None
         for q in fired:
             q.on_timer(now)

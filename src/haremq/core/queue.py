@@ -269,7 +269,9 @@ class Queue:
 
     def _forget(self, e: Entry) -> None:
         """The entry leaves the queue for good (not via ack): tell the store."""
-        if self.persist and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
+        # a deleted queue's log is gone; the store is keyed by name, so touching it now would
+        # remove a record of a new queue of the same name (a late nack of an old lease)
+        if self.persist and not self.deleted and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
             self.vhost.broker.store.remove(self, e)
 
     # ---- consumers ---------------------------------------------------------------------------
@@ -455,8 +457,11 @@ class Queue:
             deadline = self.last_used + self.args.expires_ms / 1000
             if not self.consumers and deadline <= now:
                 self.vhost.delete_queue(self)
+            elif self.consumers:
+                # in use: look again one period later (the last cancel also touches ``last_used``)
+                self.vhost.broker.schedule(now + self.args.expires_ms / 1000, self)
             else:
-                self.vhost.broker.schedule(max(deadline, now + 0.001), self)
+                self.vhost.broker.schedule(deadline, self)
 
     def delay(self, e: Entry, due: float) -> None:
         """Hold a stored entry out of the ready list until ``due`` (monotonic seconds)."""

@@ -533,14 +533,15 @@ class SqsQueue:
         self.last_purge = now
         q = self.queue
         n = q.purge()  # ready and delayed
-        for lease in self.leases.clear():
+        leases = self.leases.clear()
+        for lease in leases:
             q._forget(lease.entry)
-            n += 1
+        n += len(leases)
+        q.unacked -= len(leases)  # AMQP/STOMP leases (basic.get ones too) stay out and stay counted
         for backlog in self.backlog.values():
             for e in backlog:
                 q._forget(e)
             n += len(backlog)
-        q.unacked = sum(c.unacked for c in q.consumers)
         self.backlog.clear()
         self.backlog_count = 0
         self.inflight.clear()

@@ -103,6 +103,10 @@ class Channel:
         Returns True when outcomes remain that wait for the disk.
         """
         outcomes = self.outcomes
+        if self.conn.channels.get(self.number) is not self:
+            # closed while waiting for the disk: its confirms must not reach a reopened channel
+            outcomes.clear()
+            return False
         out = self.conn.proto._out
         run_end = 0
         while outcomes:

@@ -24,7 +24,7 @@ from haremq.store.file import FileQueueStore
 from haremq.store.metadata import SqliteMetadataStore
 
 if TYPE_CHECKING:
-    from haremq.server.amqp import AmqpServerProtocol, Channel
+    from haremq.server.amqp import AmqpServerProtocol
     from haremq.server.http.listeners import HttpListeners
     from haremq.server.stomp import StompServerProtocol
 
@@ -35,6 +35,15 @@ class Writer(Protocol):
     """A connection with buffered output (AMQP, STOMP): ``flush_output`` writes it once per pass."""
 
     def write_pending(self) -> None: ...
+
+
+class ConfirmWaiter(Protocol):
+    """What holds confirms (AMQP channel) or receipts (STOMP connection) until the disk has them."""
+
+    @property
+    def conn(self) -> Writer: ...
+
+    def flush_confirms(self, durable: int) -> bool: ...
 
 
 class LatencyHistogram:
@@ -75,7 +84,8 @@ class Node:
         if broker is None:
             broker = self._open_broker(settings)
         self.broker = broker
-        self.waiting: dict[Channel, None] = {}  # AMQP channels with confirms waiting for the disk
+        # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
+        self.waiting: dict[ConfirmWaiter, None] = {}
         self.disk_alarm = False
         self.memory_alarm = False
         self.sync_latency = LatencyHistogram()

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import logging
 import os
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from haremq import __version__
@@ -159,6 +160,14 @@ class StompServerProtocol(asyncio.Protocol):
         self.bytes_out = 0
         self._hb: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
+        # RECEIPTs in frame order, each with the store ticket it waits for (0: none): the receipt
+        # of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
+        self._receipts: deque[tuple[int, Frame]] = deque()
+
+    @property
+    def conn(self) -> StompServerProtocol:
+        """The connection to flush once held receipts are released (as ``Channel.conn``)."""
+        return self
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -194,6 +203,8 @@ class StompServerProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._end_sessions()
+        self._receipts.clear()
+        self.node.waiting.pop(self, None)
         self.node.stomp_connections.discard(self)
         self.node.broker.connection_closed(self)
         self.node.flush_output()
@@ -223,7 +234,7 @@ class StompServerProtocol(asyncio.Protocol):
             t.writelines(out)
             self.last_send = self.node.loop_time()
             self.bytes_out += sum(map(len, out))
-        if self.closing:
+        if self.closing and not self._receipts:
             t.close()  # after the ERROR / last RECEIPT is written
 
     def fail(self, err: HareError, receipt: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
@@ -231,6 +242,7 @@ class StompServerProtocol(asyncio.Protocol):
         if self.closing:
             return
         log.info("STOMP connection from %s: %s (%s)", self.peer, err.stomp_message, err.text)
+        self._receipts.clear()  # the ERROR ends the connection: no later RECEIPT
         self.proto.send_error(err, receipt, headers)
         self.closing = True
         self._end_sessions()
@@ -292,7 +304,7 @@ class StompServerProtocol(asyncio.Protocol):
             self._guard(event.frame, self._apply, event)
         elif t is S.Held:
             assert isinstance(event, S.Held)
-            self.proto.send_receipt(event.frame)
+            self._receipt(event.frame, 0)
         elif t is S.Commit:
             assert isinstance(event, S.Commit)
             self._guard(event.frame, self._commit, event)
@@ -301,7 +313,7 @@ class StompServerProtocol(asyncio.Protocol):
             self._guard(event.frame, self._connect, event)
         elif t is S.Disconnect:
             assert isinstance(event, S.Disconnect)
-            self.proto.send_receipt(event.frame)
+            self._receipt(event.frame, 0)
             self.closing = True
             self._end_sessions()
         elif t is S.Failed:
@@ -309,12 +321,32 @@ class StompServerProtocol(asyncio.Protocol):
             self.fail(event.error, event.receipt, event.headers)
 
     def _guard(self, frame: Frame, fn: Any, arg: Any) -> None:
+        store = self.node.broker.store
+        before = store.ticket
         try:
             fn(arg)
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
-        self.proto.send_receipt(frame)
+        after = store.ticket
+        self._receipt(frame, after if after != before else 0)
+
+    def _receipt(self, frame: Frame, ticket: int) -> None:
+        """RECEIPT now, or once ``ticket`` is durable; never ahead of an earlier held one."""
+        if "receipt" not in frame.headers:
+            return
+        if not self._receipts and ticket <= self.node.broker.store.durable_ticket:
+            self.proto.send_receipt(frame)
+            return
+        self._receipts.append((ticket, frame))
+        self.node.waiting[self] = None
+
+    def flush_confirms(self, durable: int) -> bool:
+        """Send the held receipts that are durable; True when some still wait for the disk."""
+        receipts = self._receipts
+        while receipts and receipts[0][0] <= durable:
+            self.proto.send_receipt(receipts.popleft()[1])
+        return bool(receipts)
 
     def _commit(self, e: S.Commit) -> None:
         for r in e.frames:

@@ -146,6 +146,11 @@ def test_frame_too_large_is_501() -> None:
     assert close_code(conn.receive_data(big)) == 501
 
 
+def test_heartbeat_announcing_a_payload_is_501_at_once() -> None:
+    conn = handshaken()
+    assert close_code(conn.receive_data(struct.pack(">BHI", 8, 0, 2**31))) == 501
+
+
 def test_method_on_unopened_channel_is_504() -> None:
     conn = handshaken()
     assert close_code(conn.receive_data(pframe.marshal(C.Basic.Qos(prefetch_count=1), 9))) == 504

@@ -269,9 +269,13 @@ class AmqpConnection:
         try:
             while n - pos >= 7:
                 ftype, channel, size = _frame_hdr.unpack_from(buf, pos)
-                if size > self._recv_frame_max - 8 and ftype != codec.FRAME_HEARTBEAT:
+                if size > self._recv_frame_max - 8:
                     raise FrameError(f"frame size {size + 8} exceeds negotiated frame_max "
                                      f"{self._recv_frame_max}")
+                if ftype == codec.FRAME_HEARTBEAT and size:
+                    # checked before waiting for the payload: a "heartbeat" announcing 2 GiB must not
+                    # make us buffer it
+                    raise FrameError(f"heartbeat frame with a {size}-byte payload")
                 end = pos + 7 + size
                 if end >= n:
                     break

@@ -39,6 +39,7 @@ class Broker:
         self.clock: Clock = clock or SystemClock()
         self.store: RecoverableQueueStore = store or MemoryQueueStore()
         self.store_failed = False  # a persistent write failed (disk full): the node blocks publishers
+        self.store_broken = False  # an fsync failed: nothing can be made durable any more
         # ready bytes per queue above which persistent bodies stay only in the store (paged out)
         self.page_out_bytes = 1 << 62
         self.metadata: MetadataStore = metadata or MemoryMetadataStore()
@@ -97,9 +98,15 @@ class Broker:
                 continue  # superseded by an earlier deadline that already fired
             del self._timer_due[q]
             fired[q] = None
+        failed: list[tuple[TimerTarget, Exception]] = []
         for q in fired:
-            q.on_timer(now)
+            try:
+                q.on_timer(now)
+            except Exception as exc:  # one target's bug must not starve the others' timers
+                failed.append((q, exc))
         self.flush()
+        if failed:
+            raise failed[0][1]
 
     # ---- connections ---------------------------------------------------------------------------
     def open_vhost(self, user: User, name: str) -> VHost:

@@ -218,6 +218,8 @@ class Queue:
         self.published += 1
         if self.persist and msg.props.delivery_mode == 2:
             broker = self.vhost.broker
+            if broker.store_broken:
+                return False  # an fsync failed: a confirm could never be honest, so refuse (nack)
             try:
                 broker.store.publish(self, e)
             except ResourceError:

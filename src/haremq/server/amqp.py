@@ -30,6 +30,7 @@ from haremq.errors import (
     NotFound,
     NotImplementedByBroker,
     PreconditionFailed,
+    ResourceError,
 )
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
@@ -92,11 +93,33 @@ class Channel:
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.ctag_cache.pop(consumer_tag, None)
-        self.conn.proto.send_method(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
-                                                             nowait=True))
-        self.conn.node.want_flush(self.conn)
+        caps = self.conn.client_properties.get("capabilities")
+        if isinstance(caps, dict) and caps.get("consumer_cancel_notify"):
+            # only clients that announced it understand a server-sent basic.cancel (as RabbitMQ)
+            self.conn.proto.send_method(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
+                                                                 nowait=True))
+            self.conn.node.want_flush(self.conn)
 
     # ---- confirms -------------------------------------------------------------------------------
+    def fail_confirms(self, err: HareError) -> None:
+        """Nack every confirm still waiting for the disk; a waiting tx.commit closes the channel."""
+        conn = self.conn
+        if conn.channels.get(self.number) is not self:
+            self.outcomes.clear()
+            return
+        out = conn.proto._out
+        commit_waiting = False
+        for seq, _ok, ticket in self.outcomes:
+            if ticket and seq:
+                out.append(codec.confirm_frame(self.number, seq, False, nack=True))
+            elif ticket:
+                commit_waiting = True
+        self.outcomes.clear()
+        if commit_waiting:
+            conn.proto.close_channel(self.number, ResourceError(f"transaction not durable: {err.text}"))
+            conn.channels.pop(self.number, None)
+            self.session.close()
+
     def flush_confirms(self, durable: int) -> bool:
         """Send what is durable, coalesced: one ``ack multiple`` per run of successes.
 

@@ -45,6 +45,10 @@ class ConfirmWaiter(Protocol):
 
     def flush_confirms(self, durable: int) -> bool: ...
 
+    def fail_confirms(self, err: HareError) -> None:
+        """The store can no longer make anything durable: refuse what waits (nack, ERROR)."""
+        ...
+
 
 class LatencyHistogram:
     """Cumulative histogram of durations in seconds (for /metrics), fixed buckets, O(1) observe."""
@@ -233,8 +237,10 @@ class Node:
                     await loop.run_in_executor(None, store.sync)  # type: ignore[attr-defined]
                     self.sync_latency.observe(time.perf_counter() - started)
                 except HareError as exc:
-                    log.error("the store cannot make messages durable, confirms stop: %s", exc)
-                    self.broker.store_failed = True
+                    log.error("the store cannot make messages durable; persistent publishes are refused "
+                              "from now on: %s", exc)
+                    self.broker.store_failed = self.broker.store_broken = True
+                    self.fail_confirms(exc)
                     return
             self.release_confirms()
             if flusher.pending:
@@ -247,6 +253,18 @@ class Node:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._durable_waiters.append((ticket, fut))
         await fut
+
+    def fail_confirms(self, err: HareError) -> None:
+        """Everything waiting for the disk is refused: nacks, STOMP ERRORs, HTTP 503s."""
+        waiting, self.waiting = self.waiting, {}
+        for w in waiting:
+            w.fail_confirms(err)
+            self.want_flush(w.conn)
+        waiters, self._durable_waiters = self._durable_waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(err)
+        self.flush_output()
 
     def release_confirms(self) -> None:
         durable = self.broker.store.durable_ticket

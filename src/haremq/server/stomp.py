@@ -35,6 +35,7 @@ from haremq.errors import (
     InternalError,
     NotFound,
     PreconditionFailed,
+    ResourceError,
     SyntaxError_,
 )
 from haremq.protocol.stomp import mapping as M
@@ -340,6 +341,11 @@ class StompServerProtocol(asyncio.Protocol):
             return
         self._receipts.append((ticket, frame))
         self.node.waiting[self] = None
+
+    def fail_confirms(self, err: HareError) -> None:
+        """Receipts that wait for the disk will never come: end the connection with an ERROR."""
+        if self._receipts:
+            self.fail(ResourceError(f"message not durable: {err.text}"))
 
     def flush_confirms(self, durable: int) -> bool:
         """Send the held receipts that are durable; True when some still wait for the disk."""

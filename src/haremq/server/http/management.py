@@ -24,7 +24,7 @@ from haremq import __version__
 from haremq.core.consumer import Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.message import Message, Properties
-from haremq.core.queue import Queue
+from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError
 from haremq.protocol.http import HttpRequest, HttpResponse
@@ -353,7 +353,11 @@ class ManagementApp:
         for i, e in enumerate(q.entries()):
             if i >= count:
                 break
-            out.append(self._message(e.msg, e.delivery_count, q.message_count - i - 1))
+            msg = e.msg
+            if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
+                r = q.vhost.broker.store.read_message(q, e.seq)
+                msg = Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
+            out.append(self._message(msg, e.delivery_count, q.message_count - i - 1))
         return _json(out)
 
     @staticmethod

@@ -588,6 +588,21 @@ def test_tx_commit_and_rollback(ch: Any) -> None:
     ch.tx_commit()
 
 
+def test_tx_publish_to_missing_exchange_fails_on_arrival_not_at_commit(conn: Any) -> None:
+    c = conn.channel()
+    q = uniq("txa")
+    c.queue_declare(q)
+    c.tx_select()
+    c.basic_publish("", q, b"first")
+    c.basic_publish("no-such-exchange", "k", b"second")
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        c.tx_commit()  # pika sees the close while waiting for commit-ok
+    assert ei.value.reply_code == 404
+    other = conn.channel()
+    assert count(other, q) == 0  # nothing of the failed transaction was routed
+    other.queue_delete(q)
+
+
 def test_tx_and_confirm_are_exclusive(conn: Any) -> None:
     c = conn.channel()
     c.tx_select()

@@ -242,17 +242,22 @@ class Broker:
         return s.take_get(q, e, no_ack), e, q.message_count
 
     # ---- publishing ----------------------------------------------------------------------------
-    def publish(self, s: Session, exchange: str, msg: Message) -> int:
-        """Route and enqueue. Returns ROUTED, UNROUTABLE (for mandatory returns) or REJECTED (nack)."""
-        vh = s.vhost
-        ex = vh.exchanges.get(exchange)
+    def publish_target(self, s: Session, exchange: str) -> Exchange:
+        """The exchange a session may publish to (404, 403 otherwise); checked once per exchange."""
+        ex = s.vhost.exchanges.get(exchange)
         if ex is None:
-            raise NotFound(f"no exchange '{exchange}' in vhost '{vh.name}'")
+            raise NotFound(f"no exchange '{exchange}' in vhost '{s.vhost.name}'")
         if exchange not in s.write_ok:
             self.check(s, "write", "exchange", exchange)
             if ex.internal:
-                raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
+                raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{s.vhost.name}'")
             s.write_ok.add(exchange)
+        return ex
+
+    def publish(self, s: Session, exchange: str, msg: Message) -> int:
+        """Route and enqueue. Returns ROUTED, UNROUTABLE (for mandatory returns) or REJECTED (nack)."""
+        vh = s.vhost
+        ex = self.publish_target(s, exchange)
         props = msg.props
         if props.user_id is not None and props.user_id != s.user.name:
             raise PreconditionFailed(f"user_id property set to '{props.user_id}' but authenticated user was "

@@ -458,6 +458,8 @@ class AmqpServerProtocol(asyncio.Protocol):
         if e.immediate:
             raise NotImplementedByBroker("immediate=true")
         if ch.tx:
+            # checked on arrival, as RabbitMQ does, so a bad publish fails here, not half a commit later
+            self.node.broker.publish_target(ch.session, e.exchange)
             ch.tx_publishes.append(e)
             return
         self._route(ch, e)

@@ -223,6 +223,7 @@ class Node:
         flusher.on_dirty = wake.set
         loop = asyncio.get_running_loop()
         store = self.broker.store
+        last_sync = 0.0
         while True:
             await wake.wait()
             wake.clear()
@@ -230,8 +231,12 @@ class Node:
             if delay is None:
                 store.sync()  # type: ignore[attr-defined]  # fsync off: no disk wait, but clears the dirty set
             else:
-                if delay:
-                    await asyncio.sleep(delay)
+                # interval: at most one fsync per interval, but a lone write after a quiet spell is
+                # synced at once instead of waiting out a whole interval
+                wait = delay - (loop.time() - last_sync)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                last_sync = loop.time()
                 started = time.perf_counter()
                 try:
                     await loop.run_in_executor(None, store.sync)  # type: ignore[attr-defined]

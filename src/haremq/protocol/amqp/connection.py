@@ -333,7 +333,12 @@ class AmqpConnection:
             self._buf = bytearray()
             return events
         if pos < n:
-            self._buf = bytearray(buf[pos:])
+            # keep the partial frame: in place when it is already our buffer (CPython advances the
+            # start of a bytearray on ``del b[:n]``, no memmove), else one copy out of the read
+            if buf is self._buf:
+                del self._buf[:pos]
+            else:
+                self._buf = bytearray(memoryview(buf)[pos:])
         elif self._buf:
             self._buf = bytearray()
         return events

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def slow_sync_broker() -> Iterator[BrokerProcess]:
-    """Group commit once a second: confirms of persistent messages visibly wait for the disk."""
+    """At most one group commit a second: right after one, the next confirm visibly waits for the disk."""
     b = start_broker(env={"HAREMQ_FSYNC": "interval", "HAREMQ_FSYNC_INTERVAL": "1.0"})
     yield b
     stop_broker(b)
@@ -33,8 +33,10 @@ def test_confirm_of_closed_channel_is_not_sent_to_its_successor(slow_sync_broker
         c.expect(C.Queue.DeclareOk)
         c.send_method(1, C.Confirm.Select())
         c.expect(C.Confirm.SelectOk)
+        c.send_publish(1, "", q, b"primer", C.Basic.Properties(delivery_mode=2))
+        c.expect(C.Basic.Ack)  # synced at once: a group commit just happened
         c.send_publish(1, "", q, b"persistent", C.Basic.Properties(delivery_mode=2))
-        time.sleep(0.1)  # the confirm now waits for the group commit
+        time.sleep(0.1)  # this confirm now waits ~1 s for the next group commit
         c.send_method(1, C.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
         c.expect(C.Channel.CloseOk)
         c.open_channel(1)  # same number, new channel: nothing was published on it
@@ -58,7 +60,11 @@ def test_stomp_receipt_of_persistent_send_waits_for_the_disk(slow_sync_broker: B
         while b"\x00" not in buf:
             buf += s.recv(4096)
         assert buf.startswith(b"CONNECTED"), buf
-        time.sleep(1.2)  # let any group commit in progress finish: the next one is a full interval away
+        s.sendall(f"SEND\ndestination:/queue/{q}\npersistent:true\nreceipt:r0\n\nprimer\x00".encode())
+        buf = b""
+        while b"\x00" not in buf:
+            buf += s.recv(4096)
+        assert b"receipt-id:r0" in buf, buf  # synced at once: the next group commit is a full interval away
         started = time.monotonic()
         s.sendall(f"SEND\ndestination:/queue/{q}\npersistent:true\nreceipt:r1\n\nhello\x00".encode())
         buf = b""

@@ -1,9 +1,10 @@
 """AMQP listener: adapts the sans-IO ``AmqpConnection`` and the core ``Broker`` to asyncio.
 
-One ``asyncio.Protocol`` per socket (no per-connection task, no await per message). Each
-``data_received`` runs: decode -> core commands -> ``broker.flush()`` (dispatch) -> coalesced
-publisher confirms -> one ``writelines`` per connection that has output. Deliveries produced for
-other connections are buffered on them and written in the same pass (``Node.flush_output``).
+One ``asyncio.BufferedProtocol`` per socket (no per-connection task, no await per message): the kernel
+copies each read straight into the protocol object's buffer. Each ``buffer_updated`` runs: decode ->
+core commands -> ``broker.flush()`` (dispatch) -> coalesced publisher confirms -> one ``writelines`` per
+connection that has output. Deliveries produced for other connections are buffered on them and written
+in the same pass (``Node.flush_output``).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def _props_raw(msg: Message) -> bytes:
     return raw
 
 
-class AmqpServerProtocol(asyncio.Protocol):
+class AmqpServerProtocol(asyncio.BufferedProtocol):
     def __init__(self, node: Node) -> None:
         self.node = node
         s = node.settings
@@ -207,12 +208,16 @@ class AmqpServerProtocol(asyncio.Protocol):
         # a client must finish the handshake in time (RabbitMQ: handshake_timeout 10 s)
         self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)
 
-    def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The socket reads straight into the protocol object's buffer (no per-read bytes object)."""
+        return self.proto.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_in += nbytes
         node = self.node
         self.last_recv = node.loop_time()
         try:
-            events = self.proto.receive_data(data)
+            events = self.proto.buffer_updated(nbytes)
             for event in events:
                 self._handle(event)
                 if self.closing:

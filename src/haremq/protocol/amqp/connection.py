@@ -14,6 +14,7 @@ read (spec 2.3.5.2); after a channel error the channel ignores all but close/clo
 from __future__ import annotations
 
 import enum
+import mmap
 import struct
 from typing import Any
 
@@ -187,7 +188,14 @@ class AmqpConnection:
         self.max_message_size = max_message_size
         self.mechanisms = mechanisms
         self._recv_frame_max = codec.FRAME_MIN_SIZE
-        self._buf = bytearray()
+        # Input buffer: the socket reads straight into it (get_buffer / buffer_updated, as asyncio's
+        # BufferedProtocol), frames are parsed in place, and only a trailing partial frame is moved
+        # to the front. It holds at least one maximal frame, so parsing always makes progress. An
+        # anonymous mmap: pages are committed only when written, so an idle connection costs ~0.
+        self._cap = max(256 * 1024, frame_max + 64)
+        self._rbuf = mmap.mmap(-1, self._cap)
+        self._rmv = memoryview(self._rbuf)
+        self._rlen = 0
         self._out: list[bytes] = []
         self._close_last: bytes | None = None  # connection.close for a parse error: sent after earlier replies
         self.channels: dict[int, _Channel] = {}
@@ -242,22 +250,41 @@ class AmqpConnection:
             class_id=error.class_id, method_id=error.method_id))
 
     # ---- input ----------------------------------------------------------------------------------
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next socket read should land (never empty)."""
+        if self.state == State.CLOSED:
+            self._rlen = 0  # nothing more is read: let the peer's bytes fall on the floor
+        return self._rmv[self._rlen:]
+
+    def buffer_updated(self, nbytes: int) -> list[Event]:
+        """``nbytes`` were read into the buffer ``get_buffer`` returned: parse them."""
+        self._rlen += nbytes
+        return self._process()
+
     def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from elsewhere (tests, fuzzers, non-buffered transports)."""
+        events: list[Event] = []
+        view = memoryview(data)
+        while len(view) and self.state != State.CLOSED:
+            free = self.get_buffer()
+            take = min(len(free), len(view))
+            free[:take] = view[:take]
+            view = view[take:]
+            events += self.buffer_updated(take)
+        return events
+
+    def _process(self) -> list[Event]:
         events: list[Event] = []
         if self.state == State.CLOSED:
+            self._rlen = 0
             return events
-        if self._buf:
-            self._buf += data
-            buf: bytes | bytearray = self._buf
-        else:
-            buf = data
+        buf = self._rmv
         pos = 0
-        n = len(buf)
+        n = self._rlen
         if self.state == State.AWAIT_HEADER:
             if n < 8:
                 if buf[:n] != codec.PROTOCOL_HEADER[:n]:
-                    return self._bad_header(bytes(buf), events)
-                self._buf = bytearray(buf)
+                    return self._bad_header(bytes(buf[:n]), events)
                 return events
             if buf[:8] != codec.PROTOCOL_HEADER:
                 return self._bad_header(bytes(buf[:8]), events)
@@ -310,10 +337,7 @@ class AmqpConnection:
                 elif ftype == codec.FRAME_HEADER:
                     self._header(channel, buf[start:end], events)
                 elif ftype == codec.FRAME_BODY:
-                    # one copy out of the read buffer (slicing a bytearray would copy twice)
-                    with memoryview(buf) as mv:
-                        body = bytes(mv[start:end])
-                    self._body(channel, body, events)
+                    self._body(channel, bytes(buf[start:end]), events)  # the one copy of a body
                 elif ftype == codec.FRAME_HEARTBEAT:
                     if channel != 0:
                         raise FrameError("heartbeat frame on a non-zero channel")
@@ -330,23 +354,18 @@ class AmqpConnection:
                 self._close_last = self._out.pop()
             self._out = out + self._out
             events.append(ConnectionClosed(err.reply_code, err.reply_text, err))
-            self._buf = bytearray()
+            self._rlen = 0
             return events
-        if pos < n:
-            # keep the partial frame: in place when it is already our buffer (CPython advances the
-            # start of a bytearray on ``del b[:n]``, no memmove), else one copy out of the read
-            if buf is self._buf:
-                del self._buf[:pos]
-            else:
-                self._buf = bytearray(memoryview(buf)[pos:])
-        elif self._buf:
-            self._buf = bytearray()
+        rest = n - pos
+        if rest and pos:
+            self._rbuf.move(0, pos, rest)  # a partial frame (at most one) moves to the front
+        self._rlen = rest
         return events
 
     def _bad_header(self, got: bytes, events: list[Event]) -> list[Event]:
         self._out.append(codec.PROTOCOL_HEADER)
         self.state = State.CLOSED
-        self._buf = bytearray()
+        self._rlen = 0
         events.append(BadHeader(got))
         return events
 
@@ -416,7 +435,7 @@ class AmqpConnection:
         elif isinstance(m, C.Connection.CloseOk):
             events.append(ConnectionClosed(0, "closed"))
 
-    def _header(self, channel: int, payload: bytes | bytearray, events: list[Event]) -> None:
+    def _header(self, channel: int, payload: codec.Buf, events: list[Event]) -> None:
         ch = self.channels.get(channel)
         if ch is None:
             raise ChannelError(f"content header on unopened channel {channel}")

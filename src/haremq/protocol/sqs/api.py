@@ -7,6 +7,10 @@ Wire format (AWS JSON 1.0, what boto3 speaks by default): ``POST /`` with
 modeled exception class. Everything else (auth, parsing, validation, the action) happens here,
 synchronously, against the core; a ReceiveMessage that finds nothing and may wait returns a
 ``LongPoll`` that the server parks until the queue wakes it or the wait time passes.
+
+The Query protocol (form parameters in, XML out; no ``X-Amz-Target``) runs the same actions:
+``query`` turns its flattened parameters into the JSON-shaped document the actions read and
+renders their results as XML.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from haremq.errors import (
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import mapping as M
-from haremq.protocol.sqs import sigv4
+from haremq.protocol.sqs import query, sigv4
 from haremq.security.users import User
 
 JSON = "application/x-amz-json-1.0"
@@ -199,7 +203,8 @@ def queue_name(url: str) -> str:
     return name
 
 
-def error_response(err: HareError, request_id: str) -> HttpResponse:
+def error_fields(err: HareError) -> tuple[str, str, str]:
+    """(JSON shape, query error code, fault) of an error."""
     shape = getattr(err, "sqs_shape", None)
     code = err.sqs_code
     if shape is None:
@@ -210,6 +215,16 @@ def error_response(err: HareError, request_id: str) -> HttpResponse:
         else:
             shape = code
     fault = "Sender" if isinstance(err, PeerError) else "Receiver"
+    return shape, code, fault
+
+
+def query_error_response(err: HareError, request_id: str) -> HttpResponse:
+    _, code, fault = error_fields(err)
+    return query.error(err.http_status, code, fault, err.text, request_id)
+
+
+def error_response(err: HareError, request_id: str) -> HttpResponse:
+    shape, code, fault = error_fields(err)
     body = json.dumps({"__type": f"com.amazonaws.sqs#{shape}", "message": err.text}).encode()
     return HttpResponse(err.http_status, body, JSON,
                         [("x-amzn-RequestId", request_id), ("x-amzn-query-error", f"{code};{fault}")])
@@ -235,6 +250,8 @@ class SqsApi:
     def handle(self, req: Request) -> HttpResponse | LongPoll:
         self.requests += 1
         rid = f"{self._rid_prefix}-{next(self._rid):012d}"
+        if query.is_query(req):
+            return self._handle_query(req, rid)
         try:
             if req.method != "POST":
                 raise InvalidAction("Only POST requests with the AWS JSON 1.0 protocol (X-Amz-Target) are "
@@ -261,6 +278,26 @@ class SqsApi:
             return out
         return self.ok(out, rid)
 
+    def _handle_query(self, req: Request, rid: str) -> HttpResponse | LongPoll:
+        try:
+            if req.method not in ("GET", "POST"):
+                raise InvalidAction("Only GET and POST requests are supported.")
+            params = query.parse_params(req)
+            name = query.action_of(params)
+            action = self._actions.get(name)
+            if action is None:
+                raise InvalidAction(f"The action {name[:64]} is not valid for this endpoint.")
+            user, region = self._authenticate(req)
+            path = req.path.strip("/").split("/")
+            path_url = self.url(req, unquote(path[1])) if len(path) == 2 and path[1] else None
+            out = action(user, Params(query.to_doc(name, params, path_url)), req, region)
+        except HareError as err:
+            self.errors += 1
+            return query_error_response(err, rid)
+        if isinstance(out, LongPoll):
+            return out
+        return query.render(name, out, rid)
+
     @staticmethod
     def ok(doc: dict[str, Any], rid: str) -> HttpResponse:
         return HttpResponse(200, json.dumps(doc, separators=(",", ":")).encode(), JSON,
@@ -272,7 +309,7 @@ class SqsApi:
             user = users.users.get(self.default_user)
             if user is None:
                 raise AccessDenied("no default user to act as")
-            return user, _region_of(req.headers.get("authorization", ""))
+            return user, _region_of(req)
         found: list[tuple[User, str]] = []
 
         def secret_of(key_id: str) -> str | None:
@@ -282,7 +319,10 @@ class SqsApi:
             found.append(hit)
             return hit[1]
 
-        _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
+        if "authorization" not in req.headers and sigv4.is_presigned(req.query):
+            _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body, secret_of)
+        else:
+            _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
         user = found[0][0]
         if user.loopback_only and not req.loopback:
             raise AccessDenied(f"User {user.name} can only connect via localhost")
@@ -466,14 +506,19 @@ class SqsApi:
             wait = min(wait, self.max_wait)  # type: ignore[assignment]
         if wait <= 0:
             return {}
+        xml = query.is_query(req)
+
+        def ok(doc: dict[str, Any]) -> HttpResponse:
+            return query.render("ReceiveMessage", doc, rid) if xml else self.ok(doc, rid)
 
         def retry() -> HttpResponse | None:
             if sq.queue.deleted:
-                return error_response(QueueDoesNotExist("The specified queue does not exist."), rid)
+                err = QueueDoesNotExist("The specified queue does not exist.")
+                return query_error_response(err, rid) if xml else error_response(err, rid)
             got = sq.receive(op.max_messages, op.visibility, op.attempt_id)
-            return self.ok(self._messages(sq, got, op, region), rid) if got else None
+            return ok(self._messages(sq, got, op, region)) if got else None
 
-        return LongPoll(sq, float(wait), retry, lambda: self.ok({}, rid))
+        return LongPoll(sq, float(wait), retry, lambda: ok({}))
 
     def _messages(self, sq: SqsQueue, leases: list[TimedLease], op: ReceiveMessage, region: str) -> dict[str, Any]:
         sys_names = op.attribute_names
@@ -588,7 +633,13 @@ def _untoken(token: str) -> str:
         raise InvalidParameterValue("Invalid NextToken.") from None
 
 
-def _region_of(auth: str) -> str:
+def _region_of(req: Request) -> str:
+    auth = req.headers.get("authorization")
+    if auth is None:
+        cred = next((unquote(p[len("X-Amz-Credential="):]) for p in req.query.split("&")
+                     if p.startswith("X-Amz-Credential=")), "")
+        parts = cred.split("/")
+        return parts[2] if len(parts) == 5 and parts[2] else "us-east-1"
     try:
         return sigv4.parse_authorization(auth)[2]
     except HareError:

@@ -40,6 +40,7 @@ from haremq.core.dedup import DedupWindow
 from haremq.core.delay import DELAY_HEADER, DelayedEntries
 from haremq.core.lease import TimedLease, TimedLeases
 from haremq.core.message import Message
+from haremq.core.queue import PAGED
 from haremq.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
@@ -238,6 +239,26 @@ class SqsQueue:
         self.last_purge: float | None = None
         self._armed: float | None = None
         self.apply_retention()
+        if config.fifo:
+            self._rebuild_dedup()
+
+    def _rebuild_dedup(self) -> None:
+        """After a restart the window is rebuilt from the messages still queued: each keeps
+        deduplicating for the rest of its 5 minutes. (Messages already deleted are not in the log.)"""
+        now = self.now()
+        wall = self.queue.vhost.broker.clock.time()
+        for e in self.queue.entries():
+            props = e.msg.props
+            headers = props.headers or {}
+            dedup_id = headers.get(DEDUP_HEADER)
+            if not dedup_id or e.msg is PAGED:
+                continue  # no id, or a paged-out entry (its headers are in the store only)
+            age = max(0.0, wall - props.timestamp) if props.timestamp else 0.0
+            if age >= DEDUP_WINDOW:
+                continue
+            group = headers.get(GROUP_HEADER) or ""
+            key = f"{group if self.config.group_scope else ''}\x00{dedup_id}"
+            self.dedup.remember(key, (props.message_id or "", e.seq), now - age)
 
     @property
     def delayed(self) -> DelayedEntries:
@@ -310,6 +331,9 @@ class SqsQueue:
                     raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
                                                 "MessageDeduplicationId provided explicitly")
                 dedup_id = hashlib.sha256(msg.body).hexdigest()
+                # kept in the message, so a restart can rebuild the window from what is still queued
+                headers = {**headers, DEDUP_HEADER: dedup_id}
+                msg = msg.with_props(msg.props.replace(headers=headers))
             dedup_key = f"{group if cfg.group_scope else ''}\x00{dedup_id}"
             seen = self.dedup.get(dedup_key, now)
             if seen is not None:

@@ -215,3 +215,25 @@ def test_dedup_window() -> None:
     w: DedupWindow[int] = DedupWindow(10)
     w.remember("a", 1, 0.0)
     assert w.get("a", 9.9) == 1 and w.get("a", 10.0) is None and len(w) == 0
+
+
+def test_fifo_dedup_window_is_rebuilt_after_a_restart(env) -> None:  # type: ignore[no-untyped-def]
+    b, clock, _ = env
+    sq = make(env, "restart.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    wall = clock.time()
+    first = Message("", "q", Properties(message_id="m1", delivery_mode=2, timestamp=int(wall),
+                                        headers={GROUP_HEADER: "g"}), b"same body")
+    mid, seq = sq.send(first, None)
+    q = sq.queue
+    # a restart: the queue's entries come back from the log, the SQS state is rebuilt from scratch
+    q.sqs = None
+    clock.advance(60)
+    again = SqsQueue(q, sq.config, {}, sq.created)
+    q.sqs = again
+    dup = Message("", "q", Properties(message_id="m2", delivery_mode=2, headers={GROUP_HEADER: "g"}), b"same body")
+    assert again.send(dup, None) == (mid, seq)  # still inside its 5 minutes: deduplicated
+    assert q.message_count == 1
+    clock.advance(300)
+    later = SqsQueue(q, sq.config, {}, sq.created)
+    assert later.send(dup, None)[0] == "m2"  # the window has passed
+    assert q.message_count == 2

@@ -218,7 +218,7 @@ def test_dedup_window() -> None:
 
 
 def test_fifo_dedup_window_is_rebuilt_after_a_restart(env) -> None:  # type: ignore[no-untyped-def]
-    b, clock, _ = env
+    _b, clock, _ = env
     sq = make(env, "restart.fifo", FifoQueue="true", ContentBasedDeduplication="true")
     wall = clock.time()
     first = Message("", "q", Properties(message_id="m1", delivery_mode=2, timestamp=int(wall),

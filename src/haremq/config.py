@@ -43,7 +43,8 @@ class Settings:
     frame_max: int = 131072
     channel_max: int = 2047
     max_message_size: int = 128 * 1024 * 1024
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 10.0  # also: an HTTP request's head must arrive within it from its first byte
+    http_idle_timeout: float = 60.0  # an HTTP connection with no request in progress (or a body stalled) closes
     close_timeout: float = 3.0
     default_user: str = "guest"
     default_pass: str = "guest"

@@ -91,7 +91,10 @@ class Subscription:
         self.id = sub_id
         self.destination = destination
         self.ack = ack
-        self.prefix = f"T_{sub_id}@@"
+        # ack ids are ``T_<id>@@<n>@@<tag>``: ``n`` is unique on the connection, so an ACK meant for an
+        # earlier subscription with the same id (UNSUBSCRIBE, SUBSCRIBE again) cannot settle this one's
+        conn.sub_seq += 1
+        self.prefix = f"T_{sub_id}@@{conn.sub_seq}@@"
         self.count = 1  # delivery count of the entry being delivered (set by SubscriptionSession)
         self.queue = ""
         self.tag = "T_" + sub_id
@@ -149,7 +152,8 @@ class StompServerProtocol(asyncio.Protocol):
         self.vhost: VHost | None = None
         self.pub: Session | None = None
         self.subs: dict[str, Subscription] = {}
-        self._gone: set[str] = set()  # recently unsubscribed ids: late ACKs for them are ignored
+        self._gone: set[str] = set()  # ack-id prefixes of recent UNSUBSCRIBEs: late ACKs for them are ignored
+        self.sub_seq = 0
         self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
         self.peer = ("?", 0)
         self.loopback = False
@@ -467,7 +471,6 @@ class StompServerProtocol(asyncio.Protocol):
             sub.session.close()
             raise
         self.subs[sub_id] = sub
-        self._gone.discard(sub_id)
 
     def _subscription_queue(self, sub: Subscription, dest: M.Destination, h: dict[str, str]) -> str:
         broker = self.node.broker
@@ -508,7 +511,7 @@ class StompServerProtocol(asyncio.Protocol):
         sub.session.close()
         if len(self._gone) >= _MAX_GONE:
             self._gone.clear()
-        self._gone.add(sub_id)
+        self._gone.add(sub.prefix)
         # a durable topic subscription ends for good when UNSUBSCRIBE says durable (RabbitMQ)
         if sub.delete_on_unsubscribe and (_flag(h, "durable") or _flag(h, "persistent")):
             self.node.broker.queue_delete(sub.session, sub.queue)
@@ -518,13 +521,14 @@ class StompServerProtocol(asyncio.Protocol):
         h = frame.headers
         ack_id = h.get("id") if self.proto.version == V12 else h.get("message-id")
         assert ack_id is not None  # required headers are checked by the session
-        sub_id, sep, tag_s = ack_id.rpartition("@@")
-        if not sep or not sub_id.startswith("T_") or not tag_s.isdigit():
+        head, sep, tag_s = ack_id.rpartition("@@")
+        sub_id, sep2, _ = head.rpartition("@@")
+        if not sep or not sep2 or not sub_id.startswith("T_") or not tag_s.isdigit():
             raise PreconditionFailed(f"'{ack_id[:200]}' is not a message id of this broker")
         sub_id = sub_id[2:]
         sub = self.subs.get(sub_id)
-        if sub is None:
-            if sub_id in self._gone:
+        if sub is None or sub.prefix != head + "@@":
+            if head + "@@" in self._gone:
                 return  # unsubscribed: its deliveries were already requeued
             raise PreconditionFailed(f"no subscription '{sub_id}' on this connection")
         if sub.ack == "auto":

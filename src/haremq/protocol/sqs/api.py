@@ -499,6 +499,7 @@ class SqsApi:
         op = parse_receive(p)
         rid = f"{self._rid_prefix}-{next(self._rid):012d}"
         leases = sq.receive(op.max_messages, op.visibility, op.attempt_id)
+        self.broker.flush()  # a receive may have redriven messages: the DLQ's consumers and long polls
         if leases:
             return self._messages(sq, leases, op, region)
         wait = op.wait if op.wait is not None else sq.config.wait_time
@@ -516,6 +517,7 @@ class SqsApi:
                 err = QueueDoesNotExist("The specified queue does not exist.")
                 return query_error_response(err, rid) if xml else error_response(err, rid)
             got = sq.receive(op.max_messages, op.visibility, op.attempt_id)
+            self.broker.flush()
             return ok(self._messages(sq, got, op, region)) if got else None
 
         return LongPoll(sq, float(wait), retry, lambda: ok({}))

@@ -31,12 +31,15 @@ import re
 import struct
 from typing import Any
 
+from haremq.core.delay import DELAY_HEADER
 from haremq.core.sqs import DEDUP_HEADER, GROUP_HEADER, SOURCE_HEADER
 from haremq.errors import InvalidMessageContents, InvalidParameterValue
 
 TYPES_HEADER = "x-sqs-attribute-types"
 BODY_ENCODING = "haremq.body-encoding"
-RESERVED = frozenset({TYPES_HEADER, GROUP_HEADER, DEDUP_HEADER, SOURCE_HEADER})
+TRACE_HEADER = "x-amzn-trace-id"  # AWSTraceHeader: a system attribute, not a message attribute
+# headers haremq itself keeps in the message: never shown as (nor taken from) message attributes
+RESERVED = frozenset({TYPES_HEADER, GROUP_HEADER, DEDUP_HEADER, SOURCE_HEADER, DELAY_HEADER, TRACE_HEADER})
 MAX_ATTRIBUTES = 10
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,256}$")
 _TYPE_RE = re.compile(r"^(String|Number|Binary)(\.[^\s]{1,255})?$")
@@ -81,7 +84,7 @@ def parse_attributes(raw: Any, what: str = "MessageAttributes") -> dict[str, Att
     out: dict[str, Attribute] = {}
     for name, spec in raw.items():
         if (not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith(".") or name.endswith(".")
-                or ".." in name or name.lower().startswith(("aws.", "amazon."))):
+                or ".." in name or name.lower().startswith(("aws.", "amazon.")) or name in RESERVED):
             raise InvalidParameterValue(f"Message attribute name '{str(name)[:256]}' is invalid.")
         if not isinstance(spec, dict) or not isinstance(spec.get("DataType"), str):
             raise InvalidParameterValue(f"The message attribute '{name}' must contain a non-empty attribute type.")

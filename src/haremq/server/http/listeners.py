@@ -30,7 +30,9 @@ class HttpListeners:
         loop = asyncio.get_running_loop()
         s = self.node.settings
         server = await loop.create_server(
-            lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body), host=s.bind, port=port,
+            lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
+                                       request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout),
+            host=s.bind, port=port,
             reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])

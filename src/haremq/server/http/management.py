@@ -123,15 +123,15 @@ class ManagementApp:
         r("GET", "/api/channels", self.channels, "AMQP channels")
         r("GET", "/api/consumers", self.consumers, "Consumers")
         r("GET", "/api/consumers/{vhost}", self.consumers, "Consumers of a vhost")
-        r("GET", "/api/users", self.users, "Users")
-        r("GET", "/api/users/{username}", self.user_get, "One user")
+        r("GET", "/api/users", self.users, "Users", True)
+        r("GET", "/api/users/{username}", self.user_get, "One user", True)
         r("PUT", "/api/users/{username}", self.user_put, "Create or update a user", True)
         r("DELETE", "/api/users/{username}", self.user_delete, "Delete a user", True)
-        r("GET", "/api/permissions", self.permissions, "Permissions")
-        r("GET", "/api/permissions/{vhost}/{username}", self.permission_get, "One permission")
+        r("GET", "/api/permissions", self.permissions, "Permissions", True)
+        r("GET", "/api/permissions/{vhost}/{username}", self.permission_get, "One permission", True)
         r("PUT", "/api/permissions/{vhost}/{username}", self.permission_put, "Set a permission", True)
         r("DELETE", "/api/permissions/{vhost}/{username}", self.permission_delete, "Clear a permission", True)
-        r("GET", "/api/definitions", self.definitions_get, "Export definitions")
+        r("GET", "/api/definitions", self.definitions_get, "Export definitions", True)
         r("POST", "/api/definitions", self.definitions_post, "Import definitions", True)
 
     def _route(self, method: str, pattern: str, handler: Callable[..., HttpResponse], summary: str,
@@ -341,10 +341,11 @@ class ManagementApp:
         self.broker.queue_purge(self._session(user, vhost), name)  # ready and delayed messages
         return HttpResponse(204)
 
-    def queue_browse(self, vhost: str, name: str, body: dict[str, Any], query: dict[str, str],
+    def queue_browse(self, vhost: str, name: str, user: User, body: dict[str, Any], query: dict[str, str],
                      **_: Any) -> HttpResponse:
         """Peek at ready messages in delivery order; nothing is taken, counted or reordered."""
         q = self._queue(vhost, name)
+        self.broker.check(self._session(user, vhost), "read", "queue", name)  # payloads: as a basic.get would
         raw = body.get("count", query.get("count", 1))
         count = int(raw) if not isinstance(raw, bool) else 1
         if not 0 <= count <= 10000:

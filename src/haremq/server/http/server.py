@@ -71,7 +71,7 @@ def error(status: int, text: str) -> HttpResponse:
 
 class HttpServerProtocol(asyncio.Protocol):
     def __init__(self, node: Node, handler: Handler, stats: HttpStats, *, max_header: int = 65536,
-                 max_body: int = 1024 * 1024) -> None:
+                 max_body: int = 1024 * 1024, request_timeout: float = 10.0, idle_timeout: float = 60.0) -> None:
         self.node = node
         self.handler = handler
         self.stats = stats
@@ -86,6 +86,12 @@ class HttpServerProtocol(asyncio.Protocol):
         self.closing = False
         self.out: list[bytes] = []
         self.paused = False
+        # slowloris: a request head must arrive within ``request_timeout`` of its first byte, and a
+        # connection with nothing in progress (idle keep-alive, or a stalled body) lasts ``idle_timeout``
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_request = False
         # the request being parsed
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
@@ -99,11 +105,30 @@ class HttpServerProtocol(asyncio.Protocol):
         self.peer, _, self.loopback = accept(transport)
         self.stats.connections += 1
         self.stats.open.add(self)
+        self._arm(self.idle_timeout)
+
+    def _arm(self, delay: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay is not None and delay > 0 and not self.closing:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.busy is not None or self.pending or self.closing:
+            return  # a request is being answered: the client waits for us, not the other way round
+        if self._in_request:
+            self._fail(error(408, "request timeout"))
+        else:
+            self.closing = True
+        self._write_out()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.stats.connections -= 1
         self.stats.open.discard(self)
+        self._arm(None)
         if self.busy is not None:
             self.busy.cancel()
             self.busy = None
@@ -125,6 +150,8 @@ class HttpServerProtocol(asyncio.Protocol):
 
     # ---- parser callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_request = True
+        self._arm(self.request_timeout)
         self._url = []
         self._headers = {}
         self._body = []
@@ -152,6 +179,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if cl is not None and (not cl.isdigit() or int(cl) > self.max_body):
             self._error = error(413, "request body too large")
             raise httptools.HttpParserError("body too large")
+        self._arm(self.idle_timeout)
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -161,6 +189,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_request = False
+        self._arm(None)
         try:
             url = httptools.parse_url(b"".join(self._url))
         except httptools.HttpParserInvalidURLError:
@@ -190,6 +220,8 @@ class HttpServerProtocol(asyncio.Protocol):
             else:
                 self.busy = asyncio.get_running_loop().create_task(self._later(res, keep_alive))
         self.node.flush_output()
+        if self.busy is None and not self.pending and not self._in_request:
+            self._arm(self.idle_timeout)
         if self.paused and len(self.pending) < MAX_PENDING // 2 and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
@@ -204,6 +236,7 @@ class HttpServerProtocol(asyncio.Protocol):
             answer = error(500, "internal error")
         self.busy = None
         if self.closing:
+            self._write_out()  # a bad request arrived behind this one: close now that nothing waits
             return
         self._answer(answer, keep_alive)
         self._run()

@@ -438,9 +438,12 @@ class SqsQueue:
         headers = dict(e.msg.props.headers or {})
         headers[SOURCE_HEADER] = q.name
         moved = e.msg.with_props(e.msg.props.replace(headers=headers))
+        # into the DLQ first, then out of here: a DLQ that refuses it (x-max-length with
+        # reject-publish, a full disk) leaves the message where it was instead of losing it
+        if not dlq.enqueue(moved):
+            return False
         self.first_received.pop(e.seq, None)
         q._forget(e)
-        dlq.enqueue(moved)
         return True
 
     # ---- receipt handles ---------------------------------------------------------------------------

@@ -84,8 +84,13 @@ class MoveTask:
                 self.failure = f"Destination queue {target_name} does not exist."
                 return
             headers.pop(SOURCE_HEADER, None)
+            if not target.enqueue(e.msg.with_props(e.msg.props.replace(headers=headers or None))):
+                # the target refused it (x-max-length reject-publish, disk full): keep it here
+                self.source.queue.requeue([e])
+                self.status = "FAILED"
+                self.failure = f"Destination queue {target.name} refused a message."
+                return
             self.source.queue._forget(e)
-            target.enqueue(e.msg.with_props(e.msg.props.replace(headers=headers or None)))
             self.moved += 1
             budget -= 1
         if self.source.visible_count == 0:

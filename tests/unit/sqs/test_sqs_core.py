@@ -21,7 +21,7 @@ from haremq.errors import (
     ReceiptHandleIsInvalid,
 )
 from haremq.security.users import UserStore
-from haremq.testing.fakes import FakeClock
+from haremq.testing.fakes import FakeClock, session_for
 
 
 @pytest.fixture
@@ -237,3 +237,27 @@ def test_fifo_dedup_window_is_rebuilt_after_a_restart(env) -> None:  # type: ign
     later = SqsQueue(q, sq.config, {}, sq.created)
     assert later.send(dup, None)[0] == "m2"  # the window has passed
     assert q.message_count == 2
+
+
+def test_redrive_into_a_refusing_dlq_keeps_the_message(env) -> None:  # type: ignore[no-untyped-def]
+    b, _clock, _svc = env
+    s, _ = session_for(b, user=b.users.users["u"])
+    b.queue_declare(s, "full-dlq", durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    src = make(env, "src2", RedrivePolicy='{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:full-dlq",'
+                                          '"maxReceiveCount":1}')
+    src.send(msg("keep-me"), None)
+    assert bodies(src.receive(1, 0)) == ["keep-me"]
+    b.run_timers()
+    # the DLQ refuses it: it is not lost, it stays receivable here
+    assert bodies(src.receive(1, 30)) == ["keep-me"]
+    assert b.vhosts["/"].queues["full-dlq"].message_count == 0
+
+
+def test_queue_deleted_over_amqp_wakes_parked_long_polls(env) -> None:  # type: ignore[no-untyped-def]
+    b, _clock, _svc = env
+    sq = make(env, "polled")
+    woken: list[bool] = []
+    sq.waiters.append(lambda: woken.append(True))
+    s, _ = session_for(b, user=b.users.users["u"])
+    b.queue_delete(s, "polled")
+    assert woken == [True]

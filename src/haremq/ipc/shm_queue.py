@@ -1,171 +1,76 @@
 """A bytes queue in a memory-mapped file shared by processes on one host.
 
-Independent of the broker: this module imports nothing else from haremq.
+Independent of the broker: this module imports nothing else from haremq. The file layout, the record format
+and the synchronization protocol this code implements are described in the block comment in layout.py;
+waiting lives in wait.py and the fcntl locks in locks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import queue
 import secrets
 import select
-import struct
 import threading
 import time
 import weakref
-import zlib
 from collections.abc import Iterable
 from mmap import MAP_SHARED, PROT_READ, PROT_WRITE, mmap
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Literal
+
+from . import layout as _layout
+from .errors import IpcError, QueueFileError
+from .layout import (
+    _C_BUSY,
+    _C_INTENT,
+    _C_LOST,
+    _C_RECOV,
+    _CNT_W,
+    _CWAIT_W,
+    _GOT_W,
+    _HEAD_W,
+    _LOCK_CONS,
+    _LOCK_CONS_ROLE,
+    _LOCK_PROD,
+    _LOCK_PROD_ROLE,
+    _M32,
+    _P_BUSY,
+    _P_RECOV,
+    _PWAIT_W,
+    _SCAN_MAX,
+    _TAIL_W,
+    CWAIT_OFF,
+    HEAD_OFF,
+    HEADER_SIZE,
+    MODES,
+    NSLOTS,
+    PAD,
+    PWAIT_OFF,
+    TAIL_OFF,
+    _fifo_paths,
+    _pack_header,
+    _read_header,
+    _record_size,
+    _resolve,
+)
+from .locks import LockMixin
+from .wait import SLICE_NS, WaitMixin
 
 __all__ = ["IpcError", "QueueFileError", "ShmQueue"]
 
 log = logging.getLogger("haremq.ipc")
 
-# ----------------------------------------------------------------------------------------------------------
-# File layout (all integers little-endian)
-#
-#   offset  size  field
-#   0       8     magic b"HAREMQSQ"
-#   8       4     format version (1)
-#   12      4     mode: 0 = mpmc, 1 = spsc
-#   16      8     capacity in bytes of the data ring (multiple of 16)
-#   24      8     max_message_size
-#   32      8     salt: random per queue, mixed into every commit word
-#   40      4     crc32 of bytes 0..40 -- a foreign or damaged file is refused at open
-#   128     ...   producer cache line: head (u64), put_count (u64), busy pid (u64), recoveries (u64)
-#   256     ...   consumer cache line: tail (u64), get_count (u64), busy pid (u64), intent tail (u64),
-#                 intent count (u64), lost (u64), recoveries (u64)
-#   512     ...   wait area for consumers: flag byte, then NSLOTS u64 deadlines (monotonic ns)
-#   1024    ...   wait area for producers: same shape
-#   4088    8     fcntl lock bytes (never read or written; only byte-range locked)
-#   4096    cap   the data ring
-#
-# Record in the ring (16-byte aligned so a pad header always fits at the ring end; never split across it):
-#   +0  u64 commit  = position ^ salt, written LAST
-#   +8  u32 length  (0xFFFFFFFF = pad: skip to the ring start)
-#   +12 u32 check   = (commit & 0xFFFFFFFF) ^ length
-#   +16 payload, padded to 16
-# "position" is the absolute, ever-growing stream offset of a record; its ring offset is position % capacity.
-#
-# Synchronization protocol (why it is safe without compare-and-swap)
-# ------------------------------------------------------------------
-# * Every shared word has exactly one writer at a time. Producers write records and head/put_count; consumers
-#   write tail/get_count. In spsc mode there is one of each (enforced by an exclusive lock taken once per
-#   role);
-#   in mpmc mode each side serializes itself with an fcntl open-file-description byte-range lock (the kernel
-#   drops it when the holder dies, so a killed process never wedges the queue) plus a threading.Lock.
-# * A record becomes visible when its commit word equals position ^ salt. The producer writes payload, then
-#   length+check, then the commit word, each as one aligned store; x86-64 keeps stores in program order (TSO)
-#   so a consumer that sees the commit sees the payload. A producer killed before the commit store leaves
-#   bytes that do not match (stale laps carry other positions; the random 64-bit salt makes a payload that
-#   happens to look like a header a 2**-64 event), so a torn record is never read. The length check word
-#   catches a length not yet visible or damaged. Weakly-ordered CPUs (ARM) would need fences Python cannot
-#   express: this module targets x86-64.
-# * Consumers never read head: readiness is the commit word. Producers read tail only when their cached copy
-#   says the ring is full. Space check: head + record (+ pad to the ring end) - tail <= capacity.
-# * Consuming commits with one store of tail. Before it, an mpmc consumer records its pid and the tail/count
-#   it is about to publish; after unlocking it clears the pid. A successor that finds a pid left behind knows
-#   the holder died inside the critical section: if tail already equals the intent, the dead process took
-#   those messages with it (counted in `lost` and logged), otherwise nothing happened and they are re-read.
-#   A producer that died holding the lock may have committed records without publishing head, so its
-#   successor rebuilds head by scanning commit words forward (the index is a cache; the records are truth).
-# * spsc publishes head lazily. The consumer never reads head (readiness is the commit word, above), so a late
-#   head can delay no delivery and needs no handshake with the consumer; it only feeds qsize/full/stats and
-#   the restart scan. The rule: the spsc put() fast path publishes head+put_count every 64th put and whenever
-#   the consumer wait flag is set (the same check that wakes a sleeping consumer); every slow-path call (a
-#   put that wraps, refreshes tail or blocks, put_many), flush() and close() publish too. Readers in other
-#   handles (qsize/full/stats) add the committed records past the published head by scanning at most
-#   _SCAN_MAX commit words, so they are exact whenever no put is in flight. A producer killed between
-#   publishes leaves head behind (even behind tail, once the consumer took those records); its successor
-#   scans forward from max(head, tail) -- records in [max(head, tail), true head) are unconsumed, hence
-#   intact, and stale laps carry other positions, so the scan stops exactly at the true head.
-# * Waiting: spin briefly (a handoff costs ~1 us), then register in a wait slot (a deadline a few ms ahead),
-#   re-check, and sleep in poll() on a FIFO next to the queue file. Whoever makes progress checks the side's
-#   flag byte and writes one byte to the FIFO if a slot is still live. Without a store-load fence a wakeup
-#   can be missed in a nanosecond-wide race; the slot deadline bounds the damage to one sleep slice (20 ms),
-#   and an idle waiter costs ~50 wakeups/s. A waiter killed while registered expires with its deadline.
-# ----------------------------------------------------------------------------------------------------------
+# The Struct codecs are bound by assignment, not by `from .layout import`: CPython compiles `name.meth(...)` on
+# an imported name as an attribute load plus a call (it assumes a module) instead of a method call, which
+# costs a bound-method allocation per call on the hot paths.
+_Q, _QQ, _II, _QII = _layout._Q, _layout._QQ, _layout._II, _layout._QII
 
-MAGIC: Final = b"HAREMQSQ"
-VERSION: Final = 1
-HEADER_SIZE: Final = 4096
-_HDR = struct.Struct("<8sII QQQ")  # magic, version, mode, capacity, max_message_size, salt
-_CRC_OFF: Final = 40
-HEAD_OFF: Final = 128
-TAIL_OFF: Final = 256
-_P_BUSY: Final = HEAD_OFF + 16
-_P_RECOV: Final = HEAD_OFF + 24
-_C_BUSY: Final = TAIL_OFF + 16
-_C_INTENT: Final = TAIL_OFF + 24  # intent tail, intent count
-_C_LOST: Final = TAIL_OFF + 40
-_C_RECOV: Final = TAIL_OFF + 48
-CWAIT_OFF: Final = 512
-PWAIT_OFF: Final = 1024
-NSLOTS: Final = 32
-_LOCK_PROD: Final = 4088
-_LOCK_CONS: Final = 4089
-_LOCK_PROD_ROLE: Final = 4090
-_LOCK_CONS_ROLE: Final = 4091
-
-REC_HDR: Final = 16
-PAD: Final = 0xFFFFFFFF
-_M32: Final = 0xFFFFFFFF
-_M64: Final = 0xFFFFFFFFFFFFFFFF
-MODES: Final = {"mpmc": 0, "spsc": 1}
-
-SLICE_NS: Final = 20_000_000
-SPIN_MIN_NS: Final = 5_000
-SPIN_MAX_NS: Final = 200_000
-
-_Q = struct.Struct("<Q")
-_QQ = struct.Struct("<QQ")
-_II = struct.Struct("<II")
-_QII = struct.Struct("<QII")
-_SLOTS = struct.Struct(f"<{NSLOTS}Q")
-_FLOCK = "hhqqi4x"  # struct flock on Linux x86-64 / aarch64
-
-# Indexes of u64 words in the mapping, for the hot paths' memoryview(buf).cast("Q") (an item store is one
-# aligned 8-byte memcpy, ~2x cheaper than a Struct.pack_into call).
-_HEAD_W: Final = HEAD_OFF >> 3
-_CNT_W: Final = _HEAD_W + 1
-_TAIL_W: Final = TAIL_OFF >> 3
-_GOT_W: Final = _TAIL_W + 1
-_CWAIT_W: Final = CWAIT_OFF >> 3  # the flag byte is the low byte; the other 7 bytes are always 0
-_PWAIT_W: Final = PWAIT_OFF >> 3
-_PUBLISH_EVERY: Final = 64  # spsc put() publishes head at least every this many puts (a power of 2)
-_SCAN_MAX: Final = 4 * _PUBLISH_EVERY  # qsize & co scan at most this many commit words past head
-
-
-class IpcError(Exception):
-    """Root of haremq.ipc errors (ipc stands alone, so it does not share haremq.errors)."""
-
-
-class QueueFileError(IpcError, ValueError):
-    """The file is not a haremq shm queue, is of another version, or is damaged."""
-
-
-def _resolve(name: str | os.PathLike[str]) -> str:
-    """A bare name lives in /dev/shm; anything with a slash is a path."""
-    s = os.fspath(name)
-    if not s or s in (".", ".."):
-        raise ValueError(f"invalid queue name {s!r}")
-    if "/" in s:
-        return os.path.abspath(s)
-    return os.path.join("/dev/shm", s)
-
-
-def _fifo_paths(path: str) -> tuple[str, str]:
-    return path + ".notempty", path + ".notfull"
-
-
-def _record_size(n: int) -> int:
-    return (n + REC_HDR + 15) & ~15
+# The memory layout and the synchronization protocol (why this is safe without compare-and-swap, crash
+# recovery, spsc lazy head publishing, waiting) are explained in the block comment at the top of layout.py.
 
 
 _live: weakref.WeakSet[ShmQueue] = weakref.WeakSet()
@@ -181,7 +86,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class ShmQueue:
+class ShmQueue(LockMixin, WaitMixin):
     """A bounded FIFO of bytes messages in a shared memory-mapped file.
 
     Open by name from any process; picklable (pickles as its path and reopens). ``mode="mpmc"`` (default) is
@@ -215,7 +120,6 @@ class ShmQueue:
         "_put_count",
         "_salt",
         "_slot",
-        "_spin_ns",
         "_tail",
         "_tail_cache",
         "capacity_bytes",
@@ -233,20 +137,7 @@ class ShmQueue:
         self._closed = True
         fd = os.open(path, os.O_RDWR)
         try:
-            size = os.fstat(fd).st_size
-            if size < HEADER_SIZE:
-                raise QueueFileError(f"{path}: {size} bytes is too small to be a haremq shm queue")
-            raw = os.pread(fd, HEADER_SIZE, 0)
-            magic, version, mode, cap, maxmsg, salt = _HDR.unpack_from(raw, 0)
-            if magic != MAGIC:
-                raise QueueFileError(f"{path}: not a haremq shm queue (bad magic {magic!r})")
-            if version != VERSION:
-                raise QueueFileError(f"{path}: format version {version}, this haremq reads {VERSION}")
-            (crc,) = struct.unpack_from("<I", raw, _CRC_OFF)
-            if crc != zlib.crc32(raw[:_CRC_OFF]):
-                raise QueueFileError(f"{path}: header checksum mismatch (file corrupted)")
-            if mode not in (0, 1) or cap % 16 or cap < 64 or size != HEADER_SIZE + cap or maxmsg > cap:
-                raise QueueFileError(f"{path}: inconsistent header (mode={mode} capacity={cap} size={size})")
+            size, mode, cap, maxmsg, salt = _read_header(fd, path)
             self._buf = mmap(fd, size, MAP_SHARED, PROT_READ | PROT_WRITE)
             self._mvq = memoryview(self._buf).cast("Q")
         except BaseException:
@@ -334,10 +225,7 @@ class ShmQueue:
         if os.path.exists(path):
             raise FileExistsError(f"haremq shm queue {path} already exists")
         ne, nf = _fifo_paths(path)
-        header = bytearray(HEADER_SIZE)
-        _HDR.pack_into(header, 0, MAGIC, VERSION, MODES[mode], cap, max_message_size,
-                       secrets.randbits(64) | 1)
-        struct.pack_into("<I", header, _CRC_OFF, zlib.crc32(header[:_CRC_OFF]))
+        header = _pack_header(MODES[mode], cap, max_message_size)
         tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         made: list[str] = []
         try:
@@ -349,7 +237,7 @@ class ShmQueue:
                 os.ftruncate(fd, HEADER_SIZE + cap)
                 # Reserve pages now: a sparse tmpfs file would SIGBUS a writer later if /dev/shm filled up.
                 os.posix_fallocate(fd, 0, HEADER_SIZE + cap)
-                os.pwrite(fd, bytes(header), 0)
+                os.pwrite(fd, header, 0)
             finally:
                 os.close(fd)
             for p in (ne, nf):
@@ -422,23 +310,6 @@ class ShmQueue:
     def fileno(self) -> int:
         """A FIFO that turns readable when a producer wakes registered consumer waiters (see get_async)."""
         return self._ne_fd
-
-    # ------------------------------------------------------------------ locks
-
-    def _flock(self, byte: int, cmd: int, kind: int) -> None:
-        fcntl.fcntl(self._fd, cmd, struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0))
-
-    def _lock(self, byte: int) -> None:
-        self._flock(byte, fcntl.F_OFD_SETLKW, fcntl.F_WRLCK)
-
-    def _unlock(self, byte: int) -> None:
-        self._flock(byte, fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
-
-    def _take_role(self, byte: int, role: str) -> None:
-        try:
-            self._flock(byte, fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
-        except OSError:
-            raise IpcError(f"{self.path}: spsc queue already has a live {role} (use mode='mpmc')") from None
 
     # ------------------------------------------------------------------ producer side
     #
@@ -794,67 +665,6 @@ class ShmQueue:
         finally:
             loop.remove_reader(self._ne_fd)
             self._unregister(CWAIT_OFF)
-
-    # ------------------------------------------------------------------ waiting
-
-    def _register(self, area: int, now: int) -> None:
-        _Q.pack_into(self._buf, area + 8 + 8 * self._slot, now + SLICE_NS + SLICE_NS // 2)
-        self._buf[area] = 1
-
-    def _unregister(self, area: int) -> None:
-        with contextlib.suppress(ValueError):
-            _Q.pack_into(self._buf, area + 8 + 8 * self._slot, 0)
-
-    @staticmethod
-    def _drain(fd: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(fd, 4096)
-
-    def _wake(self, area: int, fd: int) -> None:
-        """Someone flagged interest: write a wakeup byte if any slot is still live, else clear the flag."""
-        now = time.monotonic_ns()
-        if any(d > now for d in _SLOTS.unpack_from(self._buf, area + 8)):
-            with contextlib.suppress(BlockingIOError):
-                os.write(fd, b"\x01")
-        else:
-            self._buf[area] = 0
-
-    def _wait(self, area: int, attempt: Any, timeout: float | None) -> bool:
-        """Retry attempt() until it succeeds or timeout: short adaptive spin, then sleep on the FIFO."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        mono = time.monotonic_ns
-        start = mono()
-        deadline = None if timeout is None else start + int(timeout * 1e9)
-        spin_end = start + self._spin_ns
-        if deadline is not None:
-            spin_end = min(spin_end, deadline)
-        yield_ = os.sched_yield
-        while True:
-            if attempt():
-                self._spin_ns = min(SPIN_MAX_NS, self._spin_ns * 2)
-                return True
-            if mono() >= spin_end:
-                break
-            yield_()
-        self._spin_ns = max(SPIN_MIN_NS, self._spin_ns // 2)
-        fd = self._ne_fd if area == CWAIT_OFF else self._nf_fd
-        poller = self._poll_ne if area == CWAIT_OFF else self._poll_nf
-        try:
-            while True:
-                now = mono()
-                if deadline is not None and now >= deadline:
-                    return bool(attempt())
-                self._register(area, now)
-                if attempt():
-                    return True
-                wait_ns = SLICE_NS if deadline is None else min(SLICE_NS, deadline - now)
-                poller.poll(max(1, wait_ns // 1_000_000))
-                self._drain(fd)
-                if attempt():
-                    return True
-        finally:
-            self._unregister(area)
 
     # ------------------------------------------------------------------ introspection
 

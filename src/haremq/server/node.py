@@ -230,6 +230,7 @@ class Node:
             delay = flusher.delay
             if delay is None:
                 store.sync()  # type: ignore[attr-defined]  # fsync off: no disk wait, but clears the dirty set
+                await asyncio.sleep(0)  # always yield: an Event that is already set does not
             else:
                 # interval: at most one fsync per interval, but a lone write after a quiet spell is
                 # synced at once instead of waiting out a whole interval

@@ -579,19 +579,23 @@ class SqsApi:
         self.broker.flush()
         return {}
 
-    def do_DeleteMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
+    def _each_entry(self, p: Params, apply: Callable[[Params], None]) -> dict[str, Any]:
+        """A batch action: apply to every entry; an entry's peer error fails that entry only."""
         ok, failed = [], []
         for e in p.entries("Entries"):
             eid = e.req("Id")
             try:
-                sq.delete(e.req("ReceiptHandle"))
+                apply(e)
             except PeerError as err:
                 failed.append(_failure(eid, err))
                 continue
             ok.append({"Id": eid})
         self.broker.flush()
         return {"Successful": ok, "Failed": failed}
+
+    def do_DeleteMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        return self._each_entry(p, lambda e: sq.delete(e.req("ReceiptHandle")))
 
     def do_ChangeMessageVisibility(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
@@ -604,20 +608,14 @@ class SqsApi:
 
     def do_ChangeMessageVisibilityBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
-        ok, failed = [], []
-        for e in p.entries("Entries"):
-            eid = e.req("Id")
-            try:
-                timeout = e.integer("VisibilityTimeout", 0, 43200)
-                if timeout is None:
-                    raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
-                sq.change_visibility(e.req("ReceiptHandle"), timeout)
-            except PeerError as err:
-                failed.append(_failure(eid, err))
-                continue
-            ok.append({"Id": eid})
-        self.broker.flush()
-        return {"Successful": ok, "Failed": failed}
+
+        def change(e: Params) -> None:
+            timeout = e.integer("VisibilityTimeout", 0, 43200)
+            if timeout is None:
+                raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
+            sq.change_visibility(e.req("ReceiptHandle"), timeout)
+
+        return self._each_entry(p, change)
 
 
 def _failure(eid: str, err: HareError) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,17 +10,9 @@ import pika
 import pika.exceptions as pexc
 import pytest
 
+from pikahelp import params, uniq
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def params(port: int, **kw: Any) -> pika.ConnectionParameters:
-    return pika.ConnectionParameters(host="127.0.0.1", port=port, virtual_host="/",
-                                     credentials=pika.PlainCredentials("guest", "guest"), connection_attempts=1,
-                                     socket_timeout=5, blocked_connection_timeout=10, **kw)
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -346,16 +346,8 @@ class SqsApi:
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_ListQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        names = self.service.names(p.text("QueueNamePrefix"))
-        limit = p.integer("MaxResults", 1, 1000)
-        token = p.text("NextToken")
-        if token:
-            names = [n for n in names if n > _untoken(token)]
-        out: dict[str, Any] = {}
-        if limit is not None and len(names) > limit:
-            names = names[:limit]
-            out["NextToken"] = _token(names[-1])
-        elif limit is None:
+        names, out = _page(self.service.names(p.text("QueueNamePrefix")), p)
+        if p.integer("MaxResults", 1, 1000) is None:
             names = names[:1000]
         if names:
             out["QueueUrls"] = [self.url(req, n) for n in names]
@@ -404,15 +396,7 @@ class SqsApi:
 
     def do_ListDeadLetterSourceQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
-        names = self.service.dead_letter_sources(sq.name)
-        limit = p.integer("MaxResults", 1, 1000)
-        token = p.text("NextToken")
-        if token:
-            names = [n for n in names if n > _untoken(token)]
-        out: dict[str, Any] = {}
-        if limit is not None and len(names) > limit:
-            names = names[:limit]
-            out["NextToken"] = _token(names[-1])
+        names, out = _page(self.service.dead_letter_sources(sq.name), p)
         out["queueUrls"] = [self.url(req, n) for n in names]
         return out
 
@@ -616,6 +600,20 @@ class SqsApi:
             sq.change_visibility(e.req("ReceiptHandle"), timeout)
 
         return self._each_entry(p, change)
+
+
+def _page(names: list[str], p: Params) -> tuple[list[str], dict[str, Any]]:
+    """ListQueues-style pagination over sorted names: (this page, {"NextToken": ...} if more)."""
+    limit = p.integer("MaxResults", 1, 1000)
+    token = p.text("NextToken")
+    if token:
+        after = _untoken(token)
+        names = [n for n in names if n > after]
+    out: dict[str, Any] = {}
+    if limit is not None and len(names) > limit:
+        names = names[:limit]
+        out["NextToken"] = _token(names[-1])
+    return names, out
 
 
 def _failure(eid: str, err: HareError) -> dict[str, Any]:

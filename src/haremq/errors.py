@@ -140,6 +140,10 @@ class ConfigError(HareError):
     """An invalid setting; the CLI prints it as one line and exits with status 2."""
 
 
+class StartupError(HareError):
+    """The node cannot start (a port in use, a data dir locked or not writable); one line, status 2."""
+
+
 REGISTRY: dict[int, type[HareError]] = {
     cls.reply_code: cls
     for cls in (

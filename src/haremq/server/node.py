@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from haremq.config import Settings
 from haremq.core.broker import Broker
-from haremq.errors import HareError
+from haremq.errors import HareError, StartupError
 from haremq.security.users import UserStore
 from haremq.store.file import FileQueueStore
+from haremq.store.lock import DataDirLock
 from haremq.store.metadata import SqliteMetadataStore
 
 if TYPE_CHECKING:
@@ -82,11 +84,31 @@ class _QueueRef:
         self.name = name
 
 
+def listen_error(name: str, bind: str, port: int, exc: OSError) -> StartupError:
+    """A listener that cannot bind, as one line naming it: "STOMP port 61613 in use"."""
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"{name} port {port} in use")
+    if exc.errno == errno.EACCES:
+        return StartupError(f"{name} port {port}: permission denied (ports below 1024 need privileges)")
+    return StartupError(f"{name} cannot listen on {bind}:{port}: {exc.strerror or exc}")
+
+
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
+        self._lock: DataDirLock | None = None
         if broker is None:
-            broker = self._open_broker(settings)
+            try:
+                os.makedirs(settings.data_dir, exist_ok=True)
+            except OSError as exc:
+                raise StartupError(f"data dir {settings.data_dir} is not writable: {exc.strerror}") from None
+            # before anything reads or writes the directory: one broker per data dir
+            self._lock = DataDirLock(settings.data_dir)
+            try:
+                broker = self._open_broker(settings)
+            except BaseException:
+                self._lock.release()
+                raise
         self.broker = broker
         # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
         self.waiting: dict[ConfirmWaiter, None] = {}
@@ -111,7 +133,6 @@ class Node:
     @staticmethod
     def _open_broker(settings: Settings) -> Broker:
         """Open the data directory: definitions from SQLite, messages from the segment logs."""
-        os.makedirs(settings.data_dir, exist_ok=True)
         metadata = SqliteMetadataStore(settings.data_dir)
         store = FileQueueStore(settings.data_dir, fsync=settings.fsync, sync_interval=settings.fsync_interval,
                                segment_size=settings.segment_size)
@@ -189,18 +210,24 @@ class Node:
         if pending is not None:  # timers of recovered queues (TTL heads, x-expires)
             self._on_schedule(pending)
         s = self.settings
-        server = await self._loop.create_server(
-            lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
-            family=socket.AF_UNSPEC, backlog=1024)
+        try:
+            server = await self._loop.create_server(
+                lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
+                family=socket.AF_UNSPEC, backlog=1024)
+        except OSError as exc:
+            raise listen_error("AMQP", s.bind, s.amqp_port, exc) from None
         self._servers.append(server)
         self.amqp_port = server.sockets[0].getsockname()[1]
         log.info("AMQP listening on %s:%d", s.bind, self.amqp_port)
         if s.stomp_enabled:
             from haremq.server.stomp import StompServerProtocol
 
-            stomp = await self._loop.create_server(
-                lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
-                family=socket.AF_UNSPEC, backlog=1024)
+            try:
+                stomp = await self._loop.create_server(
+                    lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
+                    family=socket.AF_UNSPEC, backlog=1024)
+            except OSError as exc:
+                raise listen_error("STOMP", s.bind, s.stomp_port, exc) from None
             self._servers.append(stomp)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
@@ -386,4 +413,6 @@ class Node:
                 await task
         self.broker.store.close()
         self.broker.metadata.close()
+        if self._lock is not None:
+            self._lock.release()
         self.stopped.set()

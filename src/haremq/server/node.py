@@ -318,16 +318,28 @@ class Node:
             self.want_flush(ch.conn)
         self.flush_output()
 
-    def check_disk(self) -> None:
-        """Disk alarm as RabbitMQ's: below ``disk_free_limit`` (or after a failed write) tell every
-        AMQP client that announced ``connection.blocked``; tell them again when space returns."""
+    @property
+    def publishers_blocked(self) -> bool:
+        """Any resource alarm is on: publishing connections of every protocol are held back."""
+        return self.disk_alarm or self.memory_alarm
+
+    def disk_free(self) -> int | None:
+        """Free bytes on the data dir's filesystem (statvfs: no disk I/O, fine on the loop)."""
         try:
-            free = shutil.disk_usage(self.settings.data_dir).free
+            return shutil.disk_usage(self.settings.data_dir).free
         except OSError:
+            return None
+
+    def check_disk(self) -> None:
+        """Disk alarm as RabbitMQ's: below ``disk_free_limit`` publishers are held back (AMQP:
+        connection.blocked and not read; STOMP: not read after a SEND; SQS: sends get 503) until
+        space returns. Not advisory: a confirm while the disk fills would be a promise we cannot keep."""
+        free = self.disk_free()
+        if free is None:
             return
         low = free < self.settings.disk_free_limit
         if low and not self.disk_alarm:
-            log.warning("disk alarm: %d bytes free in %s, below disk_free_limit %d", free,
+            log.warning("disk alarm: %d bytes free in %s, below disk_free_limit %d; publishers blocked", free,
                         self.settings.data_dir, self.settings.disk_free_limit)
         elif not low and self.disk_alarm:
             log.info("disk alarm cleared: %d bytes free", free)
@@ -342,33 +354,48 @@ class Node:
             return int(w)
         return int(w * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
+    def memory_used(self) -> int:
+        """What the broker holds in RAM for its clients: message bodies and index entries of every
+        queue, connection buffers. Unlike the RSS (which never shrinks after a backlog drains),
+        this falls when messages leave, so the alarm clears."""
+        used = 0
+        for vhost in self.broker.vhosts.values():
+            for q in vhost.queues.values():
+                used += q.memory_estimate()
+        for conn in self.connections:
+            used += conn.buffered_bytes()
+        for stomp_conn in self.stomp_connections:
+            used += stomp_conn.buffered_bytes()
+        return used
+
     def check_memory(self) -> None:
         """Memory alarm as RabbitMQ's: above the high watermark, publishing connections are not read
         (and told connection.blocked) until memory falls below it again."""
-        try:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return
+        used = self.memory_used()
         limit = self.memory_limit()
-        high = rss > limit
+        high = used > limit
         if high == self.memory_alarm:
             return
         self.memory_alarm = high
         if high:
-            log.warning("memory alarm: RSS %d bytes above the high watermark %d; publishers blocked", rss, limit)
+            log.warning("memory alarm: %d bytes held, above the high watermark %d; publishers blocked",
+                        used, limit)
         else:
-            log.info("memory alarm cleared: RSS %d bytes", rss)
-        for conn in list(self.connections):
-            if conn.published:
-                conn.block_reading(high)
+            log.info("memory alarm cleared: %d bytes held", used)
         self._alarms_changed()
 
     def _alarms_changed(self) -> None:
-        """connection.blocked while any alarm is on, unblocked when all are off."""
+        """connection.blocked while any alarm is on, unblocked when all are off; publishing
+        connections (AMQP, STOMP) stop being read, and read again."""
+        blocked = self.publishers_blocked
         reason = "low on disk space" if self.disk_alarm else "low on memory"
         for conn in list(self.connections):
-            conn.send_blocked(self.disk_alarm or self.memory_alarm, reason)
+            if conn.published:
+                conn.block_reading(blocked)
+            conn.send_blocked(blocked, reason)
+        for stomp_conn in list(self.stomp_connections):
+            if stomp_conn.published:
+                stomp_conn.block_reading(blocked)
         self.flush_output()
 
     async def _maintain_loop(self) -> None:

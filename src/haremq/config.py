@@ -146,7 +146,9 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None,
         for k, v in section.items():
             key = k.replace("-", "_")
             if key not in fields:
-                raise ConfigError(f"{k}: unknown setting in {config_file}")
+                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"{k}: unknown setting in {config_file}{hint}")
             values[key] = v
     env = os.environ if env is None else env
     for k, v in env.items():

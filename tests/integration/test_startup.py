@@ -4,6 +4,7 @@ start-up errors as one line naming the listener or path, exit status 2, no trace
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -110,3 +111,11 @@ def test_misspelled_environment_variable_is_reported_with_the_closest_name() -> 
         assert "HAREMQ_HEARTBEET" in b.log() and "did you mean HAREMQ_HEARTBEAT?" in b.log()
     finally:
         stop_broker(b)
+
+
+def test_misspelled_config_file_key_names_the_closest_setting(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "haremq.toml"
+    conf.write_text("[haremq]\nheartbeet = 7\n")
+    proc = serve("--data-dir", str(tmp_path / "data"), "--config", str(conf))
+    assert proc.returncode == 2
+    assert "did you mean heartbeat?" in one_line(proc)

@@ -43,31 +43,42 @@ def test_memory_alarm_clears_once_the_backlog_drains() -> None:
     # high after the drain; the alarm must follow what the broker holds, not the RSS
     b = start_broker(env={"HAREMQ_MEMORY_HIGH_WATERMARK": str(16 * 1024 * 1024)})
     try:
+        # a connection that only consumes is told connection.blocked too, but is still read
+        other = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        seen: list[str] = []
+        other.add_on_connection_blocked_callback(lambda _c, _m: seen.append("blocked"))
+        other.add_on_connection_unblocked_callback(lambda _c, _m: seen.append("unblocked"))
+        och = other.channel()
+        och.queue_declare("big")
         pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
         events: list[str] = []
         pub.add_on_connection_blocked_callback(lambda _c, _m: events.append("blocked"))
         pub.add_on_connection_unblocked_callback(lambda _c, _m: events.append("unblocked"))
         ch = pub.channel()
-        ch.queue_declare("big")
         body = b"x" * 2048
-        for _ in range(12_000):  # ~29 MiB held in RAM
-            ch.basic_publish("", "big", body)
-        deadline = time.monotonic() + 10
-        while "blocked" not in events and time.monotonic() < deadline:
-            pub.process_data_events(time_limit=0.2)
-        assert events == ["blocked"]
-        # a connection that only consumes is not blocked: it drains the queue
-        other = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
-        och = other.channel()
-        drained = 0
+
+        def flood() -> None:  # ~29 MiB held in RAM; pika waits in its flush while we are not read
+            for _ in range(12_000):
+                ch.basic_publish("", "big", body)
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while "blocked" not in seen and time.monotonic() < deadline:
+            other.process_data_events(time_limit=0.2)
+        assert seen == ["blocked"]
+        drained = 0
+        deadline = time.monotonic() + 30
+        while t.is_alive() or seen[-1] != "unblocked":
+            assert time.monotonic() < deadline, f"the alarm did not clear after the drain: {seen}"
             drained += och.queue_purge("big").method.message_count
-            pub.process_data_events(time_limit=0.2)
-            if "unblocked" in events:
-                break
+            other.process_data_events(time_limit=0.2)
+        t.join()
         assert drained > 0
-        assert events == ["blocked", "unblocked"]
+        deadline = time.monotonic() + 5
+        while events[-1:] != ["unblocked"] and time.monotonic() < deadline:
+            pub.process_data_events(time_limit=0.2)  # pika dispatches the publisher's callbacks here
+        assert events[0] == "blocked" and events[-1] == "unblocked", events
         och.queue_purge("big")
         ch.basic_publish("", "big", b"after")  # reading resumed: this one is routed
         pub.process_data_events(time_limit=0.2)

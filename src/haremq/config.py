@@ -49,6 +49,8 @@ class Settings:
     default_user: str = "guest"
     default_pass: str = "guest"
     node_name: str = "haremq@localhost"
+    metrics_auth: bool = False  # /metrics needs a management user (HTTP Basic), as the API does
+    metrics_per_object: bool = False  # per-queue series on /metrics too (always on /metrics/per-object)
 
     def validate(self) -> Settings:
         try:

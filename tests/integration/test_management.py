@@ -135,7 +135,7 @@ def test_metrics(hb: HttpBroker) -> None:
     sqs = sqs_client(hb)
     url = sqs.create_queue(QueueName="metricq")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="x")
-    with urllib.request.urlopen(hb.management_url + "/metrics", timeout=10) as res:
+    with urllib.request.urlopen(hb.management_url + "/metrics/per-object", timeout=10) as res:
         text = res.read().decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     ready = {s.labels["queue"]: s.value for s in fams["haremq_queue_messages_ready"].samples}

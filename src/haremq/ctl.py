@@ -232,6 +232,8 @@ def _run(args: argparse.Namespace) -> int:
     except CtlError as e:
         print(f"haremq ctl: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # not a failure of the command: ``run`` ends quietly
     except (OSError, ValueError) as e:
         print(f"haremq ctl: {e}", file=sys.stderr)
         return 2

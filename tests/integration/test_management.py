@@ -436,3 +436,60 @@ def test_openapi_lists_the_new_endpoints(hb: HttpBroker) -> None:
     for p in ("/api/whoami", "/api/healthchecks/node", "/api/aliveness-test/{vhost}", "/api/login",
               "/api/logout", "/metrics", "/metrics/per-object"):
         assert p in paths, p
+
+
+def ctl_bare(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``haremq ctl`` with no --url: the port comes from the arguments or the environment."""
+    return subprocess.run([sys.executable, "-m", "haremq.cli", "ctl", *args], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, **(env or {})})
+
+
+def test_ctl_global_options_anywhere_and_port_from_environment(hb: HttpBroker) -> None:
+    call(hb, "PUT", "/api/queues/%2F/ctl-anywhere", {})
+    port = str(hb.management_port)
+    for args in (["list", "queues", "--port", port], ["--port", port, "list", "queues"],
+                 ["list", "--port", port, "queues"]):
+        out = ctl_bare(*args)
+        assert out.returncode == 0 and "ctl-anywhere" in out.stdout, (args, out.stderr)
+    out = ctl_bare("list", "queues", "--json", "--port", port)
+    assert out.returncode == 0 and any(q["name"] == "ctl-anywhere" for q in json.loads(out.stdout))
+    out = ctl_bare("list", "queues", env={"HAREMQ_MANAGEMENT_PORT": port})
+    assert out.returncode == 0 and "ctl-anywhere" in out.stdout, out.stderr
+    out = ctl_bare("list", "queues", "--user", "guest", "--password", "wrong", "--port", port)
+    assert out.returncode == 1 and "401" in out.stderr
+
+
+def test_ctl_publish_and_get(hb: HttpBroker) -> None:
+    assert ctl(hb, "declare", "queue", "ctl-pub").returncode == 0
+    out = ctl(hb, "publish", "ctl-pub", "hello from ctl")
+    assert out.returncode == 0 and out.stdout.strip() == "message published", out.stderr
+    out = subprocess.run([sys.executable, "-m", "haremq.cli", "ctl", "--url", hb.management_url, "publish",
+                          "ctl-pub"], input="from stdin", capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "NOT routed" in ctl(hb, "publish", "no-such-queue-anywhere", "x").stdout
+    out = ctl(hb, "get", "ctl-pub", "--count", "5", "--json")
+    assert out.returncode == 0 and [m["payload"] for m in json.loads(out.stdout)] == ["hello from ctl", "from stdin"]
+    assert "hello from ctl" in ctl(hb, "get", "ctl-pub").stdout
+    assert ctl(hb, "get", "no-such-queue").returncode == 1
+
+
+def test_ctl_export_and_import_print_success_lines(hb: HttpBroker, tmp_path: Any) -> None:
+    f = tmp_path / "defs.json"
+    out = ctl(hb, "export", str(f))
+    assert out.returncode == 0 and out.stdout.strip() == f"exported definitions to {f}"
+    out = ctl(hb, "import", str(f))
+    assert out.returncode == 0 and out.stdout.strip() == f"imported definitions from {f}"
+    out = ctl(hb, "export", "-")
+    assert out.returncode == 0 and json.loads(out.stdout)["product_name"] == "haremq"
+    assert "exported definitions" in out.stderr
+
+
+def test_ctl_output_into_a_closed_pipe_ends_without_traceback(hb: HttpBroker) -> None:
+    """``haremq ctl list queues | head -1``: the reader is gone before ctl writes."""
+    proc = subprocess.Popen([sys.executable, "-m", "haremq.cli", "ctl", "--url", hb.management_url, "list",
+                             "queues"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(30)
+    assert err == "", err  # no traceback, no "Broken pipe" error line

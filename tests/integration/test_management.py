@@ -299,6 +299,10 @@ def test_json_body_is_required_for_state_changing_calls(hb: HttpBroker) -> None:
     assert call(hb, "GET", "/api/users/csrf-admin")[0] == 404
     st, _, _ = raw(hb, "PUT", "/api/queues/%2F/ctq", b"{}", {"Authorization": AUTH, "Content-Type": "text/plain"})
     assert st == 415 and call(hb, "GET", "/api/queues/%2F/ctq")[0] == 404
+    # an empty form post carries no body but still a form content type
+    form = {"Authorization": AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    assert raw(hb, "POST", "/api/exchanges/%2F/amq.default/publish", b"", form)[0] == 415
+    assert raw(hb, "DELETE", "/api/queues/%2F/ctq", None, {"Authorization": AUTH})[0] == 404  # curl -X DELETE
     ok = {"Authorization": AUTH, "Content-Type": "application/json; charset=utf-8"}
     assert raw(hb, "PUT", "/api/queues/%2F/ctq", b"{}", ok)[0] == 201
 

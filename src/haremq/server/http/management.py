@@ -247,10 +247,11 @@ class ManagementApp:
                 if method != req.method:
                     allowed = True
                     continue
-                if req.method in STATE_CHANGING and req.body:
-                    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if ctype != "application/json":
-                        raise HttpError(415, "request body must be sent as Content-Type: application/json")
+                ctype = req.headers.get("content-type")
+                if req.method in STATE_CHANGING and (req.body or ctype is not None) and \
+                        (ctype or "").split(";")[0].strip().lower() != "application/json":
+                    # an HTML form (even an empty one) can only send form or text types
+                    raise HttpError(415, "request body must be sent as Content-Type: application/json")
                 user = self._auth(req, admin) if admin is not None else None
                 body: dict[str, Any] = {}
                 if req.method in ("PUT", "POST") and req.body:
@@ -869,7 +870,7 @@ class ManagementApp:
     # ---- OpenAPI ------------------------------------------------------------------------------------------
     def openapi(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
-        for method, pattern, _, summary, _admin in self.routes:
+        for method, pattern, _, summary, access in self.routes:
             path = "/" + "/".join(pattern)
             params = [{"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
                       for p in pattern if p.startswith("{")]
@@ -878,10 +879,18 @@ class ManagementApp:
                                                 "204": {"description": "Done"}, "400": {"description": "Bad input"},
                                                 "401": {"description": "Unauthorized"},
                                                 "404": {"description": "Not found"}}}
+            if access is None:
+                op["security"] = []
             if method in ("PUT", "POST"):
                 op["requestBody"] = {"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": True}}}}
             paths.setdefault(path, {})[method.lower()] = op
+        for path, summary in (("/metrics", "Prometheus metrics (queue series aggregated unless "
+                                            "metrics_per_object; Basic auth with metrics_auth)"),
+                              ("/metrics/per-object", "Prometheus metrics with one series per queue")):
+            paths[path] = {"get": {"summary": summary, "parameters": [], "responses": {
+                "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "401": {"description": "Unauthorized (metrics_auth)"}}}}
         return {"openapi": "3.0.3", "info": {"title": "haremq management API", "version": __version__},
                 "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
                 "security": [{"basic": []}], "paths": paths}

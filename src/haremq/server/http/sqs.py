@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from haremq.errors import HareError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs.api import LongPoll, SqsApi
 
@@ -36,11 +37,18 @@ class SqsEndpoint:
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
             # publisher confirm would be, so a 200 means the message survives a crash
-            return self._durable(out, after)
+            return self._durable(req, out, after)
         return out
 
-    async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:
-        await self.node.wait_durable(ticket)
+    def too_large(self, req: HttpRequest) -> HttpResponse:
+        """A body over the listener's limit: SQS's error for it, in the request's protocol."""
+        return self.api.too_large(req)
+
+    async def _durable(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+        try:
+            await self.node.wait_durable(ticket)
+        except HareError as err:  # the write did not reach the disk (fsync failed): a 5xx, never the 200
+            return self.api.failure(req, err)
         return out
 
     async def _wait(self, lp: LongPoll) -> HttpResponse:

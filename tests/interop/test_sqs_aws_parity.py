@@ -348,3 +348,60 @@ def test_refused_authentication_is_audited_with_a_hint(hb: HttpBroker, make_clie
         time.sleep(0.1)
     assert unknown and "--sqs-any-credentials" in unknown[0] and "peer=127.0.0.1" in unknown[0]
     assert wrong
+
+
+def test_send_after_a_failed_fsync_is_a_server_error_in_both_protocols(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Any) -> None:
+    """Once an fsync failed nothing can be made durable: sends are refused with a retryable 5xx."""
+    import asyncio
+
+    from haremq.testing import running_broker
+
+    async def main() -> None:
+        async with running_broker() as node:
+            assert node.http is not None and node.http.sqs_port is not None
+            b = HttpBroker(None, 0, "", {"sqs": node.http.sqs_port})  # type: ignore[arg-type]  # no process
+            clients = [sqs_client(b), query_client(b, str(tmp_path))]
+            url = await asyncio.to_thread(clients[0].create_queue, QueueName=qname("fsync"))
+            await asyncio.to_thread(clients[0].send_message, QueueUrl=url["QueueUrl"], MessageBody="ok")
+
+            def broken_fsync(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(os, "fsync", broken_fsync)
+            for c in clients:
+                with pytest.raises(ClientError) as e:
+                    await asyncio.to_thread(c.send_message, QueueUrl=url["QueueUrl"], MessageBody="lost?")
+                code, _, status = err(e)
+                assert status in (500, 503) and code in ("ServiceUnavailable", "InternalFailure"), code
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_failed_durability_wait_answers_a_server_error_not_the_200(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Any) -> None:
+    """The 200 of a send waits for the disk; if the node then fails the write (a failed group commit),
+    the answer is a 503 in the request's protocol, not a plain-text 500 nor the 200."""
+    import asyncio
+
+    from haremq.errors import ResourceError
+    from haremq.testing import running_broker
+
+    async def main() -> None:
+        async with running_broker() as node:
+            assert node.http is not None and node.http.sqs_port is not None
+            b = HttpBroker(None, 0, "", {"sqs": node.http.sqs_port})  # type: ignore[arg-type]  # no process
+            clients = [sqs_client(b), query_client(b, str(tmp_path))]
+            url = (await asyncio.to_thread(clients[0].create_queue, QueueName=qname("dur")))["QueueUrl"]
+
+            async def failing(ticket: int) -> None:
+                raise ResourceError("fsync failed, durability lost")
+
+            monkeypatch.setattr(node, "wait_durable", failing)
+            monkeypatch.setattr(type(node.broker.store), "durable_ticket", property(lambda _s: -1))  # writes wait
+            for c in clients:
+                with pytest.raises(ClientError) as e:
+                    await asyncio.to_thread(c.send_message, QueueUrl=url, MessageBody="lost?")
+                assert err(e)[0::2] == ("ServiceUnavailable", 503)
+
+    asyncio.run(asyncio.wait_for(main(), 60))

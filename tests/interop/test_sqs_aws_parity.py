@@ -311,6 +311,11 @@ def test_list_queues_and_lookups_follow_permissions(hb: HttpBroker, sqs: Any, ma
     with pytest.raises(ClientError) as e:
         c.send_message(QueueUrl=shared_url, MessageBody="x")
     assert err(e)[0] == "AccessDenied"
+    # write only: GetQueueUrl and SendMessage work (a producer)
+    writer = qname(f"{user}-w")
+    sqs.create_queue(QueueName=writer)
+    management(hb, "PUT", f"/api/permissions/%2F/{user}", {"configure": "", "write": f"^{user}-", "read": ""})
+    c.send_message(QueueUrl=c.get_queue_url(QueueName=writer)["QueueUrl"], MessageBody="x")
     # no vhost access: nothing listed
     management(hb, "DELETE", f"/api/permissions/%2F/{user}", {})
     assert "QueueUrls" not in c.list_queues()

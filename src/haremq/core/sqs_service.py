@@ -158,11 +158,13 @@ class SqsService:
             q.sqs = SqsQueue(q, config, tags, created if created is not None else self.broker.clock.time())
         return q.sqs
 
-    def queue(self, user: User, name: str, access: Access = "read") -> SqsQueue:
+    def queue(self, user: User, name: str, access: Access | None = "read") -> SqsQueue:
+        """The queue, if the user may see it and (unless ``access`` is None) has ``access`` on it."""
         q = self.vhost.queues.get(name)
         if q is None or q.deleted or q.exclusive_owner is not None or not self.visible(user, name):
             raise QueueDoesNotExist("The specified queue does not exist.")
-        self.check(user, access, name)
+        if access is not None:
+            self.check(user, access, name)
         return self.attach(q)
 
     def all(self) -> list[SqsQueue]:

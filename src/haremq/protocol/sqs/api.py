@@ -412,7 +412,7 @@ class SqsApi:
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_GetQueueUrl(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self.service.queue(user, p.req("QueueName"), "read")
+        sq = self.service.queue(user, p.req("QueueName"), None)  # any permission: producers look up too
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_ListQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:

@@ -410,3 +410,30 @@ def test_failed_durability_wait_answers_a_server_error_not_the_200(monkeypatch: 
                 assert err(e)[0::2] == ("ServiceUnavailable", 503)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_unexpected_server_fault_is_an_sqs_internal_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """An I/O fault the actions do not expect (here: listing fails with ENOSPC) is a 500 in SQS's error
+    shape for both protocols, which SDKs parse and retry, not a plain-text 500."""
+    import asyncio
+
+    from haremq.testing import running_broker
+
+    async def main() -> None:
+        async with running_broker() as node:
+            assert node.http is not None and node.http.sqs is not None and node.http.sqs_port is not None
+            b = HttpBroker(None, 0, "", {"sqs": node.http.sqs_port})  # type: ignore[arg-type]  # no process
+
+            def broken(*_: Any) -> list[str]:
+                raise OSError(28, "No space left on device")
+
+            monkeypatch.setattr(node.http.sqs.api.service, "names", broken)
+            for c in (sqs_client(b), query_client(b, str(tmp_path))):
+                with pytest.raises(ClientError) as e:
+                    await asyncio.to_thread(c.list_queues)
+                assert err(e)[0::2] == ("InternalFailure", 500), e.value.response
+                assert e.value.response["Error"]["Message"] == "We encountered an internal error. Please try again."
+            monkeypatch.undo()  # the listener still serves
+            assert (await asyncio.to_thread(sqs_client(b).list_queues)) is not None
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -365,6 +365,7 @@ class SqsApi:
         if self.any_credentials:
             user = users.users.get(self.default_user)
             if user is None:
+                audit.login_refused("sqs", req.peer, self.default_user, "--sqs-any-credentials: no default user")
                 raise AccessDenied("no default user to act as")
             return user, _region_of(req)
         found: list[tuple[User, str]] = []
@@ -743,8 +744,8 @@ def _access_key_of(req: Request) -> str | None:
     """The access key id a request claims (Authorization header or presigned query), for the audit log."""
     auth = req.headers.get("authorization")
     if auth is not None:
-        _, _, cred = auth.partition("Credential=")
-        return cred.split("/", 1)[0][:128] or None if cred else None
+        cred = auth.partition("Credential=")[2]
+        return cred.split("/", 1)[0][:128] or None
     for part in req.query.split("&"):
         if part.startswith("X-Amz-Credential="):
             return unquote(part[len("X-Amz-Credential="):]).split("/", 1)[0][:128] or None

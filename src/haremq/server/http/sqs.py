@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from haremq.errors import HareError
+from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs.api import LongPoll, SqsApi
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
     from haremq.server.node import Node
 
+log = logging.getLogger("haremq.sqs")
 
 class SqsEndpoint:
     def __init__(self, node: Node) -> None:
@@ -30,7 +32,11 @@ class SqsEndpoint:
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         store = self.node.broker.store
         before = store.ticket
-        out = self.api.handle(req)
+        try:
+            out = self.api.handle(req)
+        except Exception:  # a bug or an unexpected I/O fault: still an SQS error (5xx: SDKs retry)
+            log.exception("SQS request failed: %s %s", req.method, req.headers.get("x-amz-target", req.path))
+            return self.api.failure(req, InternalError("We encountered an internal error. Please try again."))
         if isinstance(out, LongPoll):
             return self._wait(out)
         after = store.ticket

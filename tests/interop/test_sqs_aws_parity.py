@@ -311,6 +311,14 @@ def test_list_queues_and_lookups_follow_permissions(hb: HttpBroker, sqs: Any, ma
     with pytest.raises(ClientError) as e:
         c.send_message(QueueUrl=shared_url, MessageBody="x")
     assert err(e)[0] == "AccessDenied"
+    # dead-letter sources it may not see are left out too
+    dlq_arn = attrs(sqs, sqs.get_queue_url(QueueName=mine)["QueueUrl"], "QueueArn")["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+    sqs.set_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=theirs)["QueueUrl"],
+                             Attributes={"RedrivePolicy": policy})
+    assert sqs.list_dead_letter_source_queues(QueueUrl=c.get_queue_url(QueueName=mine)["QueueUrl"])["queueUrls"]
+    assert not c.list_dead_letter_source_queues(
+        QueueUrl=c.get_queue_url(QueueName=mine)["QueueUrl"]).get("queueUrls")
     # write only: GetQueueUrl and SendMessage work (a producer)
     writer = qname(f"{user}-w")
     sqs.create_queue(QueueName=writer)

@@ -484,7 +484,8 @@ class SqsApi:
 
     def do_ListDeadLetterSourceQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
-        names, out = _page(self.service.dead_letter_sources(sq.name), p)
+        visible = [n for n in self.service.dead_letter_sources(sq.name) if self.service.visible(user, n)]
+        names, out = _page(visible, p)
         out["queueUrls"] = [self.url(req, n) for n in names]
         return out
 

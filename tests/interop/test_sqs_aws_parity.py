@@ -98,6 +98,10 @@ def test_maximum_message_size_is_one_mib(sqs: Any) -> None:
                                                                                "StringValue": "v"}})
     (m,) = sqs.receive_message(QueueUrl=url)["Messages"]
     assert m["Body"] == body
+    wide = "\u00e9" * (MiB // 2 - 8)  # ~1 MiB of UTF-8, ~3 MiB on the wire (JSON \u escapes, %-encoding)
+    sqs.send_message(QueueUrl=url, MessageBody=wide)
+    (m,) = sqs.receive_message(QueueUrl=url)["Messages"]
+    assert m["Body"] == wide
     with pytest.raises(ClientError) as e:
         sqs.send_message(QueueUrl=url, MessageBody="b" * (MiB + 1))
     code, text, status = err(e)

@@ -449,3 +449,22 @@ def test_unexpected_server_fault_is_an_sqs_internal_failure(monkeypatch: pytest.
             assert (await asyncio.to_thread(sqs_client(b).list_queues)) is not None
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_send_to_a_full_queue_is_over_limit_not_a_parameter_error(hb: HttpBroker, sqs: Any) -> None:
+    """A queue declared over AMQP with x-max-length and reject-publish refuses the send: the caller's
+    parameters are fine, so not InvalidParameterValue; AWS's word for a limit reached is OverLimit."""
+    import pika
+
+    name = qname("maxlen")
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", hb.amqp_port))
+    try:
+        conn.channel().queue_declare(name, durable=True, arguments={"x-max-length": 1,
+                                                                     "x-overflow": "reject-publish"})
+    finally:
+        conn.close()
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="fits")
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="does not")
+    assert err(e)[0::2] == ("OverLimit", 403)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
+from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs.api import LongPoll, SqsApi
 
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
 
     from haremq.server.node import Node
 
+log = logging.getLogger("haremq.sqs")
 
 class SqsEndpoint:
     def __init__(self, node: Node) -> None:
@@ -29,18 +32,29 @@ class SqsEndpoint:
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         store = self.node.broker.store
         before = store.ticket
-        out = self.api.handle(req)
+        try:
+            out = self.api.handle(req)
+        except Exception:  # a bug or an unexpected I/O fault: still an SQS error (5xx: SDKs retry)
+            log.exception("SQS request failed: %s %s", req.method, req.headers.get("x-amz-target", req.path))
+            return self.api.failure(req, InternalError("We encountered an internal error. Please try again."))
         if isinstance(out, LongPoll):
             return self._wait(out)
         after = store.ticket
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
             # publisher confirm would be, so a 200 means the message survives a crash
-            return self._durable(out, after)
+            return self._durable(req, out, after)
         return out
 
-    async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:
-        await self.node.wait_durable(ticket)
+    def too_large(self, req: HttpRequest) -> HttpResponse:
+        """A body over the listener's limit: SQS's error for it, in the request's protocol."""
+        return self.api.too_large(req)
+
+    async def _durable(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+        try:
+            await self.node.wait_durable(ticket)
+        except HareError as err:  # the write did not reach the disk (fsync failed): a 5xx, never the 200
+            return self.api.failure(req, err)
         return out
 
     async def _wait(self, lp: LongPoll) -> HttpResponse:

@@ -3,6 +3,11 @@ heart-beats, durable subscriptions, cross-protocol with pika, and bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import queue
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -524,3 +529,172 @@ def test_no_stomp_flag() -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+# ---- refused SENDs: an ERROR with the receipt-id, never a RECEIPT (issue 9, item 3) --------------------------------
+def _declare_full_queue(amqp_port: int, q: str, body: bytes = b"old") -> pika.BlockingConnection:
+    """A queue of one message at most, already holding one, that refuses further publishes."""
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
+    ch = amqp.channel()
+    ch.queue_declare(q, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.basic_publish("", q, body)
+    return amqp
+
+
+def _queue_bodies(amqp: pika.BlockingConnection, q: str) -> list[bytes]:
+    ch = amqp.channel()
+    bodies = []
+    while True:
+        method, _props, body = ch.basic_get(q, auto_ack=False)
+        if method is None:
+            return bodies
+        bodies.append(body)
+
+
+def _refused(ls: Collector, receipt: str) -> Any:
+    """The ERROR for a refused frame: it names ``receipt``, no RECEIPT came, and the connection ended."""
+    err = ls.error()
+    assert err.headers.get("receipt-id") == receipt, err.headers
+    assert ls.disconnected.get(timeout=5)
+    assert receipt not in list(ls.receipts.queue)
+    return err
+
+
+def test_send_to_full_reject_publish_queue_gets_error_not_receipt(broker: StompBroker) -> None:
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/amq/queue/{q}", "refused", receipt="r1")
+    err = _refused(ls, "r1")
+    assert err.headers["message"] == "resource error"
+    assert "reject-publish" in err.body
+    assert _queue_bodies(amqp, q) == [b"old"]  # the refused message is not stored
+    amqp.close()
+
+
+def test_send_to_queue_declared_full_over_stomp_headers(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    h = {"x-max-length": "1", "x-overflow": "reject-publish"}
+    c.send(f"/queue/{q}", "kept", headers=h, receipt="r1")
+    assert ls.receipt() == "r1"
+    c.send(f"/queue/{q}", "refused", headers=h, receipt="r2")
+    _refused(ls, "r2")
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    assert _queue_bodies(amqp, q) == [b"kept"]
+    amqp.close()
+
+
+def test_send_refused_without_receipt_still_gets_error(broker: StompBroker) -> None:
+    """A refusal is an error the client sees even when it asked for no receipt."""
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/amq/queue/{q}", "refused")
+    err = ls.error()
+    assert err.headers["message"] == "resource error" and "receipt-id" not in err.headers
+    assert _queue_bodies(amqp, q) == [b"old"]
+    amqp.close()
+
+
+def test_commit_with_refused_send_gets_error_for_the_commit(broker: StompBroker) -> None:
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.begin("t1", receipt="b")
+    c.send(f"/amq/queue/{q}", "refused", transaction="t1", receipt="s")
+    c.commit("t1", receipt="c")
+    _refused(ls, "c")
+    assert list(ls.receipts.queue) == ["b"]  # the held SEND got no RECEIPT: its message was never kept
+    assert _queue_bodies(amqp, q) == [b"old"]
+    amqp.close()
+
+
+def test_transactional_send_receipt_comes_at_commit(broker: StompBroker) -> None:
+    """A transactional SEND is receipted once its message is kept at COMMIT (as RabbitMQ), not when held;
+    an aborted SEND gets none."""
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s", receipt="sub")
+    assert ls.receipt() == "sub"
+    c.begin("t1")
+    c.send(f"/queue/{q}", "a", transaction="t1", receipt="s1")
+    c.begin("t2")
+    c.send(f"/queue/{q}", "dropped", transaction="t2", receipt="s2")
+    c.abort("t2", receipt="ab")
+    assert ls.receipt() == "ab"
+    c.commit("t1", receipt="c1")
+    assert [ls.receipt(), ls.receipt()] == ["s1", "c1"]
+    assert ls.message().body == "a"
+    assert ls.no_message(0.3)
+    assert ls.receipts.empty()
+    c.disconnect()
+
+
+def test_failed_fsync_sends_error_not_receipt_for_persistent_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mirrors tests/integration/test_fsync_failure.py for STOMP: the SEND whose fsync fails and every later
+    persistent SEND get an ERROR; transient SENDs still get their RECEIPT."""
+    from haremq.testing import running_broker
+
+    def client(port: int) -> None:
+        c, ls = connect(port)
+        c.send("/queue/dur", "ok", headers={"persistent": "true"}, receipt="r0")
+        assert ls.receipt() == "r0"
+
+        def broken_fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken_fsync)
+        c.send("/queue/dur", "lost?", headers={"persistent": "true"}, receipt="r1")
+        assert _refused(ls, "r1").headers["message"] == "resource error"
+        c2, l2 = connect(port)
+        c2.send("/queue/dur", "transient", receipt="t")
+        assert l2.receipt() == "t"
+        c2.send("/queue/dur", "no", headers={"persistent": "true"}, receipt="r2")  # refused at once now
+        assert _refused(l2, "r2").headers["message"] == "resource error"
+
+    async def main() -> None:
+        async with running_broker() as node:
+            await asyncio.to_thread(client, node.stomp_port)
+            assert node.broker.store_broken
+            # ok, the one whose fsync failed (in RAM, never receipted) and the transient one
+            assert node.broker.vhosts["/"].queues["dur"].message_count == 3
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.fixture
+def small_fs() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="haremq-stomp-full-")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+def test_persistent_send_on_full_disk_gets_error_not_receipt(small_fs: str) -> None:
+    """Mirrors tests/crash/test_disk_full.py for STOMP: the SEND the store cannot write gets an ERROR
+    with its receipt-id and is not stored; every receipted message is."""
+    b = start_stomp_broker(data_dir=os.path.join(small_fs, "data"), env={"HAREMQ_DISK_FREE_LIMIT": "0"})
+    c, ls = connect(b.stomp_port)
+    body = "x" * 65536
+    receipted, refused = 0, False
+    for i in range(200):  # 12.5 MiB: far more than fits
+        c.send("/queue/full", body, headers={"persistent": "true"}, receipt=f"r{i}")
+        try:
+            assert ls.receipt(timeout=2) == f"r{i}"
+        except queue.Empty:
+            _refused(ls, f"r{i}")
+            refused = True
+            break
+        receipted += 1
+    assert receipted > 0 and b.alive()
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port))
+    # every RECEIPT stands for a stored message
+    assert amqp.channel().queue_declare("full", passive=True).method.message_count == receipted
+    amqp.close()
+    assert refused
+    assert stop_stomp_broker(b) == 0, b.log()

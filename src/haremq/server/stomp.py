@@ -24,6 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from haremq import __version__
+from haremq.core.broker import REJECTED
 from haremq.core.consumer import Session
 from haremq.core.message import Message
 from haremq.core.queue import Entry, Queue
@@ -309,7 +310,8 @@ class StompServerProtocol(asyncio.Protocol):
             self._guard(event.frame, self._apply, event)
         elif t is S.Held:
             assert isinstance(event, S.Held)
-            self._receipt(event.frame, 0)
+            if event.frame.command != "SEND":  # a held SEND is receipted at COMMIT, once its message is kept
+                self._receipt(event.frame, 0)
         elif t is S.Commit:
             assert isinstance(event, S.Commit)
             self._guard(event.frame, self._commit, event)
@@ -347,9 +349,11 @@ class StompServerProtocol(asyncio.Protocol):
         self.node.waiting[self] = None
 
     def fail_confirms(self, err: HareError) -> None:
-        """Receipts that wait for the disk will never come: end the connection with an ERROR."""
+        """Receipts that wait for the disk will never come: end the connection with an ERROR that
+        names the first of them (the client must not take it, or any later one, as kept)."""
         if self._receipts:
-            self.fail(ResourceError(f"message not durable: {err.text}"))
+            first = self._receipts[0][1].headers.get("receipt")
+            self.fail(ResourceError(f"message not durable: {err.text}"), first)
 
     def flush_confirms(self, durable: int) -> bool:
         """Send the held receipts that are durable; True when some still wait for the disk."""
@@ -359,8 +363,16 @@ class StompServerProtocol(asyncio.Protocol):
         return bool(receipts)
 
     def _commit(self, e: S.Commit) -> None:
+        """Apply the held frames in order; each SEND gets its receipt here (as RabbitMQ). A refused
+        SEND raises: the COMMIT gets the ERROR, the frames after it are dropped, and the SENDs before
+        it are kept (STOMP transactions are not atomic across queues, in RabbitMQ either)."""
+        store = self.node.broker.store
         for r in e.frames:
+            before = store.ticket
             self._apply(r)
+            if r.action is S.Action.SEND:
+                after = store.ticket
+                self._receipt(r.frame, after if after != before else 0)
 
     def _apply(self, e: S.Received) -> None:
         a = e.action
@@ -408,7 +420,17 @@ class StompServerProtocol(asyncio.Protocol):
         msg = Message(exchange, key, props, frame.body)
         pub = self.pub
         assert pub is not None
-        self.node.broker.publish(pub, exchange, msg)  # unroutable messages are dropped, as RabbitMQ
+        broker = self.node.broker
+        # unroutable messages are dropped (and receipted), as RabbitMQ: STOMP has no mandatory flag
+        if broker.publish(pub, exchange, msg) == REJECTED:
+            # a queue refused it (the AMQP nack): a RECEIPT would claim a message that is not kept
+            if props.delivery_mode == 2 and broker.store_broken:
+                why = "the store can no longer make persistent messages durable"
+            elif props.delivery_mode == 2 and broker.store_failed:
+                why = "a queue refused it (x-overflow reject-publish) or the store could not write it (disk full?)"
+            else:
+                why = "a queue refused it (x-max-length / x-max-length-bytes with x-overflow reject-publish)"
+            raise ResourceError(f"message to '{h['destination'][:200]}' was not stored: {why}")
 
     def _target(self, dest: M.Destination, h: dict[str, str]) -> tuple[str, str]:
         """(exchange, routing key) for a SEND, declaring the queue a /queue/ destination implies."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ from stomp_helpers import (
     RawStomp,
     StompBroker,
     connect,
+    management,
     start_stomp_broker,
     stop_stomp_broker,
 )
@@ -698,3 +700,123 @@ def test_persistent_send_on_full_disk_gets_error_not_receipt(small_fs: str) -> N
     amqp.close()
     assert refused
     assert stop_stomp_broker(b) == 0, b.log()
+
+
+# ---- CONNECT without login (issue 9, item 7) ---------------------------------------------------------------------
+def test_connect_without_login_is_refused_by_default(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:1.2\nhost:/\nreceipt:c\n\n\x00")
+    _expect_error(raw, "access refused", receipt="c")
+    c = stomp.Connection12([("127.0.0.1", broker.stomp_port)])
+    listener = Collector()
+    c.set_listener("c", listener)
+    with pytest.raises(stomp.exception.ConnectFailedException):
+        c.connect(wait=True)
+    assert listener.error().headers["message"] == "access refused"
+
+
+def _raw_connect(port: int, host: str, address: str = "127.0.0.1") -> tuple[str, dict[str, str], bytes] | None:
+    raw = RawStomp.__new__(RawStomp)
+    raw.sock, raw.buf = socket.create_connection((address, port), timeout=5), b""
+    raw.send(f"CONNECT\naccept-version:1.2\nhost:{host}\n\n\x00".encode())
+    f = raw.frame()
+    raw.close()
+    return f
+
+
+def test_stomp_default_user_logs_in_with_that_users_permissions_only() -> None:
+    b = start_stomp_broker(env={"HAREMQ_STOMP_DEFAULT_USER": "limited", "HAREMQ_STOMP_DEFAULT_PASS": "pw"})
+    try:
+        assert management(b, "PUT", "/api/vhosts/lv") in (201, 204)
+        assert management(b, "PUT", "/api/users/limited", {"password": "pw", "tags": ""}) in (201, 204)
+        assert management(b, "PUT", "/api/permissions/lv/limited",
+                          {"configure": "^lim-", "write": "^(lim-|amq\\.default$)", "read": "^lim-"}) in (201, 204)
+        # the default vhost is not the user's: refused
+        f = _raw_connect(b.stomp_port, "/")
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "not allowed", f
+        # its own vhost: accepted, with its permissions there
+        c = stomp.Connection12([("127.0.0.1", b.stomp_port)], vhost="lv")
+        ls = Collector()
+        c.set_listener("c", ls)
+        c.connect(wait=True)
+        c.subscribe("/queue/lim-a", id="s", receipt="sub")
+        assert ls.receipt() == "sub"
+        c.send("/queue/lim-a", "mine", receipt="r")
+        assert ls.receipt() == "r"
+        assert ls.message().body == "mine"
+        c.send("/queue/other", "not mine", receipt="x")
+        err = ls.error()
+        assert err.headers["message"] == "access refused" and err.headers["receipt-id"] == "x"
+        # a wrong stomp_default_pass is a refused login, not a fallback to anything else
+        assert management(b, "PUT", "/api/users/limited", {"password": "changed", "tags": ""}) in (201, 204)
+        f = _raw_connect(b.stomp_port, "lv")
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "access refused", f
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        addr = str(s.getsockname()[0])
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def test_stomp_default_user_guest_is_loopback_only() -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address")
+    b = start_stomp_broker("--bind", "0.0.0.0", env={"HAREMQ_STOMP_DEFAULT_USER": "guest",
+                                                    "HAREMQ_STOMP_DEFAULT_PASS": "guest"})
+    try:
+        f = _raw_connect(b.stomp_port, "/")
+        assert f is not None and f[0] == "CONNECTED", f
+        f = _raw_connect(b.stomp_port, "/", address)
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "access refused", f
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()
+
+
+# ---- audit log (issue 9, item 11) ------------------------------------------------------------------------------------
+def _log_until(b: StompBroker, needle: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = b.log()
+        if needle in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
+def test_refused_logins_and_connections_are_audited() -> None:
+    b = start_stomp_broker("--log-level", "info")
+    try:
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\nlogin:guest\npasscode:wrong\n\n\x00")
+        _expect_error(raw, "access refused")
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\nlogin:nobody\npasscode:x\n\n\x00")
+        _expect_error(raw, "access refused")
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\n\n\x00")
+        _expect_error(raw, "access refused")
+        c, _ls = connect(b.stomp_port)
+        c.disconnect()
+        log = _log_until(b, "reason=client sent DISCONNECT")
+        lines = [line for line in log.splitlines() if "haremq.audit" in line and "protocol=stomp" in line]
+        refused = [line for line in lines if "login refused:" in line]
+        assert len(refused) == 3, lines
+        assert "user='guest'" in refused[0] and "reason=invalid password" in refused[0]
+        assert "user='nobody'" in refused[1] and "reason=unknown user" in refused[1]
+        assert "user=None" in refused[2] and "reason=no credentials" in refused[2]
+        assert all("peer=127.0.0.1:" in line for line in lines)
+        opened = [line for line in lines if "connection opened" in line]
+        assert len(opened) == 1 and "INFO" in opened[0] and "user='guest'" in opened[0] and "vhost='/'" in opened[0]
+        closed = [line for line in lines if "connection closed" in line]
+        assert len(closed) == 4 and all("INFO" in line for line in closed), closed
+        assert sum("reason=login refused" in line for line in closed) == 3
+        assert "user='guest'" in closed[-1] and "reason=client sent DISCONNECT" in closed[-1]
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()

@@ -42,7 +42,8 @@ from haremq.errors import (
 from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
-from haremq.security.users import User
+from haremq.security import audit
+from haremq.security.users import User, check_password
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class StompServerProtocol(asyncio.Protocol):
         self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
         self.peer = ("?", 0)
         self.loopback = False
+        self.close_reason: str | None = None  # why we end it, for the audit log (None: the client did)
         self.closing = False
         self.paused = False
         self.last_recv = 0.0
@@ -208,6 +210,8 @@ class StompServerProtocol(asyncio.Protocol):
         for timer in (self._hb, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
+        reason = self.close_reason or (f"connection lost: {exc}" if exc else "client closed the connection")
+        audit.connection_closed("stomp", self.peer_name, self.user.name if self.user else None, reason)
         self._end_sessions()
         self._receipts.clear()
         self.node.waiting.pop(self, None)
@@ -248,6 +252,8 @@ class StompServerProtocol(asyncio.Protocol):
         if self.closing:
             return
         log.info("STOMP connection from %s: %s (%s)", self.peer, err.stomp_message, err.text)
+        if self.close_reason is None:
+            self.close_reason = f"ERROR sent: {err.stomp_message}"
         self._receipts.clear()  # the ERROR ends the connection: no later RECEIPT
         self.proto.send_error(err, receipt, headers)
         self.closing = True
@@ -266,6 +272,7 @@ class StompServerProtocol(asyncio.Protocol):
 
     def shutdown(self, reason: str = "shutdown") -> None:
         """Broker stopping: an ERROR frame, then close."""
+        self.close_reason = f"broker {reason}"
         if self.vhost is not None and not self.closing:
             self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
             self.write_pending()
@@ -288,6 +295,7 @@ class StompServerProtocol(asyncio.Protocol):
             # the client may be late by a full period (network, GC) before we give up on it
             if recv_s and now - self.last_recv > 2 * recv_s:
                 log.info("STOMP client %s sent no heart-beat for %.1f s, closing", self.peer, now - self.last_recv)
+                self.close_reason = "missed heart-beats"
                 self._abort()
                 return
             if send_s and now - self.last_send >= send_s / 2:
@@ -300,6 +308,7 @@ class StompServerProtocol(asyncio.Protocol):
     def _handshake_expired(self) -> None:
         if self.vhost is None:
             log.info("STOMP handshake timeout from %s", self.peer)
+            self.close_reason = "handshake timeout"
             self._abort()
 
     # ---- events ---------------------------------------------------------------------------------
@@ -321,6 +330,7 @@ class StompServerProtocol(asyncio.Protocol):
         elif t is S.Disconnect:
             assert isinstance(event, S.Disconnect)
             self._receipt(event.frame, 0)
+            self.close_reason = "client sent DISCONNECT"
             self.closing = True
             self._end_sessions()
         elif t is S.Failed:
@@ -387,18 +397,38 @@ class StompServerProtocol(asyncio.Protocol):
 
     # ---- CONNECT ------------------------------------------------------------------------------------
     def _connect(self, e: S.Connect) -> None:
+        """Authenticate: ``login``/``passcode``, or without ``login`` the ``stomp_default_user`` when one
+        is configured (RabbitMQ's ``stomp.default_user``), else refused. Loopback rules apply either way."""
         s = self.node.settings
         broker = self.node.broker
-        login = e.login if e.login is not None else s.default_user
-        passcode = e.passcode if e.login is not None else s.default_pass
-        user = broker.users.authenticate(login, passcode or "", loopback=self.loopback)
+        if e.login is not None:
+            login, passcode = e.login, e.passcode or ""
+        elif s.stomp_default_user:
+            login, passcode = s.stomp_default_user, s.stomp_default_pass
+        else:
+            self._refuse(None, "no credentials (no login header, and no stomp_default_user is configured)")
+            raise AuthenticationFailed("CONNECT without login is refused: send login and passcode")
+        user = broker.users.authenticate(login, passcode, loopback=self.loopback)
         if user is None:
+            known = broker.users.users.get(login)
+            if known is None:
+                reason = "unknown user"
+            elif not check_password(passcode, known.password_hash):
+                reason = "invalid password"
+            else:
+                reason = "user may only connect from loopback"
+            self._refuse(login, reason)
             raise AuthenticationFailed(f"login was refused for user '{login}'")
         # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
         # it mandatory), which means "the default vhost"
         vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
-        self.vhost = broker.open_vhost(user, vhost_name)
+        try:
+            self.vhost = broker.open_vhost(user, vhost_name)
+        except HareError as err:
+            self._refuse(login, f"no access to vhost '{vhost_name}'")
+            raise err from None
         self.user = user
+        audit.connection_opened("stomp", self.peer_name, user.name, vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
@@ -406,6 +436,15 @@ class StompServerProtocol(asyncio.Protocol):
         session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
+
+    def _refuse(self, login: str | None, reason: str) -> None:
+        audit.login_refused("stomp", self.peer_name, login, reason)
+        self.close_reason = "login refused"
+
+    @property
+    def peer_name(self) -> str:
+        """``host:port`` of the client, as the audit log shows it."""
+        return f"{self.peer[0]}:{self.peer[1]}"
 
     # ---- SEND ---------------------------------------------------------------------------------------
     def _send(self, frame: Frame) -> None:

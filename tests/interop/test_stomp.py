@@ -599,6 +599,21 @@ def test_send_refused_without_receipt_still_gets_error(broker: StompBroker) -> N
     amqp.close()
 
 
+def test_receipts_waiting_for_the_disk_come_before_the_error(broker: StompBroker) -> None:
+    """A persistent SEND still waiting for its fsync was kept: its RECEIPT goes out before the ERROR of a
+    refused SEND pipelined right behind it (the client must not resend what was stored)."""
+    q, full = qname(), qname()
+    amqp = _declare_full_queue(broker.amqp_port, full)
+    raw = _connect_raw(broker.stomp_port)
+    raw.send(f"SEND\ndestination:/queue/{q}\npersistent:true\nreceipt:kept\n\nx\x00"
+             f"SEND\ndestination:/amq/queue/{full}\nreceipt:refused\n\ny\x00".encode())
+    f = raw.frame()
+    assert f is not None and f[0] == "RECEIPT" and f[1]["receipt-id"] == "kept", f
+    _expect_error(raw, "resource error", receipt="refused")
+    assert amqp.channel().queue_declare(q, passive=True).method.message_count == 1
+    amqp.close()
+
+
 def test_commit_with_refused_send_gets_error_for_the_commit(broker: StompBroker) -> None:
     q = qname()
     amqp = _declare_full_queue(broker.amqp_port, q)

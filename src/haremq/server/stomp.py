@@ -171,6 +171,7 @@ class StompServerProtocol(asyncio.Protocol):
         # RECEIPTs in frame order, each with the store ticket it waits for (0: none): the receipt
         # of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts: deque[tuple[int, Frame]] = deque()
+        self._error: tuple[HareError, str | None, tuple[tuple[str, str], ...]] | None = None  # sent after them
 
     @property
     def conn(self) -> StompServerProtocol:
@@ -214,6 +215,7 @@ class StompServerProtocol(asyncio.Protocol):
         audit.connection_closed("stomp", self.peer_name, self.user.name if self.user else None, reason)
         self._end_sessions()
         self._receipts.clear()
+        self._error = None
         self.node.waiting.pop(self, None)
         self.node.stomp_connections.discard(self)
         self.node.broker.connection_closed(self)
@@ -248,16 +250,21 @@ class StompServerProtocol(asyncio.Protocol):
             t.close()  # after the ERROR / last RECEIPT is written
 
     def fail(self, err: HareError, receipt: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Send an ERROR frame and close the connection once it is written."""
+        """Send an ERROR frame and close the connection once it is written.
+
+        RECEIPTs still waiting for the disk are for messages that were kept: they go out first and
+        the ERROR after them (``flush_confirms``), so the client does not resend what was stored."""
         if self.closing:
             return
         log.info("STOMP connection from %s: %s (%s)", self.peer, err.stomp_message, err.text)
         if self.close_reason is None:
             self.close_reason = f"ERROR sent: {err.stomp_message}"
-        self._receipts.clear()  # the ERROR ends the connection: no later RECEIPT
-        self.proto.send_error(err, receipt, headers)
         self.closing = True
         self._end_sessions()
+        if self._receipts:
+            self._error = (err, receipt, headers)
+        else:
+            self.proto.send_error(err, receipt, headers)
 
     def _end_sessions(self) -> None:
         for sub in self.subs.values():
@@ -361,15 +368,27 @@ class StompServerProtocol(asyncio.Protocol):
     def fail_confirms(self, err: HareError) -> None:
         """Receipts that wait for the disk will never come: end the connection with an ERROR that
         names the first of them (the client must not take it, or any later one, as kept)."""
-        if self._receipts:
-            first = self._receipts[0][1].headers.get("receipt")
-            self.fail(ResourceError(f"message not durable: {err.text}"), first)
+        if not self._receipts:
+            return
+        first = self._receipts[0][1].headers.get("receipt")
+        self._receipts.clear()
+        self._error = None  # an ERROR held behind those receipts: this one replaces it
+        error = ResourceError(f"message not durable: {err.text}")
+        if self.closing:  # already ending (DISCONNECT, or that held ERROR): only the ERROR is left to say
+            self.proto.send_error(error, first)
+        else:
+            self.fail(error, first)
 
     def flush_confirms(self, durable: int) -> bool:
-        """Send the held receipts that are durable; True when some still wait for the disk."""
+        """Send the held receipts that are durable, then a held ERROR once none is left; True when
+        some still wait for the disk."""
         receipts = self._receipts
         while receipts and receipts[0][0] <= durable:
             self.proto.send_receipt(receipts.popleft()[1])
+        if not receipts and self._error is not None:
+            err, receipt, headers = self._error
+            self._error = None
+            self.proto.send_error(err, receipt, headers)
         return bool(receipts)
 
     def _commit(self, e: S.Commit) -> None:

@@ -749,6 +749,7 @@ def test_stomp_default_user_logs_in_with_that_users_permissions_only() -> None:
         # the default vhost is not the user's: refused
         f = _raw_connect(b.stomp_port, "/")
         assert f is not None and f[0] == "ERROR" and f[1]["message"] == "not allowed", f
+        assert "user='limited' reason=no access to vhost '/'" in _log_until(b, "no access to vhost")
         # its own vhost: accepted, with its permissions there
         c = stomp.Connection12([("127.0.0.1", b.stomp_port)], vhost="lv")
         ls = Collector()
@@ -791,6 +792,8 @@ def test_stomp_default_user_guest_is_loopback_only() -> None:
         assert f is not None and f[0] == "CONNECTED", f
         f = _raw_connect(b.stomp_port, "/", address)
         assert f is not None and f[0] == "ERROR" and f[1]["message"] == "access refused", f
+        log = _log_until(b, "reason=user may only connect from loopback")
+        assert f"peer={address}:" in log and "user='guest' reason=user may only connect from loopback" in log
     finally:
         assert stop_stomp_broker(b) == 0, b.log()
 

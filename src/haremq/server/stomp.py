@@ -10,7 +10,9 @@ closing it. SENDs go through one more session per connection. Every session name
 connection as its owner, so exclusive (private) queues die with it.
 
 An ERROR frame always ends the connection (the spec says the server MUST close after it); we write
-the frame, then close the socket once it is flushed.
+the frame (after any RECEIPT still waiting for the disk: those messages were kept), then close the
+socket once it is flushed. A SEND a queue refuses (reject-publish, disk full) gets an ERROR, never
+a RECEIPT.
 """
 
 from __future__ import annotations
@@ -443,9 +445,9 @@ class StompServerProtocol(asyncio.Protocol):
         vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
         try:
             self.vhost = broker.open_vhost(user, vhost_name)
-        except HareError as err:
+        except HareError:
             self._refuse(login, f"no access to vhost '{vhost_name}'")
-            raise err from None
+            raise
         self.user = user
         audit.connection_opened("stomp", self.peer_name, user.name, vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())

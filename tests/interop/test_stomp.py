@@ -679,6 +679,38 @@ def test_failed_fsync_sends_error_not_receipt_for_persistent_sends(monkeypatch: 
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+def test_shutdown_sends_error_even_while_a_receipt_waits_for_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker stopping does not wait for a slow fsync to tell a STOMP client: the ERROR goes out, and
+    the RECEIPT that never became durable does not."""
+    from haremq.testing import running_broker
+
+    real_fsync, calls = os.fsync, []
+
+    def slow_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the SEND's: long enough for the broker to stop while it waits
+            time.sleep(2)
+        real_fsync(fd)
+
+    def client(port: int) -> tuple[Any, list[str]]:
+        c, ls = connect(port)
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        c.send("/queue/slow", "x", headers={"persistent": "true"}, receipt="r1")
+        err = ls.error(timeout=10)
+        return err, list(ls.receipts.queue)
+
+    async def main() -> None:
+        async with running_broker() as node:
+            task = asyncio.ensure_future(asyncio.to_thread(client, node.stomp_port))
+            while not node.waiting:  # the RECEIPT is held for the disk
+                await asyncio.sleep(0.01)
+        err, receipts = await task
+        assert err.headers["message"] == "connection forced"
+        assert receipts == []
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
 @pytest.fixture
 def small_fs() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="haremq-stomp-full-")

@@ -284,6 +284,10 @@ class StompServerProtocol(asyncio.Protocol):
         self.close_reason = f"broker {reason}"
         if self.vhost is not None and not self.closing:
             self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
+            if self.flush_confirms(self.node.broker.store.durable_ticket):
+                # no time to wait for the disk: the receipts still waiting are not sent, the ERROR is
+                self._receipts.clear()
+                self.flush_confirms(0)
             self.write_pending()
         else:
             self._abort()

@@ -270,3 +270,56 @@ def test_many_channels_and_channel_reuse(conn: Any) -> None:
     for c in chans[::2]:
         c.close()
     assert chans[1].queue_declare(q, passive=True).method.message_count == 50
+
+
+# RabbitMQ accepts any UTF-8 short string as a name; pamqp's own name regex must not leak into ours
+ODD_NAMES = ("pct%2Fname", "nul\x00name", "new\nline", "grüße", "snow☃man")
+
+
+@pytest.mark.parametrize("stem", ODD_NAMES)
+def test_names_with_any_utf8_work_end_to_end(conn: Any, stem: str) -> None:
+    name = uniq(stem)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare(name, "direct")
+    assert ch.queue_declare(name).method.queue == name
+    ch.queue_bind(name, name, routing_key=name)
+    ch.basic_publish(name, name, b"odd", mandatory=True)
+    got: list[tuple[str, str, str, bytes]] = []
+    tag = ch.basic_consume(name, lambda c, m, p, b: got.append((m.consumer_tag, m.exchange, m.routing_key, b)),
+                           auto_ack=True, consumer_tag=name)
+    assert tag == name
+    assert wait_for(conn, lambda: bool(got))
+    assert got == [(name, name, name, b"odd")]
+    ch.basic_cancel(name)
+    ch.queue_unbind(name, name, routing_key=name)
+    ch.queue_delete(name)
+    ch.exchange_delete(name)
+
+
+def test_durable_queues_with_odd_names_survive_a_restart() -> None:
+    from brokerproc import start_broker, stop_broker
+
+    b = start_broker()
+    names = [uniq(stem) for stem in ODD_NAMES]
+    try:
+        c = pika.BlockingConnection(params(b.port))
+        ch = c.channel()
+        ch.confirm_delivery()
+        for n in names:
+            assert ch.queue_declare(n, durable=True).method.queue == n
+            ch.basic_publish("", n, n.encode(), pika.BasicProperties(delivery_mode=2))
+        c.close()
+    finally:
+        assert stop_broker(b) == 0, b.log()
+    b = start_broker(data_dir=b.data_dir)
+    try:
+        c = pika.BlockingConnection(params(b.port))
+        ch = c.channel()
+        for n in names:
+            assert ch.queue_declare(n, passive=True).method.message_count == 1, n
+            assert ch.basic_get(n, auto_ack=True)[2] == n.encode()
+        c.close()
+    finally:
+        assert stop_broker(b) == 0, b.log()
+    assert "Traceback" not in b.log()

@@ -661,3 +661,12 @@ def test_no_internal_errors_logged(broker: Any) -> None:
     with open(os.path.join(broker.data_dir, "broker.log")) as f:
         text = f.read()
     assert "Traceback" not in text and "internal error" not in text, text[-5000:]
+
+
+def test_error_reply_quoting_a_long_non_ascii_name_is_sent(opened: RawAmqp) -> None:
+    """The 404 text quotes a 254-byte name: it is clipped to 255 bytes, not 255 characters."""
+    args = b"\x00\x00" + sstr("ü" * 127) + b"\x01" + struct.pack(">I", 0)  # passive (pamqp refuses the name)
+    opened.send(raw_frame(1, 1, method_payload(50, 10, args)))
+    f = opened.expect_channel_close(1, 404)
+    assert f.reply_text.startswith("NOT_FOUND - no queue 'üü")
+    opened.open_channel(1)

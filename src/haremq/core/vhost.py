@@ -95,9 +95,9 @@ class VHost:
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             ex = Exchange(name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
                           arguments=arguments)
-            self.exchanges[name] = ex
-            if durable:
+            if durable:  # persisted before it exists here: a failed save leaves nothing behind
                 self.broker.metadata.save_exchange(self.name, ex)
+            self.exchanges[name] = ex
             return ex
         for field, got, cur in (("type", type_, ex.type), ("durable", durable, ex.durable),
                                 ("auto_delete", auto_delete, ex.auto_delete),
@@ -181,11 +181,16 @@ class VHost:
             return q
         q = Queue(self, name, durable=durable, exclusive_owner=session.connection if exclusive else None,
                   auto_delete=auto_delete, arguments=arguments)
+        # every check is done: persist, then make it visible; a failed save leaves nothing behind
+        if durable and not exclusive:
+            try:
+                self.broker.metadata.save_queue(self.name, q)
+            except BaseException:
+                q.deleted = True  # its x-expires timer must not delete a later queue of that name
+                raise
         self.queues[name] = q
         # every queue is bound to the default exchange by its name
         self.exchanges[""].table.bind(q, name, {})
-        if durable and not exclusive:
-            self.broker.metadata.save_queue(self.name, q)
         return q
 
     def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:

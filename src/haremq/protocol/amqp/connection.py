@@ -234,7 +234,7 @@ class AmqpConnection:
         ch.closing = True
         ch.pending = None
         self.send_method(channel, codec.build(
-            C.Channel.Close, reply_code=error.reply_code, reply_text=error.reply_text[:255],
+            C.Channel.Close, reply_code=error.reply_code, reply_text=codec.clip_sstr(error.reply_text),
             class_id=error.class_id, method_id=error.method_id))
 
     def close(self, error: HareError) -> None:
@@ -246,7 +246,7 @@ class AmqpConnection:
             return
         self.state = State.CLOSING
         self.send_method(0, codec.build(
-            C.Connection.Close, reply_code=error.reply_code, reply_text=error.reply_text[:255],
+            C.Connection.Close, reply_code=error.reply_code, reply_text=codec.clip_sstr(error.reply_text),
             class_id=error.class_id, method_id=error.method_id))
 
     # ---- input ----------------------------------------------------------------------------------

@@ -323,3 +323,42 @@ def test_durable_queues_with_odd_names_survive_a_restart() -> None:
     finally:
         assert stop_broker(b) == 0, b.log()
     assert "Traceback" not in b.log()
+
+
+def test_redeclare_of_an_exclusive_queue_is_405_before_any_equivalence(broker: Any, conn: Any) -> None:
+    """RabbitMQ checks the lock first: another connection gets 405 whatever its declare says, and a
+    mismatched ``exclusive`` flag is 405 on the owner's connection too, never 406."""
+    q, shared = uniq("locked"), uniq("shared")
+    conn.channel().queue_declare(q, exclusive=True)
+    conn.channel().queue_declare(shared)
+    other = pika.BlockingConnection(params(broker.port))
+    try:
+        for kw in ({"exclusive": True}, {"exclusive": False}, {"durable": True}, {"auto_delete": True},
+                   {"arguments": {"x-max-length": 3}}, {"exclusive": True, "durable": True}):
+            with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+                other.channel().queue_declare(q, **kw)
+            assert ei.value.reply_code == 405, (kw, ei.value)
+    finally:
+        other.close()
+    for name, kw in ((q, {"exclusive": False}), (q, {"exclusive": False, "durable": True}),
+                     (shared, {"exclusive": True}), (shared, {"exclusive": True, "durable": True})):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            conn.channel().queue_declare(name, **kw)
+        assert ei.value.reply_code == 405, (name, kw, ei.value)
+        assert "exclusive property value does not match" in ei.value.reply_text
+    # a matching redeclare by the owner is fine (exclusive queues are never durable, as in RabbitMQ);
+    # an inequivalent auto_delete is still 406
+    conn.channel().queue_declare(q, exclusive=True)
+    conn.channel().queue_declare(q, exclusive=True, durable=True)
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        conn.channel().queue_declare(q, exclusive=True, auto_delete=True)
+    assert ei.value.reply_code == 406
+    conn.channel().queue_delete(shared)
+
+
+def test_declaring_the_default_exchange_is_403_passive_or_not(conn: Any) -> None:
+    for kw in ({"passive": True}, {"exchange_type": "direct"}, {"exchange_type": "direct", "durable": True}):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            conn.channel().exchange_declare("", **kw)
+        assert ei.value.reply_code == 403, (kw, ei.value)
+        assert ei.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"

@@ -362,3 +362,57 @@ def test_declaring_the_default_exchange_is_403_passive_or_not(conn: Any) -> None
             conn.channel().exchange_declare("", **kw)
         assert ei.value.reply_code == 403, (kw, ei.value)
         assert ei.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+def test_unbind_of_what_is_already_gone_is_unbind_ok(broker: Any, conn: Any) -> None:
+    """RabbitMQ 3.10 removes bindings idempotently: a missing source, destination or binding is
+    unbind-ok; bind still says 404, and the default exchange is still 403 either way."""
+    ch = conn.channel()
+    q, ex, ex2 = uniq("unbind-q"), uniq("unbind-x"), uniq("unbind-x2")
+    ch.queue_declare(q)
+    ch.exchange_declare(ex, "direct")
+    ch.queue_unbind(uniq("no-queue"), ex, "rk")  # missing destination queue
+    ch.queue_unbind(q, uniq("no-exchange"), "rk")  # missing source exchange
+    ch.queue_unbind(uniq("no-queue"), uniq("no-exchange"), "rk")  # both
+    ch.queue_unbind(q, ex, "never-bound")  # missing binding
+    ch.exchange_unbind(uniq("no-dest"), ex, "rk")
+    ch.exchange_unbind(ex, uniq("no-source"), "rk")
+    ch.exchange_declare(ex2, "fanout")
+    ch.exchange_unbind(ex2, ex, "never-bound")
+    ch.queue_bind(q, ex, "rk")
+    ch.basic_publish(ex, "rk", b"bound")
+    ch.queue_unbind(q, ex, "rk")
+    ch.queue_unbind(q, ex, "rk")  # twice
+    ch.basic_publish(ex, "rk", b"unbound")
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    for op in (lambda c: c.queue_bind(uniq("no-queue"), ex, "rk"), lambda c: c.queue_bind(q, uniq("no-x"), "rk"),
+               lambda c: c.exchange_bind(uniq("no-dest"), ex, "rk")):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            op(conn.channel())
+        assert ei.value.reply_code == 404
+    for op in (lambda c: c.queue_unbind(q, "", q), lambda c: c.exchange_unbind("", ex, "rk"),
+               lambda c: c.exchange_bind("", ex, "rk"), lambda c: c.exchange_unbind(ex, "", "rk")):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            op(conn.channel())
+        assert ei.value.reply_code == 403
+    ch.queue_delete(q)
+    ch.exchange_delete(ex)
+    ch.exchange_delete(ex2)
+
+
+def test_unbind_from_another_connections_exclusive_queue(broker: Any, conn: Any) -> None:
+    """405 only for a binding that exists (RabbitMQ checks the lock when it removes one)."""
+    q = uniq("excl-unbind")
+    ch = conn.channel()
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, "amq.direct", "bound")
+    other = pika.BlockingConnection(params(broker.port))
+    try:
+        other.channel().queue_unbind(q, "amq.direct", "not-bound")
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            other.channel().queue_unbind(q, "amq.direct", "bound")
+        assert ei.value.reply_code == 405
+    finally:
+        other.close()
+    ch.basic_publish("amq.direct", "bound", b"still bound")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"still bound"

@@ -243,12 +243,18 @@ class VHost:
             if ex.durable and dest.durable:
                 self.broker.metadata.save_binding(self.name, ex.name, dest, routing_key, arguments)
 
-    def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+    def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+               session: Session | None = None) -> None:
+        """Remove a binding; one that does not exist is not an error (RabbitMQ 3.10). With ``session``,
+        an existing binding to a queue exclusive to another connection is 405."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
+        want = canonical(arguments)
+        if session is not None and isinstance(dest, Queue) and any(
+                b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+            self.check_exclusive(dest, session)
         if ex.table.unbind(dest, routing_key, arguments):
-            want = canonical(arguments)
             ex.bindings = [b for b in ex.bindings
                            if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self.broker.metadata.delete_binding(self.name, ex.name, dest, routing_key, arguments)

@@ -61,8 +61,8 @@ def server_properties(cluster_name: str) -> dict[str, Any]:
 class Channel:
     """One open AMQP channel: the core session plus AMQP-only state (confirms, tx, last queue)."""
 
-    __slots__ = ("confirm", "confirm_seq", "conn", "ctag_cache", "last_queue", "number", "outcomes",
-                 "session", "tx", "tx_acks", "tx_publishes")
+    __slots__ = ("confirm", "confirm_seq", "conn", "ctag_cache", "held_cancels", "last_queue", "number",
+                 "outcomes", "session", "tx", "tx_acks", "tx_publishes")
 
     def __init__(self, conn: AmqpServerProtocol, number: int) -> None:
         self.conn = conn
@@ -79,6 +79,8 @@ class Channel:
         self.tx_acks: list[ev.Settle] = []
         self.last_queue = ""
         self.ctag_cache: dict[str, bytes] = {}
+        # basic.cancel frames held back while this channel's own queue.delete runs (sent after delete-ok)
+        self.held_cancels: list[bytes] | None = None
 
     # ---- DeliverySink ---------------------------------------------------------------------------
     def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
@@ -97,8 +99,12 @@ class Channel:
         caps = self.conn.client_properties.get("capabilities")
         if isinstance(caps, dict) and caps.get("consumer_cancel_notify"):
             # only clients that announced it understand a server-sent basic.cancel (as RabbitMQ)
-            self.conn.proto.send_method(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
-                                                                 nowait=True))
+            frame = codec.method_frame(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
+                                                                nowait=True))
+            if self.held_cancels is not None:
+                self.held_cancels.append(frame)
+                return
+            self.conn.proto.write(frame)
             self.conn.node.want_flush(self.conn)
 
     # ---- confirms -------------------------------------------------------------------------------
@@ -600,10 +606,19 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             self.proto.send_method(ch.number, codec.build(C.Queue.PurgeOk, message_count=n))
 
     def _queue_delete(self, ch: Channel, m: Any) -> None:
-        n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue), if_unused=m.if_unused,
-                                          if_empty=m.if_empty)
-        if not m.nowait:
-            self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
+        """delete-ok goes before the basic.cancel of this channel's own consumers, as RabbitMQ sends
+        them (py-amqp, waiting for delete-ok, raises ConsumerCancelled on a cancel that comes first)."""
+        held: list[bytes] = []
+        ch.held_cancels = held
+        try:
+            n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue),
+                                              if_unused=m.if_unused, if_empty=m.if_empty)
+            if not m.nowait:
+                self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
+        finally:
+            ch.held_cancels = None
+            for frame in held:
+                self.proto.write(frame)
 
     # ---- confirm / tx / flow ---------------------------------------------------------------------
     def _confirm_select(self, ch: Channel, m: Any) -> None:

@@ -26,6 +26,7 @@ from haremq.errors import (
     CommandInvalid,
     FrameError,
     HareError,
+    NotAllowed,
     PreconditionFailed,
     UnexpectedFrame,
 )
@@ -380,8 +381,10 @@ class AmqpConnection:
             if ch is not None:
                 raise ChannelError(f"second 'channel.open' seen on channel {channel}", class_id=20,
                                    method_id=10)
-            if channel > self.channel_max:
-                raise ChannelError(f"channel {channel} exceeds channel_max {self.channel_max}")
+            # channel_max caps how many channels are open, not their numbers: 65535 is a valid channel
+            if len(self.channels) >= self.channel_max:
+                raise NotAllowed(f"number of channels opened ({len(self.channels)}) has reached the "
+                                 f"negotiated channel_max ({self.channel_max})")
             self.channels[channel] = _Channel()
             self.send_method(channel, codec.build(C.Channel.OpenOk))
             events.append(ChannelOpened(channel))

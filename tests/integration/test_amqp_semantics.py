@@ -416,3 +416,75 @@ def test_unbind_from_another_connections_exclusive_queue(broker: Any, conn: Any)
         other.close()
     ch.basic_publish("amq.direct", "bound", b"still bound")
     assert ch.basic_get(q, auto_ack=True)[2] == b"still bound"
+
+
+def test_update_secret_reauthenticates_the_open_connection(broker: Any) -> None:
+    c = pika.BlockingConnection(params(broker.port))
+    ch = c.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    c.update_secret("guest", "token rotation")  # update-secret-ok; the connection carries on
+    ch.basic_publish("", q, b"after update")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"after update"
+    with pytest.raises(pexc.ConnectionClosedByBroker) as ei:
+        c.update_secret("not-the-password", "bad rotation")
+        c.channel()
+    assert ei.value.reply_code == 530
+    assert ei.value.reply_text == "NOT_ALLOWED - New secret was refused by one of the backends"
+    assert broker.alive()
+
+
+def test_refused_logins_and_connection_open_close_are_logged() -> None:
+    """The client is told 'see the broker logfile': the log says who, from where, and why."""
+    from amqp_raw import RawAmqp
+    from pamqp import commands as C
+
+    from brokerproc import start_broker, stop_broker
+
+    b = start_broker("--log-level", "info")
+    try:
+        with RawAmqp(b.port) as bad:
+            bad_port = bad.sock.getsockname()[1]
+            assert isinstance(bad.start("guest", "wrong"), C.Connection.Close)
+        with RawAmqp(b.port) as nobody:
+            nobody_port = nobody.sock.getsockname()[1]
+            assert isinstance(nobody.start("mallory", "x"), C.Connection.Close)
+        with RawAmqp(b.port) as vh:
+            vh_port = vh.sock.getsockname()[1]
+            tune = vh.start()
+            vh.send_method(0, C.Connection.TuneOk(channel_max=0, frame_max=tune.frame_max, heartbeat=0))
+            vh.send_method(0, C.Connection.Open(virtual_host="no-such-vhost"))
+            vh.expect_connection_close(530)
+        with RawAmqp(b.port) as good:
+            good_port = good.sock.getsockname()[1]
+            good.handshake()
+            good.send_method(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+            good.expect(C.Connection.CloseOk)
+        with RawAmqp(b.port) as dropped:
+            dropped_port = dropped.sock.getsockname()[1]
+            dropped.handshake()
+        with RawAmqp(b.port) as broken:
+            broken_port = broken.sock.getsockname()[1]
+            broken.handshake()
+            broken.send_method(5, C.Basic.Qos(prefetch_count=1))  # channel never opened: 504
+            broken.expect_connection_close(504)
+        deadline = time.monotonic() + 5
+        while f"peer=127.0.0.1:{broken_port} user='guest' reason=CHANNEL_ERROR" not in b.log():
+            assert time.monotonic() < deadline, b.log()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        log = b.log()
+    finally:
+        stop_broker(b)
+    for line in (
+        f"login refused: protocol=amqp peer=127.0.0.1:{bad_port} user='guest' reason=invalid credentials",
+        f"login refused: protocol=amqp peer=127.0.0.1:{nobody_port} user='mallory' reason=invalid credentials",
+        f"login refused: protocol=amqp peer=127.0.0.1:{vh_port} user='guest' reason=vhost no-such-vhost not found",
+        f"connection opened: protocol=amqp peer=127.0.0.1:{good_port} user='guest' vhost='/'",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{good_port} user='guest' reason=client closed: 200 bye",
+        f"connection opened: protocol=amqp peer=127.0.0.1:{dropped_port} user='guest' vhost='/'",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{dropped_port} user='guest' "
+        "reason=client unexpectedly closed TCP connection",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{broken_port} user='guest' reason=CHANNEL_ERROR - ",
+    ):
+        assert line in log, (line, log)
+    assert f"connection opened: protocol=amqp peer=127.0.0.1:{bad_port}" not in log

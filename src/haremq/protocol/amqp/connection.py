@@ -54,6 +54,7 @@ CONNECTION_TABLE: dict[tuple[State, type[Any]], State] = {
     (State.AWAIT_TUNE_OK, C.Connection.TuneOk): State.AWAIT_OPEN,
     (State.AWAIT_OPEN, C.Connection.Open): State.OPEN,
     (State.OPEN, C.Connection.Close): State.CLOSED,
+    (State.OPEN, C.Connection.UpdateSecret): State.OPEN,
     (State.OPEN, C.Connection.CloseOk): State.CLOSED,
     (State.AWAIT_TUNE_OK, C.Connection.Close): State.CLOSED,
     (State.AWAIT_OPEN, C.Connection.Close): State.CLOSED,
@@ -87,6 +88,15 @@ class OpenVhost(Event):
 
     def __init__(self, vhost: str) -> None:
         self.vhost = vhost
+
+
+class UpdateSecret(Event):
+    """connection.update-secret (RabbitMQ extension): re-authenticate the open connection."""
+
+    __slots__ = ("new_secret", "reason")
+
+    def __init__(self, new_secret: bytes, reason: str) -> None:
+        self.new_secret, self.reason = new_secret, reason
 
 
 class ChannelOpened(Event):
@@ -432,6 +442,10 @@ class AmqpConnection:
             events.append(TuneOk(self.channel_max, fm, m.heartbeat))
         elif isinstance(m, C.Connection.Open):
             events.append(OpenVhost(m.virtual_host or "/"))
+        elif isinstance(m, C.Connection.UpdateSecret):
+            secret = m.new_secret
+            events.append(UpdateSecret(secret.encode("utf-8") if isinstance(secret, str) else bytes(secret or b""),
+                                       m.reason or ""))
         elif isinstance(m, C.Connection.Close):
             self.send_method(0, codec.build(C.Connection.CloseOk))
             events.append(ConnectionClosed(m.reply_code or 0, m.reply_text or ""))

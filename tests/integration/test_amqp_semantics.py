@@ -297,7 +297,7 @@ def test_names_with_any_utf8_work_end_to_end(conn: Any, stem: str) -> None:
     ch.exchange_delete(name)
 
 
-def test_durable_queues_with_odd_names_survive_a_restart() -> None:
+def test_durable_queues_exchanges_and_bindings_with_odd_names_survive_a_restart() -> None:
     from brokerproc import start_broker, stop_broker
 
     b = start_broker()
@@ -308,6 +308,8 @@ def test_durable_queues_with_odd_names_survive_a_restart() -> None:
         ch.confirm_delivery()
         for n in names:
             assert ch.queue_declare(n, durable=True).method.queue == n
+            ch.exchange_declare(n, "direct", durable=True)
+            ch.queue_bind(n, n, routing_key=n)
             ch.basic_publish("", n, n.encode(), pika.BasicProperties(delivery_mode=2))
         c.close()
     finally:
@@ -316,9 +318,13 @@ def test_durable_queues_with_odd_names_survive_a_restart() -> None:
     try:
         c = pika.BlockingConnection(params(b.port))
         ch = c.channel()
+        ch.confirm_delivery()
         for n in names:
             assert ch.queue_declare(n, passive=True).method.message_count == 1, n
             assert ch.basic_get(n, auto_ack=True)[2] == n.encode()
+            ch.exchange_declare(n, passive=True)
+            ch.basic_publish(n, n, b"via the restored binding", mandatory=True)  # unroutable would raise
+            assert ch.basic_get(n, auto_ack=True)[2] == b"via the restored binding"
         c.close()
     finally:
         assert stop_broker(b) == 0, b.log()

@@ -494,3 +494,26 @@ def test_refused_logins_and_connection_open_close_are_logged() -> None:
     ):
         assert line in log, (line, log)
     assert f"connection opened: protocol=amqp peer=127.0.0.1:{bad_port}" not in log
+
+
+def test_stomp_values_longer_than_a_short_string_reach_amqp_consumers_clipped(broker: Any, conn: Any) -> None:
+    """A STOMP destination or header may exceed AMQP's 255-byte short string: the AMQP consumer gets
+    the message with the value clipped, instead of its connection dying with 541."""
+    import stomp
+
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "#")
+    got: list[tuple[str, Any, bytes]] = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append((m.routing_key, p.correlation_id, b)), auto_ack=True)
+    s = stomp.Connection([("127.0.0.1", broker.stomp_port)])
+    s.connect("guest", "guest", wait=True)
+    try:
+        s.send("/exchange/amq.topic/" + "k" * 300, "long key")
+        s.send("/exchange/amq.topic/short", "long property", headers={"correlation-id": "ü" * 200})
+    finally:
+        s.disconnect()
+    assert wait_for(conn, lambda: len(got) == 2)
+    assert got[0] == ("k" * 255, None, b"long key")
+    assert got[1] == ("short", "ü" * 127, b"long property")
+    assert conn.is_open and broker.alive()

@@ -108,7 +108,9 @@ def decode_method(payload: Buf) -> Any:
 def _sstr(value: str) -> bytes:
     b = value.encode("utf-8")
     if len(b) > 255:
-        raise ValueError("short string longer than 255 bytes")
+        # only another protocol (a STOMP destination or header) brings a longer one: AMQP cannot carry
+        # it, so it is clipped rather than failing the delivery (and the consumer's connection)
+        b = b[:255].decode("utf-8", "ignore").encode("utf-8")
     return bytes((len(b),)) + b
 
 

@@ -293,14 +293,6 @@ def sstr(value: str) -> bytes:
     return _sstr(value)
 
 
-def fits_sstr(value: str) -> bool:
-    """Whether ``value`` can go on the wire as a short string (at most 255 bytes of UTF-8)."""
-    try:
-        return len(value.encode("utf-8")) <= 255
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-
-
 def clip_sstr(text: str) -> str:
     """``text`` cut to 255 bytes of UTF-8 on a character boundary (reply texts quote long names)."""
     raw = text.encode("utf-8", "replace")

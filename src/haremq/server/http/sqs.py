@@ -29,14 +29,23 @@ class SqsEndpoint:
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         store = self.node.broker.store
         before = store.ticket
+        metadata = self.node.broker.metadata
+        revision = metadata.revision
         out = self.api.handle(req)
         if isinstance(out, LongPoll):
             return self._wait(out)
+        if metadata.revision != revision and metadata.pending() is not None:
+            # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
+            return self._settled(out)
         after = store.ticket
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
             # publisher confirm would be, so a 200 means the message survives a crash
             return self._durable(out, after)
+        return out
+
+    async def _settled(self, out: HttpResponse) -> HttpResponse:
+        await self.node.definitions.settle()
         return out
 
     async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -211,3 +212,25 @@ def test_import_with_an_incomplete_permission_is_refused_and_applies_nothing(nod
     assert api(b, "GET", f"/api/vhosts/{quote('half')}")[0] == 404
     b = node[0] = kill_and_restart(b)
     assert api(b, "GET", "/api/users/judy")[0] == 404
+
+
+def test_stomp_subscribe_receipt_comes_after_the_new_queue_is_durable(node: list[BrokerProcess]) -> None:
+    b = node[0]
+    sock = socket.create_connection(("127.0.0.1", b.stomp_port), timeout=10)
+
+    def frame(command: str, **headers: str) -> bytes:
+        sock.sendall((command + "\n" + "".join(f"{k}:{v}\n" for k, v in headers.items()) + "\n\0").encode())
+        got = b""
+        while b"\0" not in got:
+            got += sock.recv(4096)
+        return got
+
+    assert frame("CONNECT", **{"accept-version": "1.2", "host": "/", "login": "guest", "passcode": "guest"}
+                 ).startswith(b"CONNECTED")
+    names = [f"sq{i}" for i in range(10)]
+    for i, n in enumerate(names):
+        assert frame("SUBSCRIBE", id=str(i), destination=f"/queue/{n}", receipt=f"r{i}").startswith(b"RECEIPT")
+    b = node[0] = kill_and_restart(b)
+    sock.close()
+    for n in names:
+        assert api(b, "GET", f"/api/queues/%2F/{n}")[0] == 200

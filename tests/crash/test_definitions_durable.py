@@ -234,3 +234,13 @@ def test_stomp_subscribe_receipt_comes_after_the_new_queue_is_durable(node: list
     sock.close()
     for n in names:
         assert api(b, "GET", f"/api/queues/%2F/{n}")[0] == 200
+
+
+def test_import_with_a_bad_queue_entry_applies_none_of_its_users(node: list[BrokerProcess]) -> None:
+    b = node[0]
+    status, _doc = api(b, "POST", "/api/definitions", {
+        "users": [{"name": "kim", "password": "pw", "tags": ""}],
+        "queues": [{"name": "kim-q", "vhost": "/", "durable": "yes"}],
+    })
+    assert status == 400
+    assert api(b, "GET", "/api/users/kim")[0] == 404

@@ -641,8 +641,9 @@ class ManagementApp:
         })
 
     async def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
-        """Import: vhosts, users, permissions and access keys are validated as a whole and committed in
-        one transaction (a bad entry applies nothing); then exchanges, queues and bindings."""
+        """Import: every entry is checked first (a bad one applies nothing); vhosts, users, permissions
+        and access keys are committed in one transaction; then exchanges, queues and bindings through
+        the core (which can still refuse one, e.g. an inequivalent redeclare)."""
         def items(key: str) -> list[dict[str, Any]]:
             v = body.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
@@ -670,6 +671,19 @@ class ManagementApp:
                 raise HttpError(400, f"permission of unknown user '{who[:60]}' or vhost '{vh[:60]}'")
             changes.append(permission_change(who, vh, self._permission(p)))
         exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
+        for doc in (*exchanges, *queues, *bindings):  # their shape, before anything is applied
+            if _str(doc, "vhost", "/") not in vhosts:
+                raise HttpError(400, f"unknown vhost '{_str(doc, 'vhost')[:60]}'")
+            _args(doc)
+            for flag in ("durable", "auto_delete", "internal"):
+                if flag in doc:
+                    _bool(doc, flag, False)
+        for e in exchanges:
+            if _str(e, "type", "direct") not in EXCHANGE_TYPES or not _str(e, "name"):
+                raise HttpError(400, f"invalid exchange type or name in '{_str(e, 'name')[:60]}'")
+        for doc, keys in [(q, ("name",)) for q in queues] + [(b, ("source", "destination")) for b in bindings]:
+            for key in keys:
+                _str(doc, key)
         if changes:
             await self.node.definitions.commit(changes)
         for e in exchanges:

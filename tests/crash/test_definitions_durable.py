@@ -244,3 +244,17 @@ def test_import_with_a_bad_queue_entry_applies_none_of_its_users(node: list[Brok
     })
     assert status == 400
     assert api(b, "GET", "/api/users/kim")[0] == 404
+
+
+def test_sqs_queue_attributes_survive_a_kill_right_after_the_answer(node: list[BrokerProcess]) -> None:
+    b = node[0]
+
+    def client(b: BrokerProcess) -> Any:
+        return boto3.client("sqs", endpoint_url=b.sqs_url, region_name="us-east-1", aws_access_key_id="guest",
+                            aws_secret_access_key="guest")
+
+    url = client(b).create_queue(QueueName="attrs-q", Attributes={"VisibilityTimeout": "40"})["QueueUrl"]
+    client(b).set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "77"})
+    b = node[0] = kill_and_restart(b)
+    got = client(b).get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    assert got == {"VisibilityTimeout": "77"}

@@ -36,7 +36,7 @@ class SqsEndpoint:
             return self._wait(out)
         if metadata.revision != revision and metadata.pending() is not None:
             # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
-            return self._settled(out)
+            return self._settled(out, store.ticket if store.ticket != before else 0)
         after = store.ticket
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
@@ -44,8 +44,10 @@ class SqsEndpoint:
             return self._durable(out, after)
         return out
 
-    async def _settled(self, out: HttpResponse) -> HttpResponse:
+    async def _settled(self, out: HttpResponse, ticket: int) -> HttpResponse:
         await self.node.definitions.settle()
+        if ticket:
+            await self.node.wait_durable(ticket)
         return out
 
     async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:

@@ -2,53 +2,53 @@
 (management API, ``haremq ctl``, definitions imports) goes through ``Definitions``.
 
 Order: validate (the caller) -> commit to the metadata store (one transaction on its writer
-thread, awaited: the loop never waits for SQLite) -> apply to memory -> tell subscribers -> the
-caller answers. So a 2xx means the change is on disk, and a restart shows exactly what was
-answered. Every command returns the store revision of its change.
+thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. So
+a 2xx means the change is on disk, and a restart shows exactly what was answered. Every command
+returns the store revision of its change.
 
 Exchanges, queues, bindings and queue attributes are validated and applied by the core (the rules
 every protocol shares), which submits their commit to the same store and revision sequence;
 ``settle`` waits for it before the answer (the AMQP server holds declare-ok the same way).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
-revision), ``apply`` is what a watch of remote changes calls, ``subscribe`` sees every applied
-change with its revision.
+revision), ``apply`` is what a watch of remote changes calls, ``subscribe`` sees every durable
+change (any path: commands, protocol declares) with its revision, on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from haremq.security.users import Permission, User
-from haremq.store.api import Change
+from haremq.store.api import Change, Watcher
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
 
-Watcher = Callable[[int, Sequence[Change]], None]
-
-
 class Definitions:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._watchers: list[Watcher] = []
 
     @property
     def revision(self) -> int:
         return self.broker.metadata.revision
 
     def subscribe(self, watcher: Watcher) -> None:
-        """``watcher(revision, changes)`` after each change is durable and applied."""
-        self._watchers.append(watcher)
+        """``watcher(revision, changes)`` on this event loop after each change is durable, in revision
+        order. Call from the loop."""
+        loop = asyncio.get_running_loop()
+
+        def on_commit(revision: int, changes: Sequence[Change]) -> None:
+            loop.call_soon_threadsafe(watcher, revision, changes)
+
+        self.broker.metadata.watch(on_commit)
 
     async def commit(self, changes: Sequence[Change]) -> int:
         """Make ``changes`` durable (one transaction), then apply them; their revision."""
         revision = await asyncio.wrap_future(self.broker.metadata.commit(changes))
         self.apply(changes)
-        for w in self._watchers:
-            w(revision, changes)
         return revision
 
     async def settle(self) -> int:

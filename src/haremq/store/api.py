@@ -11,7 +11,7 @@ not block on the disk: a file store appends to its mmap and lets the group-commi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, Protocol
 
@@ -110,6 +110,9 @@ class Change:
     value: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+Watcher = Callable[[int, Sequence[Change]], None]
+
+
 class MetadataStore(Protocol):
     """Durable definitions with a revision: every commit is one all-or-nothing transaction.
 
@@ -129,6 +132,11 @@ class MetadataStore(Protocol):
     def commit(self, changes: Sequence[Change]) -> Future[int]: ...
 
     def pending(self) -> Future[int] | None: ...
+
+    def watch(self, watcher: Watcher) -> None:
+        """``watcher(revision, changes)`` after each commit is durable, in revision order, on the
+        store's writer thread (hop to your loop); covers every change, whoever made it."""
+        ...
 
     def save_exchange(self, vhost: str, exchange: Any) -> None: ...
 

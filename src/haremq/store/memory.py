@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from haremq.errors import NotFound
-from haremq.store.api import Change, OneChangeCommits, RecoveredMessage
+from haremq.store.api import Change, OneChangeCommits, RecoveredMessage, Watcher
 
 _PROPERTY_NAMES = (
     "content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
@@ -120,17 +120,23 @@ class MemoryMetadataStore(OneChangeCommits):
         self.permissions: dict[tuple[str, str], dict[str, Any]] = {}
         self.access_keys: dict[str, dict[str, Any]] = {}
         self.revision = 0
+        self._watchers: list[Watcher] = []
 
     def commit(self, changes: Sequence[Change]) -> Future[int]:
         for c in changes:
             self._apply(c)
         self.revision += 1
+        for w in self._watchers:
+            w(self.revision, changes)
         fut: Future[int] = Future()
         fut.set_result(self.revision)
         return fut
 
     def pending(self) -> Future[int] | None:
         return None
+
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.append(watcher)
 
     @staticmethod
     def _drop(table: dict[Any, Any], match: Callable[[Any], bool]) -> None:

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from haremq.errors import InternalError
-from haremq.store.api import Change, OneChangeCommits
+from haremq.store.api import Change, OneChangeCommits, Watcher
 from haremq.store.records import decode_table, encode_table
 
 SCHEMA_VERSION = 2
@@ -130,6 +130,7 @@ class SqliteMetadataStore(OneChangeCommits):
         self.durable_revision = self._revision
         self.broken: BaseException | None = None
         self._last: Future[int] | None = None
+        self._watchers: list[Watcher] = []
         # one writer thread: commits stay in revision order and off the event loop
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="haremq-metadata")
 
@@ -141,7 +142,7 @@ class SqliteMetadataStore(OneChangeCommits):
         """Submit ``changes`` as one transaction; the future completes with its revision once on disk."""
         statements = [st for c in changes for st in _statements(c)]  # bad input fails here, in the caller
         self._revision += 1
-        fut = self._writer.submit(self._write, self._revision, statements)
+        fut = self._writer.submit(self._write, self._revision, statements, list(changes))
         fut.add_done_callback(self._log_failure)
         self._last = fut
         return fut
@@ -150,7 +151,10 @@ class SqliteMetadataStore(OneChangeCommits):
         last = self._last
         return last if last is not None and not last.done() else None
 
-    def _write(self, revision: int, statements: list[Statement]) -> int:
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.append(watcher)
+
+    def _write(self, revision: int, statements: list[Statement], changes: list[Change]) -> int:
         if self.broken is not None:
             raise InternalError(f"metadata store failed earlier: {self.broken}")
         try:
@@ -159,6 +163,11 @@ class SqliteMetadataStore(OneChangeCommits):
             self.broken = exc
             raise InternalError(f"metadata store write failed: {exc}") from exc
         self.durable_revision = revision
+        for w in self._watchers:
+            try:
+                w(revision, changes)
+            except Exception:  # a watcher's bug must not fail the commit
+                log.exception("definitions watcher failed")
         return revision
 
     @staticmethod

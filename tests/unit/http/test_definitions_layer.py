@@ -1,4 +1,5 @@
-"""The definitions command layer: durable first, then memory, then subscribers, with revisions."""
+"""The definitions command layer: durable first, then memory; subscribers see every durable change
+(commands and core declares) with its revision."""
 
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ def test_commands_persist_then_apply_and_tell_subscribers_their_revision(tmp_pat
     seen: list[tuple[int, list[str]]] = []
 
     def watcher(revision: int, changes: Sequence[Change]) -> None:
-        # called after the change is durable and applied
-        assert store.durable_revision >= revision
+        assert store.durable_revision >= revision  # called once the change is durable
         seen.append((revision, [f"{c.op} {c.kind}" for c in changes]))
 
-    defs.subscribe(watcher)
-
     async def run() -> list[int]:
+        defs.subscribe(watcher)
+        broker.metadata.save_queue("/", broker.vhosts["/"].exchanges["amq.direct"])  # a core declare
+        await defs.settle()
         return [
             await defs.put_user("ann", hash_password("pw"), ["management"], {"AKANN": "secret"}),
             await defs.put_vhost("v1", broker.users.users["ann"]),
@@ -37,7 +38,9 @@ def test_commands_persist_then_apply_and_tell_subscribers_their_revision(tmp_pat
 
     revs = asyncio.run(run())
     assert revs == sorted(revs) and len(set(revs)) == 5 and revs[-1] == defs.revision
-    assert seen[0] == (revs[0], ["put user", "put access_key"])
+    assert [s[1] for s in seen] == [["put queue"], ["put user", "put access_key"], ["put vhost", "put permission"],
+                                    ["put permission"], ["delete permission"], ["delete vhost"]]
+    assert [s[0] for s in seen[1:]] == revs
     ann = broker.users.users["ann"]
     assert ann.permissions == {"/": Permission("", "w", "r")} and ann.access_keys == {"AKANN": "secret"}
     assert "v1" not in broker.vhosts

@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import sqlite3
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pika
+import pika.exceptions
 import pytest
 
 from haremq.testing.server import BrokerThread
@@ -117,3 +120,31 @@ def test_stomp_receipt_of_a_queue_creating_subscribe_waits_for_the_definition(
     assert got.startswith(b"RECEIPT")
     other.close()
     sock.close()
+
+
+class BrokenDisk:
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def execute(self, *args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_failed_definitions_write_is_refused_not_answered_as_kept() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None and bt.node.http is not None
+        port = bt.node.http.management_port
+        assert port is not None
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            http(port, "PUT", "/api/users/lost", {"password": "pw", "tags": ""})
+        assert info.value.code == 503
+        assert "lost" not in bt.node.broker.users.users  # memory follows the disk
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            ch.queue_declare("lost-q", durable=True)  # no declare-ok: the connection is dropped

@@ -295,7 +295,8 @@ class Broker:
 
     # ---- restart -------------------------------------------------------------------------------
     def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:
-        """Rebuild durable vhosts, users, exchanges, queues and bindings (no writes back to the store)."""
+        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues and bindings (no writes
+        back to the store)."""
         for v in defs.get("vhosts", []):
             self.add_vhost(v["name"])
         for u in defs.get("users", []):
@@ -305,6 +306,10 @@ class Broker:
             user = self.users.users.get(p["user"])
             if user is not None:
                 user.permissions[p["vhost"]] = Permission(p["configure"], p["write"], p["read"])
+        for k in defs.get("access_keys", []):
+            owner = self.users.users.get(k["user"])
+            if owner is not None:
+                owner.access_keys[k["key_id"]] = k["secret"]
         for e in defs.get("exchanges", []):
             vh = self.add_vhost(e["vhost"])
             if e["name"] not in vh.exchanges:

@@ -196,6 +196,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.bytes_out = 0
         self.opened = False  # connection.open-ok sent (and audited): its close is audited too
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
+        self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
             C.Basic.Get: self._get, C.Basic.Recover: self._recover, C.Basic.RecoverAsync: self._recover,
@@ -228,6 +229,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.bytes_in += nbytes
         node = self.node
         self.last_recv = node.loop_time()
+        revision = node.broker.metadata.revision
         try:
             events = self.proto.buffer_updated(nbytes)
             for event in events:
@@ -242,6 +244,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
+        if node.broker.metadata.revision != revision:
+            self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
         if node.memory_alarm and self.published and not self.reading_paused:
@@ -290,7 +294,33 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.node.flush_output()
 
     # ---- output ---------------------------------------------------------------------------------
+    def _hold_for_definitions(self) -> None:
+        """A declare, delete or bind changed durable definitions: hold this connection's output (its
+        -ok and whatever follows) and input until the metadata store's writer thread has them."""
+        pending = self.node.broker.metadata.pending()
+        if pending is None:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        held = self._held = asyncio.wrap_future(pending)
+        held.add_done_callback(self._release_hold)
+
+    def _release_hold(self, held: asyncio.Future[int]) -> None:
+        if held is not self._held:
+            return  # a later hold is still waiting
+        self._held = None
+        if held.cancelled() or held.exception() is not None:
+            log.error("definitions of connection %s not persisted; dropping it", self.peer)
+            self._abort()  # no -ok for what was not kept
+            return
+        if self.transport is not None and not self.transport.is_closing() and not self.reading_paused:
+            self.transport.resume_reading()
+        self.node.want_flush(self)
+        self.node.flush_output()
+
     def write_pending(self) -> None:
+        if self._held is not None:
+            return
         out = self.proto.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(out)

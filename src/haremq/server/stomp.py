@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 from collections import deque
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from haremq import __version__
@@ -60,6 +61,7 @@ QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "
               "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
               "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
 _MAX_GONE = 1024
+_HELD = 1 << 62  # the ticket of a RECEIPT that waits for a definition, not the message log
 
 
 def _flag(h: dict[str, str], name: str, default: bool = False) -> bool:
@@ -352,14 +354,37 @@ class StompServerProtocol(asyncio.Protocol):
 
     def _guard(self, frame: Frame, fn: Any, arg: Any) -> None:
         store = self.node.broker.store
-        before = store.ticket
+        metadata = self.node.broker.metadata
+        before, revision = store.ticket, metadata.revision
         try:
             fn(arg)
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
         after = store.ticket
-        self._receipt(frame, after if after != before else 0)
+        pending = metadata.pending() if metadata.revision != revision else None
+        if pending is not None and "receipt" in frame.headers:
+            self._hold_receipt(frame, after if after != before else 0, pending)
+        else:
+            self._receipt(frame, after if after != before else 0)
+
+    def _hold_receipt(self, frame: Frame, ticket: int, pending: Future[int]) -> None:
+        """The frame declared a durable queue: its RECEIPT (and later ones) also waits for the
+        definition to be on disk (the metadata store's writer thread)."""
+        self._receipts.append((_HELD, frame))
+        self.node.waiting[self] = None
+
+        def release(done: asyncio.Future[int]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self.fail(ResourceError("queue definition not durable"))
+            else:
+                self._receipts = deque((ticket if f is frame else t, f) for t, f in self._receipts)
+                if self.flush_confirms(self.node.broker.store.durable_ticket):
+                    self.node.waiting[self] = None
+            self.node.want_flush(self)
+            self.node.flush_output()
+
+        asyncio.wrap_future(pending).add_done_callback(release)
 
     def _receipt(self, frame: Frame, ticket: int) -> None:
         """RECEIPT now, or once ``ticket`` is durable; never ahead of an earlier held one."""

@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import hmac
+import inspect
 import json
 import logging
 import math
@@ -37,12 +38,14 @@ from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
-from haremq.errors import HareError
+from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security import audit
 from haremq.security.users import Permission, User, hash_password
+from haremq.server.definitions import access_key_change, permission_change
 from haremq.server.http.metrics import Metrics
 from haremq.server.http.ui import DASHBOARD
+from haremq.store.api import Change
 
 if TYPE_CHECKING:
     from haremq.core.vhost import VHost
@@ -65,6 +68,11 @@ class HttpError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+# what a request handler may raise that becomes an error answer (never a 500)
+_REFUSALS = (HttpError, HareError, KeyError, TypeError, ValueError, AttributeError, UnicodeError, OverflowError,
+             RecursionError)
 
 
 def _json(obj: Any, status: int = 200) -> HttpResponse:
@@ -134,8 +142,9 @@ class DashboardSession:
     expires: float
 
 
+Answer = HttpResponse | Awaitable[HttpResponse]  # awaitable: a change answered once it is durable
 # method, pattern, handler, summary, access: None = public, False = view tag, True = administrator
-Route = tuple[str, list[str], Callable[..., HttpResponse], str, bool | None]
+Route = tuple[str, list[str], Callable[..., Answer], str, bool | None]
 
 
 class ManagementApp:
@@ -195,12 +204,12 @@ class ManagementApp:
         r("GET", "/api/definitions", self.definitions_get, "Export definitions", True)
         r("POST", "/api/definitions", self.definitions_post, "Import definitions", True)
 
-    def _route(self, method: str, pattern: str, handler: Callable[..., HttpResponse], summary: str,
+    def _route(self, method: str, pattern: str, handler: Callable[..., Answer], summary: str,
                admin: bool | None = False) -> None:
         self.routes.append((method, pattern.strip("/").split("/"), handler, summary, admin))
 
     # ---- dispatch --------------------------------------------------------------------------------
-    def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+    def __call__(self, req: HttpRequest) -> Answer:
         path = req.path
         try:
             if not self._same_origin(req):
@@ -214,23 +223,35 @@ class ManagementApp:
                 return self._metrics(path == "/metrics/per-object" or self.node.settings.metrics_per_object)
             if path == "/api/openapi.json":
                 return _json(self.openapi())
-            return self._api(req)
-        except HttpError as e:
+            out = self._api(req)
+            return self._finish(req, out) if inspect.isawaitable(out) else out
+        except _REFUSALS as e:
+            return self._failure(req, e)
+
+    async def _finish(self, req: HttpRequest, out: Awaitable[HttpResponse]) -> HttpResponse:
+        try:
+            return await out
+        except _REFUSALS as e:
+            return self._failure(req, e)
+
+    def _failure(self, req: HttpRequest, e: Exception) -> HttpResponse:
+        if isinstance(e, HttpError):
             out = _json({"error": "bad_request" if e.status == 400 else "not_authorized" if e.status == 401
                          else "error", "reason": e.reason}, e.status)
             if e.status == 401 and self._wants_basic(req):
                 out.headers.append(("WWW-Authenticate", 'Basic realm="haremq"'))
             return out
-        except HareError as e:
-            status = 404 if e.reply_code == 404 else 403 if e.reply_code in (403, 530) else 400
+        if isinstance(e, HareError):
+            # a failed definitions write (InternalError) is ours, not the client's: 503, nothing answered as kept
+            status = (404 if e.reply_code == 404 else 403 if e.reply_code in (403, 530)
+                      else 503 if isinstance(e, InternalError) else 400)
             return _json({"error": e.reply_name.lower(), "reason": e.text}, status)
-        except RecursionError:
+        if isinstance(e, RecursionError):
             return _json({"error": "bad_request", "reason": "input nested too deeply"}, 400)
-        except (KeyError, TypeError, ValueError, AttributeError, UnicodeError, OverflowError) as e:
-            log.debug("bad management request %s %s: %r", req.method, req.path, e)
-            return _json({"error": "bad_request", "reason": f"invalid input: {e!s}"[:300]}, 400)
+        log.debug("bad management request %s %s: %r", req.method, req.path, e)
+        return _json({"error": "bad_request", "reason": f"invalid input: {e!s}"[:300]}, 400)
 
-    def _api(self, req: HttpRequest) -> HttpResponse:
+    def _api(self, req: HttpRequest) -> Answer:
         segs = req.path.strip("/").split("/")
         params: dict[str, str] = {}
         allowed = False
@@ -394,6 +415,17 @@ class ManagementApp:
         return _json({"status": "failed", "reason": "test message not received"}, 503)
 
     # ---- helpers ---------------------------------------------------------------------------------
+    def _settled(self, res: HttpResponse) -> Answer:
+        """``res`` once the definitions the request changed through the core are durable."""
+        if self.broker.metadata.pending() is None:
+            return res
+
+        async def later() -> HttpResponse:
+            await self.node.definitions.settle()
+            return res
+
+        return later()
+
     def _vhost(self, name: str, user: User | None = None) -> VHost:
         """The vhost; with ``user``, only when that user may see it (403 otherwise)."""
         vh = self.broker.vhosts.get(name)
@@ -517,24 +549,19 @@ class ManagementApp:
     def vhost_get(self, vhost: str, user: User, **_: Any) -> HttpResponse:
         return _json(self._vhost_info(self._vhost(vhost, user)))
 
-    def vhost_put(self, vhost: str, user: User, **_: Any) -> HttpResponse:
+    async def vhost_put(self, vhost: str, user: User, **_: Any) -> HttpResponse:
         if not vhost or len(vhost) > 255:
             raise HttpError(400, "invalid vhost name")
         created = vhost not in self.broker.vhosts
-        self.broker.add_vhost(vhost)
-        user.permissions.setdefault(vhost, Permission())
+        await self.node.definitions.put_vhost(vhost, user)
         return HttpResponse(201 if created else 204)
 
-    def vhost_delete(self, vhost: str, **_: Any) -> HttpResponse:
-        vh = self._vhost(vhost)
+    async def vhost_delete(self, vhost: str, **_: Any) -> HttpResponse:
+        self._vhost(vhost)
         if vhost == "/":
             raise HttpError(400, "the default vhost cannot be deleted")
-        for q in list(vh.queues.values()):
-            vh.delete_queue(q)
-        del self.broker.vhosts[vhost]
-        for u in self.broker.users.users.values():
-            u.permissions.pop(vhost, None)
-        self.broker.flush()
+        await self.node.definitions.delete_vhost(vhost)
+        await self.node.definitions.settle()  # the queues' own deletes
         return HttpResponse(204)
 
     # ---- queues ----------------------------------------------------------------------------------------
@@ -545,19 +572,19 @@ class ManagementApp:
     def queue_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json(self.queue_info(self._queue(vhost, name, user)))
 
-    def queue_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+    def queue_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         if not name or len(name) > 255:
             raise HttpError(400, "invalid queue name")
         existed = name in self._vhost(vhost).queues
         self.broker.queue_declare(self._session(user, vhost), name, durable=_bool(body, "durable", True),
                                   auto_delete=_bool(body, "auto_delete", False), arguments=_args(body))
-        return HttpResponse(204 if existed else 201)
+        return self._settled(HttpResponse(204 if existed else 201))
 
-    def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+    def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> Answer:
         self._queue(vhost, name)
         self.broker.queue_delete(self._session(user, vhost), name, if_unused=query.get("if-unused") == "true",
                                  if_empty=query.get("if-empty") == "true")
-        return HttpResponse(204)
+        return self._settled(HttpResponse(204))
 
     def queue_purge(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         self._queue(vhost, name)  # 404 for an unknown queue
@@ -618,7 +645,7 @@ class ManagementApp:
             raise HttpError(404, "Object Not Found")
         return _json(self._exchange_info(vh, name))
 
-    def exchange_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+    def exchange_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         type_ = _str(body, "type", "direct")
         if type_ not in EXCHANGE_TYPES or not name or len(name) > 255:
             raise HttpError(400, f"invalid exchange type or name '{type_[:40]}'")
@@ -626,13 +653,13 @@ class ManagementApp:
         self.broker.exchange_declare(self._session(user, vhost), name, type_, durable=_bool(body, "durable", True),
                                      auto_delete=_bool(body, "auto_delete", False),
                                      internal=_bool(body, "internal", False), arguments=_args(body))
-        return HttpResponse(204 if existed else 201)
+        return self._settled(HttpResponse(204 if existed else 201))
 
-    def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+    def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> Answer:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
         self.broker.exchange_delete(self._session(user, vhost), name)
-        return HttpResponse(204)
+        return self._settled(HttpResponse(204))
 
     def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
         payload = _str(body, "payload", "")
@@ -678,17 +705,17 @@ class ManagementApp:
                       and b["destination"] == name and b["destination_type"] == "queue"])
 
     def bind_queue(self, vhost: str, source: str, name: str, user: User, body: dict[str, Any],
-                   **_: Any) -> HttpResponse:
+                   **_: Any) -> Answer:
         self._queue(vhost, name)
         rk = _str(body, "routing_key", "")
         self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body))
-        return HttpResponse(201, headers=[("Location", rk or "~")])
+        return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
 
-    def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> HttpResponse:
+    def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
         self._queue(vhost, name)
         rk = "" if props == "~" else props
         self.broker.queue_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
-        return HttpResponse(204)
+        return self._settled(HttpResponse(204))
 
     # ---- connections, channels, consumers -------------------------------------------------------------
     def connections(self, user: User, **_: Any) -> HttpResponse:
@@ -749,10 +776,13 @@ class ManagementApp:
             raise HttpError(404, "Object Not Found")
         return _json(self._user_info(u))
 
-    def user_put(self, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
-        return self._put_user(username, body)
+    async def user_put(self, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        changes, created = self._user_changes(username, body)
+        await self.node.definitions.commit(changes)
+        return HttpResponse(201 if created else 204)
 
-    def _put_user(self, name: str, body: dict[str, Any]) -> HttpResponse:
+    def _user_changes(self, name: str, body: dict[str, Any]) -> tuple[list[Change], bool]:
+        """Validate a user document: its changes (user, access keys) and whether it is new."""
         if not name or len(name) > 255:
             raise HttpError(400, "invalid user name")
         tags_raw = body.get("tags", "")
@@ -760,8 +790,7 @@ class ManagementApp:
             if isinstance(tags_raw, str | list) else ()
         if not all(isinstance(t, str) for t in tags):
             raise HttpError(400, "'tags' must be a string or a list of strings")
-        store = self.broker.users
-        existing = store.users.get(name)
+        existing = self.broker.users.users.get(name)
         if "password" in body:
             pw_hash = hash_password(_str(body, "password"))
         elif "password_hash" in body:
@@ -770,21 +799,17 @@ class ManagementApp:
             pw_hash = existing.password_hash
         else:
             raise HttpError(400, "password or password_hash is required")
-        if existing is None:
-            store.users[name] = User(name, pw_hash, tags)
-        else:
-            existing.password_hash = pw_hash
-            existing.tags = tags
+        changes = [Change("put", "user", (name,), {"password_hash": pw_hash, "tags": list(tags)})]
         keys = body.get("access_keys")
         if isinstance(keys, dict):
-            for k, v in keys.items():
-                if isinstance(k, str) and isinstance(v, str):
-                    store.add_access_key(name, k, v)
-        return HttpResponse(204 if existing is not None else 201)
+            changes += [access_key_change(name, k, v) for k, v in keys.items()
+                        if isinstance(k, str) and isinstance(v, str)]
+        return changes, existing is None
 
-    def user_delete(self, username: str, **_: Any) -> HttpResponse:
-        if self.broker.users.users.pop(username, None) is None:
+    async def user_delete(self, username: str, **_: Any) -> HttpResponse:
+        if username not in self.broker.users.users:
             raise HttpError(404, "Object Not Found")
+        await self.node.definitions.delete_user(username)
         return HttpResponse(204)
 
     def permissions(self, **_: Any) -> HttpResponse:
@@ -804,23 +829,33 @@ class ManagementApp:
             raise HttpError(404, "Object Not Found")
         return _json({"user": u.name, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read})
 
-    def permission_put(self, vhost: str, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
-        u = self._perm_user(username)
-        self._vhost(vhost)
-        perm = Permission(_str(body, "configure", ""), _str(body, "write", ""), _str(body, "read", ""))
+    @staticmethod
+    def _permission(body: dict[str, Any]) -> Permission:
+        """configure, write and read are all required (RabbitMQ): a missing one is a 400, not deny-all."""
+        missing = [k for k in ("configure", "write", "read") if k not in body]
+        if missing:
+            raise HttpError(400, f"permission is missing {', '.join(repr(k) for k in missing)}")
+        perm = Permission(_str(body, "configure"), _str(body, "write"), _str(body, "read"))
         for pattern in (perm.configure, perm.write, perm.read):
             try:
                 re.compile(pattern)
             except re.error:
                 raise HttpError(400, f"invalid regular expression '{pattern[:60]}'") from None
+        return perm
+
+    async def permission_put(self, vhost: str, username: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        self._vhost(vhost)
+        perm = self._permission(body)
         existed = vhost in u.permissions
-        u.permissions[vhost] = perm
+        await self.node.definitions.set_permission(username, vhost, perm)
         return HttpResponse(204 if existed else 201)
 
-    def permission_delete(self, vhost: str, username: str, **_: Any) -> HttpResponse:
+    async def permission_delete(self, vhost: str, username: str, **_: Any) -> HttpResponse:
         u = self._perm_user(username)
-        if u.permissions.pop(vhost, None) is None:
+        if vhost not in u.permissions:
             raise HttpError(404, "Object Not Found")
+        await self.node.definitions.clear_permission(username, vhost)
         return HttpResponse(204)
 
     # ---- definitions --------------------------------------------------------------------------------------
@@ -840,24 +875,57 @@ class ManagementApp:
             "bindings": [b for vh in vhs for b in self._bindings(vh) if b["source"]],
         })
 
-    def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+    async def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        """Import: every entry is checked first (a bad one applies nothing); vhosts, users, permissions
+        and access keys are committed in one transaction; then exchanges, queues and bindings through
+        the core (which can still refuse one, e.g. an inequivalent redeclare)."""
         def items(key: str) -> list[dict[str, Any]]:
             v = body.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
                 raise HttpError(400, f"'{key}' must be a list of objects")
             return v
 
+        changes: list[Change] = []
+        vhosts = set(self.broker.vhosts)
+        users = set(self.broker.users.users)
         for v in items("vhosts"):
-            self.vhost_put(_str(v, "name"), user)
+            name = _str(v, "name")
+            if not name or len(name) > 255:
+                raise HttpError(400, "invalid vhost name")
+            changes.append(Change("put", "vhost", (name,), {"description": "", "tags": []}))
+            if name not in user.permissions and name not in vhosts:
+                changes.append(permission_change(user.name, name, Permission()))
+            vhosts.add(name)
         for u in items("users"):
-            self._put_user(_str(u, "name"), u)
+            user_changes, _created = self._user_changes(_str(u, "name"), u)
+            changes += user_changes
+            users.add(_str(u, "name"))
         for p in items("permissions"):
-            self.permission_put(_str(p, "vhost"), _str(p, "user"), p)
-        for e in items("exchanges"):
-            self.exchange_put(_str(e, "vhost", "/"), _str(e, "name"), user, e)
-        for q in items("queues"):
-            self.queue_put(_str(q, "vhost", "/"), _str(q, "name"), user, q)
-        for b in items("bindings"):
+            vh, who = _str(p, "vhost"), _str(p, "user")
+            if vh not in vhosts or who not in users:
+                raise HttpError(400, f"permission of unknown user '{who[:60]}' or vhost '{vh[:60]}'")
+            changes.append(permission_change(who, vh, self._permission(p)))
+        exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
+        for doc in (*exchanges, *queues, *bindings):  # their shape, before anything is applied
+            if _str(doc, "vhost", "/") not in vhosts:
+                raise HttpError(400, f"unknown vhost '{_str(doc, 'vhost')[:60]}'")
+            _args(doc)
+            for flag in ("durable", "auto_delete", "internal"):
+                if flag in doc:
+                    _bool(doc, flag, False)
+        for e in exchanges:
+            if _str(e, "type", "direct") not in EXCHANGE_TYPES or not _str(e, "name"):
+                raise HttpError(400, f"invalid exchange type or name in '{_str(e, 'name')[:60]}'")
+        for doc, keys in [(q, ("name",)) for q in queues] + [(b, ("source", "destination")) for b in bindings]:
+            for key in keys:
+                _str(doc, key)
+        if changes:
+            await self.node.definitions.commit(changes)
+        for e in exchanges:
+            self._sync(self.exchange_put(_str(e, "vhost", "/"), _str(e, "name"), user, e))
+        for q in queues:
+            self._sync(self.queue_put(_str(q, "vhost", "/"), _str(q, "name"), user, q))
+        for b in bindings:
             vh, src, dest = _str(b, "vhost", "/"), _str(b, "source"), _str(b, "destination")
             s = self._session(user, vh)
             if b.get("destination_type", "queue") == "queue":
@@ -865,7 +933,14 @@ class ManagementApp:
             else:
                 self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
         self.broker.flush()
+        await self.node.definitions.settle()
         return HttpResponse(204)
+
+    @staticmethod
+    def _sync(answer: Answer) -> None:
+        """Drop the wait of a core declare's answer (the import settles once, at its end)."""
+        if inspect.iscoroutine(answer):
+            answer.close()
 
     # ---- OpenAPI ------------------------------------------------------------------------------------------
     def openapi(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from haremq.errors import HareError, InternalError
+from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs.api import LongPoll, SqsApi
 
@@ -32,6 +32,8 @@ class SqsEndpoint:
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         store = self.node.broker.store
         before = store.ticket
+        metadata = self.node.broker.metadata
+        revision = metadata.revision
         try:
             out = self.api.handle(req)
         except Exception:  # a bug or an unexpected I/O fault: still an SQS error (5xx: SDKs retry)
@@ -39,6 +41,9 @@ class SqsEndpoint:
             return self.api.failure(req, InternalError("We encountered an internal error. Please try again."))
         if isinstance(out, LongPoll):
             return self._wait(out)
+        if metadata.revision != revision and metadata.pending() is not None:
+            # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
+            return self._settled(req, out, store.ticket if store.ticket != before else 0)
         after = store.ticket
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
@@ -49,6 +54,16 @@ class SqsEndpoint:
     def too_large(self, req: HttpRequest) -> HttpResponse:
         """A body over the listener's limit: SQS's error for it, in the request's protocol."""
         return self.api.too_large(req)
+
+    async def _settled(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+        try:
+            await self.node.definitions.settle()
+        except Exception as exc:  # the definition did not reach the disk: a 5xx, never the 200
+            log.error("SQS definition change not durable: %s", exc)
+            return self.api.failure(req, ResourceError(f"definition not durable: {exc}"))
+        if ticket:
+            return await self._durable(req, out, ticket)
+        return out
 
     async def _durable(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
         try:

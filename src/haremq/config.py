@@ -49,7 +49,13 @@ class Settings:
     close_timeout: float = 3.0
     default_user: str = "guest"
     default_pass: str = "guest"
+    # STOMP CONNECT without ``login`` authenticates as this user (RabbitMQ's ``stomp.default_user``);
+    # empty: such a CONNECT is refused
+    stomp_default_user: str = ""
+    stomp_default_pass: str = ""
     node_name: str = "haremq@localhost"
+    metrics_auth: bool = False  # /metrics needs a management user (HTTP Basic), as the API does
+    metrics_per_object: bool = False  # per-queue series on /metrics too (always on /metrics/per-object)
 
     def validate(self) -> Settings:
         try:

@@ -1,10 +1,16 @@
-"""``haremq ctl``: administer a running node over its management API (urllib; no business logic)."""
+"""``haremq ctl``: administer a running node over its management API (urllib; no business logic).
+
+Global options (``--port``, ``--user``, ``--json``...) are accepted before or after the command,
+as in ``rabbitmqctl``; the port defaults to ``$HAREMQ_MANAGEMENT_PORT`` (the broker's own setting),
+then 15672. Output cut short by a closed pipe (``| head``) ends quietly, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -47,49 +53,77 @@ class Client:
         return json.loads(raw) if raw else None
 
 
+def _global_options(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes; on the commands themselves they default to "not given", so
+    ``ctl --port N list`` and ``ctl list --port N`` both work."""
+    g = argparse.ArgumentParser(add_help=False)
+
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    g.add_argument("--url", default=d(None), help="management API base URL (overrides --host/--port)")
+    g.add_argument("--host", default=d("127.0.0.1"), help="management API host (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=d(None),
+                   help="management API port (default $HAREMQ_MANAGEMENT_PORT, else 15672)")
+    g.add_argument("--user", default=d("guest"))
+    g.add_argument("--password", default=d("guest"))
+    g.add_argument("--vhost", default=d("/"))
+    g.add_argument("--json", action="store_true", default=d(False), help="print JSON instead of a table")
+    return g
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("ctl", help="administer a running node over its management API")
-    p.add_argument("--url", default="http://127.0.0.1:15672", help="management API base URL")
-    p.add_argument("--user", default="guest")
-    p.add_argument("--password", default="guest")
-    p.add_argument("--vhost", default="/")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = sub.add_parser("ctl", help="administer a running node over its management API",
+                       parents=[_global_options(True)])
     cmds = p.add_subparsers(dest="ctl_command", required=True)
-    lst = cmds.add_parser("list", help="list objects")
+    common = _global_options(False)
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return cmds.add_parser(name, parents=[common], **kw)
+
+    lst = add("list", help="list objects")
     lst.add_argument("what", choices=sorted(LISTS))
-    d = cmds.add_parser("declare", help="declare a queue or exchange")
+    d = add("declare", help="declare a queue or exchange")
     d.add_argument("kind", choices=("queue", "exchange"))
     d.add_argument("name")
     d.add_argument("--type", default="direct", help="exchange type")
     d.add_argument("--transient", action="store_true", help="not durable")
     d.add_argument("--arguments", default="{}", help="JSON object of x-arguments")
-    rm = cmds.add_parser("delete", help="delete a queue, exchange or user")
+    rm = add("delete", help="delete a queue, exchange or user")
     rm.add_argument("kind", choices=("queue", "exchange", "user"))
     rm.add_argument("name")
-    pg = cmds.add_parser("purge", help="purge a queue")
+    pg = add("purge", help="purge a queue")
     pg.add_argument("kind", choices=("queue",))
     pg.add_argument("name")
-    b = cmds.add_parser("bind", help="bind a queue to an exchange")
+    b = add("bind", help="bind a queue to an exchange")
     b.add_argument("exchange")
     b.add_argument("queue")
     b.add_argument("--routing-key", default="")
-    ub = cmds.add_parser("unbind", help="remove a queue binding")
+    ub = add("unbind", help="remove a queue binding")
     ub.add_argument("exchange")
     ub.add_argument("queue")
     ub.add_argument("--routing-key", default="")
-    u = cmds.add_parser("add-user", help="create or update a user")
+    u = add("add-user", help="create or update a user")
     u.add_argument("name")
     u.add_argument("new_password", metavar="password")
     u.add_argument("--tags", default="")
-    sp = cmds.add_parser("set-permissions", help="set a user's permissions on the vhost")
+    sp = add("set-permissions", help="set a user's permissions on the vhost")
     sp.add_argument("name")
     sp.add_argument("configure")
     sp.add_argument("write")
     sp.add_argument("read")
-    ex = cmds.add_parser("export", help="export definitions to a file (- for stdout)")
+    ex = add("export", help="export definitions to a file (- for stdout)")
     ex.add_argument("file")
-    im = cmds.add_parser("import", help="import definitions from a file (- for stdin)")
+    im = add("import", help="import definitions from a file (- for stdin)")
     im.add_argument("file")
+    pb = add("publish", help="publish a message (payload from the argument or stdin)")
+    pb.add_argument("routing_key")
+    pb.add_argument("payload", nargs="?", help="message body (default: read stdin)")
+    pb.add_argument("--exchange", default="amq.default", help="exchange (default: the default exchange)")
+    pb.add_argument("--properties", default="{}", help="JSON object of message properties")
+    gt = add("get", help="show messages at the head of a queue (they stay in the queue)")
+    gt.add_argument("queue")
+    gt.add_argument("--count", type=int, default=1)
 
 
 def _table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
@@ -105,8 +139,28 @@ def _table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def base_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url)
+    port = args.port if args.port is not None else os.environ.get("HAREMQ_MANAGEMENT_PORT") or 15672
+    return f"http://{args.host}:{port}"
+
+
 def run(args: argparse.Namespace) -> int:
-    c = Client(args.url, args.user, args.password)
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader (``| head``) went away: stop quietly; point stdout at /dev/null so the
+        # interpreter's final flush does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    c = Client(base_url(args), args.user, args.password)
     vh = quote(args.vhost, safe="")
     cmd = args.ctl_command
     try:
@@ -147,9 +201,11 @@ def run(args: argparse.Namespace) -> int:
             text = json.dumps(c.call("GET", "/api/definitions"), indent=2)
             if args.file == "-":
                 print(text)
+                print("exported definitions to stdout", file=sys.stderr)
             else:
                 with open(args.file, "w") as f:
                     f.write(text)
+                print(f"exported definitions to {args.file}")
         elif cmd == "import":
             if args.file == "-":
                 doc = json.load(sys.stdin)
@@ -157,10 +213,27 @@ def run(args: argparse.Namespace) -> int:
                 with open(args.file) as f:
                     doc = json.load(f)
             c.call("POST", "/api/definitions", doc)
-            print("definitions imported")
+            print(f"imported definitions from {'stdin' if args.file == '-' else args.file}")
+        elif cmd == "publish":
+            raw = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
+            try:
+                payload, enc = raw.decode("utf-8"), "string"
+            except UnicodeDecodeError:
+                payload, enc = base64.b64encode(raw).decode(), "base64"
+            res = c.call("POST", f"/api/exchanges/{vh}/{quote(args.exchange, safe='')}/publish",
+                         {"routing_key": args.routing_key, "payload": payload, "payload_encoding": enc,
+                          "properties": json.loads(args.properties)})
+            print("message published" if res and res.get("routed") else "message published but NOT routed")
+        elif cmd == "get":
+            msgs = c.call("POST", f"/api/queues/{vh}/{quote(args.queue, safe='')}/get",
+                          {"count": args.count, "ackmode": "ack_requeue_true", "encoding": "auto"})
+            print(json.dumps(msgs, indent=2) if args.json else
+                  _table(msgs, ("routing_key", "exchange", "redelivered", "payload_bytes", "payload")))
     except CtlError as e:
         print(f"haremq ctl: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # not a failure of the command: ``run`` ends quietly
     except (OSError, ValueError) as e:
         print(f"haremq ctl: {e}", file=sys.stderr)
         return 2

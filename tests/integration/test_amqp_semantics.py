@@ -270,3 +270,250 @@ def test_many_channels_and_channel_reuse(conn: Any) -> None:
     for c in chans[::2]:
         c.close()
     assert chans[1].queue_declare(q, passive=True).method.message_count == 50
+
+
+# RabbitMQ accepts any UTF-8 short string as a name; pamqp's own name regex must not leak into ours
+ODD_NAMES = ("pct%2Fname", "nul\x00name", "new\nline", "grüße", "snow☃man")
+
+
+@pytest.mark.parametrize("stem", ODD_NAMES)
+def test_names_with_any_utf8_work_end_to_end(conn: Any, stem: str) -> None:
+    name = uniq(stem)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare(name, "direct")
+    assert ch.queue_declare(name).method.queue == name
+    ch.queue_bind(name, name, routing_key=name)
+    ch.basic_publish(name, name, b"odd", mandatory=True)
+    got: list[tuple[str, str, str, bytes]] = []
+    tag = ch.basic_consume(name, lambda c, m, p, b: got.append((m.consumer_tag, m.exchange, m.routing_key, b)),
+                           auto_ack=True, consumer_tag=name)
+    assert tag == name
+    assert wait_for(conn, lambda: bool(got))
+    assert got == [(name, name, name, b"odd")]
+    ch.basic_cancel(name)
+    ch.queue_unbind(name, name, routing_key=name)
+    ch.queue_delete(name)
+    ch.exchange_delete(name)
+
+
+def test_durable_queues_exchanges_and_bindings_with_odd_names_survive_a_restart() -> None:
+    from brokerproc import start_broker, stop_broker
+
+    b = start_broker()
+    names = [uniq(stem) for stem in ODD_NAMES]
+    try:
+        c = pika.BlockingConnection(params(b.port))
+        ch = c.channel()
+        ch.confirm_delivery()
+        for n in names:
+            assert ch.queue_declare(n, durable=True).method.queue == n
+            ch.exchange_declare(n, "direct", durable=True)
+            ch.queue_bind(n, n, routing_key=n)
+            ch.basic_publish("", n, n.encode(), pika.BasicProperties(delivery_mode=2))
+        c.close()
+    finally:
+        assert stop_broker(b) == 0, b.log()
+    b = start_broker(data_dir=b.data_dir)
+    try:
+        c = pika.BlockingConnection(params(b.port))
+        ch = c.channel()
+        ch.confirm_delivery()
+        for n in names:
+            assert ch.queue_declare(n, passive=True).method.message_count == 1, n
+            assert ch.basic_get(n, auto_ack=True)[2] == n.encode()
+            ch.exchange_declare(n, passive=True)
+            ch.basic_publish(n, n, b"via the restored binding", mandatory=True)  # unroutable would raise
+            assert ch.basic_get(n, auto_ack=True)[2] == b"via the restored binding"
+        c.close()
+    finally:
+        assert stop_broker(b) == 0, b.log()
+    assert "Traceback" not in b.log()
+
+
+def test_redeclare_of_an_exclusive_queue_is_405_before_any_equivalence(broker: Any, conn: Any) -> None:
+    """RabbitMQ checks the lock first: another connection gets 405 whatever its declare says, and a
+    mismatched ``exclusive`` flag is 405 on the owner's connection too, never 406."""
+    q, shared = uniq("locked"), uniq("shared")
+    conn.channel().queue_declare(q, exclusive=True)
+    conn.channel().queue_declare(shared)
+    other = pika.BlockingConnection(params(broker.port))
+    try:
+        for kw in ({"exclusive": True}, {"exclusive": False}, {"durable": True}, {"auto_delete": True},
+                   {"arguments": {"x-max-length": 3}}, {"exclusive": True, "durable": True}):
+            with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+                other.channel().queue_declare(q, **kw)
+            assert ei.value.reply_code == 405, (kw, ei.value)
+    finally:
+        other.close()
+    for name, kw in ((q, {"exclusive": False}), (q, {"exclusive": False, "durable": True}),
+                     (shared, {"exclusive": True}), (shared, {"exclusive": True, "durable": True})):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            conn.channel().queue_declare(name, **kw)
+        assert ei.value.reply_code == 405, (name, kw, ei.value)
+        assert "exclusive property value does not match" in ei.value.reply_text
+    # a matching redeclare by the owner is fine (exclusive queues are never durable, as in RabbitMQ);
+    # an inequivalent auto_delete is still 406
+    conn.channel().queue_declare(q, exclusive=True)
+    conn.channel().queue_declare(q, exclusive=True, durable=True)
+    with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+        conn.channel().queue_declare(q, exclusive=True, auto_delete=True)
+    assert ei.value.reply_code == 406
+    conn.channel().queue_delete(shared)
+
+
+def test_declaring_the_default_exchange_is_403_passive_or_not(conn: Any) -> None:
+    for kw in ({"passive": True}, {"exchange_type": "direct"}, {"exchange_type": "direct", "durable": True}):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            conn.channel().exchange_declare("", **kw)
+        assert ei.value.reply_code == 403, (kw, ei.value)
+        assert ei.value.reply_text == "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+def test_unbind_of_what_is_already_gone_is_unbind_ok(broker: Any, conn: Any) -> None:
+    """RabbitMQ 3.10 removes bindings idempotently: a missing source, destination or binding is
+    unbind-ok; bind still says 404, and the default exchange is still 403 either way."""
+    ch = conn.channel()
+    q, ex, ex2 = uniq("unbind-q"), uniq("unbind-x"), uniq("unbind-x2")
+    ch.queue_declare(q)
+    ch.exchange_declare(ex, "direct")
+    ch.queue_unbind(uniq("no-queue"), ex, "rk")  # missing destination queue
+    ch.queue_unbind(q, uniq("no-exchange"), "rk")  # missing source exchange
+    ch.queue_unbind(uniq("no-queue"), uniq("no-exchange"), "rk")  # both
+    ch.queue_unbind(q, ex, "never-bound")  # missing binding
+    ch.exchange_unbind(uniq("no-dest"), ex, "rk")
+    ch.exchange_unbind(ex, uniq("no-source"), "rk")
+    ch.exchange_declare(ex2, "fanout")
+    ch.exchange_unbind(ex2, ex, "never-bound")
+    ch.queue_bind(q, ex, "rk")
+    ch.basic_publish(ex, "rk", b"bound")
+    ch.queue_unbind(q, ex, "rk")
+    ch.queue_unbind(q, ex, "rk")  # twice
+    ch.basic_publish(ex, "rk", b"unbound")
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    for op in (lambda c: c.queue_bind(uniq("no-queue"), ex, "rk"), lambda c: c.queue_bind(q, uniq("no-x"), "rk"),
+               lambda c: c.exchange_bind(uniq("no-dest"), ex, "rk")):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            op(conn.channel())
+        assert ei.value.reply_code == 404
+    for op in (lambda c: c.queue_unbind(q, "", q), lambda c: c.exchange_unbind("", ex, "rk"),
+               lambda c: c.exchange_bind("", ex, "rk"), lambda c: c.exchange_unbind(ex, "", "rk")):
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            op(conn.channel())
+        assert ei.value.reply_code == 403
+    ch.queue_delete(q)
+    ch.exchange_delete(ex)
+    ch.exchange_delete(ex2)
+
+
+def test_unbind_from_another_connections_exclusive_queue(broker: Any, conn: Any) -> None:
+    """405 only for a binding that exists (RabbitMQ checks the lock when it removes one)."""
+    q = uniq("excl-unbind")
+    ch = conn.channel()
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, "amq.direct", "bound")
+    other = pika.BlockingConnection(params(broker.port))
+    try:
+        other.channel().queue_unbind(q, "amq.direct", "not-bound")
+        with pytest.raises(pexc.ChannelClosedByBroker) as ei:
+            other.channel().queue_unbind(q, "amq.direct", "bound")
+        assert ei.value.reply_code == 405
+    finally:
+        other.close()
+    ch.basic_publish("amq.direct", "bound", b"still bound")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"still bound"
+
+
+def test_update_secret_reauthenticates_the_open_connection(broker: Any) -> None:
+    c = pika.BlockingConnection(params(broker.port))
+    ch = c.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    c.update_secret("guest", "token rotation")  # update-secret-ok; the connection carries on
+    ch.basic_publish("", q, b"after update")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"after update"
+    with pytest.raises(pexc.ConnectionClosedByBroker) as ei:
+        c.update_secret("not-the-password", "bad rotation")
+        c.channel()
+    assert ei.value.reply_code == 530
+    assert ei.value.reply_text == "NOT_ALLOWED - New secret was refused by one of the backends"
+    assert broker.alive()
+
+
+def test_refused_logins_and_connection_open_close_are_logged() -> None:
+    """The client is told 'see the broker logfile': the log says who, from where, and why."""
+    from amqp_raw import RawAmqp
+    from pamqp import commands as C
+
+    from brokerproc import start_broker, stop_broker
+
+    b = start_broker("--log-level", "info")
+    try:
+        with RawAmqp(b.port) as bad:
+            bad_port = bad.sock.getsockname()[1]
+            assert isinstance(bad.start("guest", "wrong"), C.Connection.Close)
+        with RawAmqp(b.port) as nobody:
+            nobody_port = nobody.sock.getsockname()[1]
+            assert isinstance(nobody.start("mallory", "x"), C.Connection.Close)
+        with RawAmqp(b.port) as vh:
+            vh_port = vh.sock.getsockname()[1]
+            tune = vh.start()
+            vh.send_method(0, C.Connection.TuneOk(channel_max=0, frame_max=tune.frame_max, heartbeat=0))
+            vh.send_method(0, C.Connection.Open(virtual_host="no-such-vhost"))
+            vh.expect_connection_close(530)
+        with RawAmqp(b.port) as good:
+            good_port = good.sock.getsockname()[1]
+            good.handshake()
+            good.send_method(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+            good.expect(C.Connection.CloseOk)
+        with RawAmqp(b.port) as dropped:
+            dropped_port = dropped.sock.getsockname()[1]
+            dropped.handshake()
+        with RawAmqp(b.port) as broken:
+            broken_port = broken.sock.getsockname()[1]
+            broken.handshake()
+            broken.send_method(5, C.Basic.Qos(prefetch_count=1))  # channel never opened: 504
+            broken.expect_connection_close(504)
+        deadline = time.monotonic() + 5
+        while f"peer=127.0.0.1:{broken_port} user='guest' reason=CHANNEL_ERROR" not in b.log():
+            assert time.monotonic() < deadline, b.log()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        log = b.log()
+    finally:
+        stop_broker(b)
+    for line in (
+        f"login refused: protocol=amqp peer=127.0.0.1:{bad_port} user='guest' reason=invalid credentials",
+        f"login refused: protocol=amqp peer=127.0.0.1:{nobody_port} user='mallory' reason=invalid credentials",
+        f"login refused: protocol=amqp peer=127.0.0.1:{vh_port} user='guest' reason=vhost no-such-vhost not found",
+        f"connection opened: protocol=amqp peer=127.0.0.1:{good_port} user='guest' vhost='/'",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{good_port} user='guest' reason=client closed: 200 bye",
+        f"connection opened: protocol=amqp peer=127.0.0.1:{dropped_port} user='guest' vhost='/'",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{dropped_port} user='guest' "
+        "reason=client unexpectedly closed TCP connection",
+        f"connection closed: protocol=amqp peer=127.0.0.1:{broken_port} user='guest' reason=CHANNEL_ERROR - ",
+    ):
+        assert line in log, (line, log)
+    assert f"connection opened: protocol=amqp peer=127.0.0.1:{bad_port}" not in log
+
+
+def test_stomp_values_longer_than_a_short_string_reach_amqp_consumers_clipped(broker: Any, conn: Any) -> None:
+    """A STOMP destination or header may exceed AMQP's 255-byte short string: the AMQP consumer gets
+    the message with the value clipped, instead of its connection dying with 541."""
+    import stomp
+
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "#")
+    got: list[tuple[str, Any, bytes]] = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append((m.routing_key, p.correlation_id, b)), auto_ack=True)
+    s = stomp.Connection([("127.0.0.1", broker.stomp_port)])
+    s.connect("guest", "guest", wait=True)
+    try:
+        s.send("/exchange/amq.topic/" + "k" * 300, "long key")
+        s.send("/exchange/amq.topic/short", "long property", headers={"correlation-id": "ü" * 200})
+    finally:
+        s.disconnect()
+    assert wait_for(conn, lambda: len(got) == 2)
+    assert got[0] == ("k" * 255, None, b"long key")
+    assert got[1] == ("short", "ü" * 127, b"long property")
+    assert conn.is_open and broker.alive()

@@ -239,12 +239,32 @@ def test_second_channel_open_is_504(opened: RawAmqp) -> None:
     opened.expect_connection_close(504)
 
 
-def test_channel_above_channel_max(raw: RawAmqp) -> None:
+def test_channel_max_limits_open_channels_not_channel_numbers(raw: RawAmqp) -> None:
+    """As RabbitMQ: any number 1-65535 may be opened; the channel past the negotiated count is 530."""
+    tune = raw.start()
+    assert isinstance(tune, C.Connection.Tune) and tune.channel_max == 2047
+    raw.send_method(0, C.Connection.TuneOk(channel_max=3, frame_max=tune.frame_max, heartbeat=0))
+    raw.send_method(0, C.Connection.Open(virtual_host="/"))
+    raw.expect(C.Connection.OpenOk)
+    for n in (65535, 2048, 1):
+        raw.open_channel(n)
+    raw.send_method(2048, C.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
+    raw.expect(C.Channel.CloseOk)
+    raw.open_channel(4000)  # a closed channel frees its place
+    raw.send_method(65535, C.Basic.Qos(prefetch_count=1))
+    assert raw.expect(C.Basic.QosOk)[0] == 65535
+    raw.send_method(7, C.Channel.Open())
+    f = raw.expect_connection_close(530)
+    assert f.reply_text == ("NOT_ALLOWED - number of channels opened (3) has reached the negotiated "
+                            "channel_max (3)")
+
+
+def test_channel_number_above_the_default_channel_max_opens(raw: RawAmqp) -> None:
     raw.handshake()
-    assert raw.channel_max > 0
-    raw.send_method(raw.channel_max + 1, C.Channel.Open())
-    _, f = raw.read_until_close()
-    assert isinstance(f, C.Connection.Close) and f.reply_code in (504, 530)
+    assert raw.channel_max == 2047
+    raw.open_channel(65535)
+    raw.send_method(65535, C.Queue.Declare(queue="", exclusive=True))
+    assert raw.expect(C.Queue.DeclareOk)[0] == 65535
 
 
 def test_content_header_on_unopened_channel(opened: RawAmqp) -> None:
@@ -661,3 +681,12 @@ def test_no_internal_errors_logged(broker: Any) -> None:
     with open(os.path.join(broker.data_dir, "broker.log")) as f:
         text = f.read()
     assert "Traceback" not in text and "internal error" not in text, text[-5000:]
+
+
+def test_error_reply_quoting_a_long_non_ascii_name_is_sent(opened: RawAmqp) -> None:
+    """The 404 text quotes a 254-byte name: it is clipped to 255 bytes, not 255 characters."""
+    args = b"\x00\x00" + sstr("ü" * 127) + b"\x01" + struct.pack(">I", 0)  # passive (pamqp refuses the name)
+    opened.send(raw_frame(1, 1, method_payload(50, 10, args)))
+    f = opened.expect_channel_close(1, 404)
+    assert f.reply_text.startswith("NOT_FOUND - no queue 'üü")
+    opened.open_channel(1)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import queue
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +19,9 @@ from brokerproc import BrokerProcess, start_broker, stop_broker
 StompBroker = BrokerProcess
 
 
-def start_stomp_broker(*extra: str, env: dict[str, str] | None = None) -> BrokerProcess:
+def start_stomp_broker(*extra: str, env: dict[str, str] | None = None, data_dir: str | None = None) -> BrokerProcess:
     """A broker subprocess; ``.stomp_port`` and ``.amqp_port`` come from its ready line."""
-    return start_broker(*extra, env=env, prefix="haremq-stomp-")
+    return start_broker(*extra, env=env, data_dir=data_dir, prefix="haremq-stomp-")
 
 
 def stop_stomp_broker(b: BrokerProcess) -> int:
@@ -62,7 +66,8 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
         return self.errors.get(timeout=timeout)
 
 
-def connect(port: int, version: str = "1.2", **kw: Any) -> tuple[stomp.Connection, Collector]:
+def connect(port: int, version: str = "1.2", login: str = "guest", passcode: str = "guest",
+            **kw: Any) -> tuple[stomp.Connection, Collector]:
     cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
     heartbeats = kw.pop("heartbeats", (0, 0))
     if version == "1.0":
@@ -71,8 +76,21 @@ def connect(port: int, version: str = "1.2", **kw: Any) -> tuple[stomp.Connectio
         conn = cls([("127.0.0.1", port)], heartbeats=heartbeats, **kw)
     listener = Collector()
     conn.set_listener("c", listener)
-    conn.connect("guest", "guest", wait=True)
+    conn.connect(login, passcode, wait=True)
     return conn, listener
+
+
+def management(b: BrokerProcess, method: str, path: str, body: Any = None) -> int:
+    """One management API call as guest (to create users, vhosts, permissions); the HTTP status."""
+    req = urllib.request.Request(b.management_url + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return int(res.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
 
 
 class RawStomp:

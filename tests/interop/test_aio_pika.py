@@ -165,3 +165,27 @@ def test_direct_reply_to_without_consumer_is_406(broker: Any) -> None:
             await ch.declare_queue(uniq("after"), exclusive=True)  # forces a round trip
 
     run(broker, body)
+
+
+def test_rpc_pattern_round_trip_and_close(broker: Any) -> None:
+    """aio-pika's RPC ``close()`` unbinds its reply queue after cancelling its consumer, which
+    auto-deleted the queue (and the auto-delete DLX): RabbitMQ answers unbind-ok, so must we."""
+
+    async def body(conn: Any) -> None:
+        from aio_pika.patterns import RPC
+
+        server = await RPC.create(await conn.channel())
+        client = await RPC.create(await conn.channel())
+
+        async def square(*, n: int) -> int:
+            return n * n
+
+        name = uniq("square")
+        await server.register(name, square, auto_delete=True)
+        assert await client.call(name, kwargs={"n": 7}) == 49
+        await client.close()
+        await server.close()
+        ch = await conn.channel()  # the connection is unharmed
+        await ch.declare_queue(uniq("after-rpc"), exclusive=True)
+
+    run(broker, body)

@@ -141,3 +141,28 @@ def test_celery_task_round_trip(broker: Any, tmp_path: Any) -> None:
     assert "Connection to broker lost" not in text and "consumer: Cannot connect" not in text, text
     assert worker.returncode == 0, text
     assert broker.alive()
+
+
+def test_py_amqp_queue_delete_with_own_consumer_gets_delete_ok_first(broker: Any) -> None:
+    """RabbitMQ answers queue.delete-ok before the consumer's basic.cancel: py-amqp waiting for the
+    delete-ok raises ConsumerCancelled (no on_cancel callback) if the cancel comes first."""
+    import amqp
+
+    conn = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest", connect_timeout=5)
+    conn.connect()
+    try:
+        ch = conn.channel()
+        q, _, _ = ch.queue_declare(uniq("pyamqp-del"))
+        ch.basic_publish(amqp.Message(b"one"), routing_key=q)
+        ch.basic_publish(amqp.Message(b"two"), routing_key=q)
+        ch.basic_qos(0, 1, False)
+        ch.basic_consume(q, callback=lambda m: None)
+        conn.drain_events(timeout=2)  # one delivered and unacked, one ready
+        assert ch.queue_delete(q) == 1
+        with pytest.raises(amqp.exceptions.ConsumerCancelled):
+            conn.drain_events(timeout=2)
+        # the channel is in step: the next synchronous method gets its own answer
+        q2, _, _ = ch.queue_declare(uniq("pyamqp-after"), exclusive=True)
+        assert ch.queue_delete(q2) == 0
+    finally:
+        conn.close()

@@ -10,7 +10,6 @@ client does not do (malformed bodies, GET, presigned URLs, posting to the queue 
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 import struct
@@ -24,78 +23,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import botocore.session
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from sqs_helpers import HttpBroker, sqs_client, start_http_broker, stop_http_broker
+from sqs_helpers import HttpBroker, query_client, sqs_client, start_http_broker, stop_http_broker
 
 NS = {"q": "https://sqs.amazonaws.com/doc/2012-11-05/"}
-
-# member names of the SQS 2012-11-05 query model (dropped from the JSON model)
-_LIST_MEMBERS = {
-    "AttributeNameList": "AttributeName", "MessageAttributeNameList": "MessageAttributeName",
-    "MessageSystemAttributeList": "MessageSystemAttributeName", "QueueUrlList": "QueueUrl", "MessageList": "Message",
-    "TagKeyList": "TagKey", "StringList": "StringListValue", "BinaryList": "BinaryListValue",
-    "SendMessageBatchRequestEntryList": "SendMessageBatchRequestEntry",
-    "SendMessageBatchResultEntryList": "SendMessageBatchResultEntry",
-    "DeleteMessageBatchRequestEntryList": "DeleteMessageBatchRequestEntry",
-    "DeleteMessageBatchResultEntryList": "DeleteMessageBatchResultEntry",
-    "ChangeMessageVisibilityBatchRequestEntryList": "ChangeMessageVisibilityBatchRequestEntry",
-    "ChangeMessageVisibilityBatchResultEntryList": "ChangeMessageVisibilityBatchResultEntry",
-    "BatchResultErrorEntryList": "BatchResultErrorEntry",
-    "ListMessageMoveTasksResultEntryList": "ListMessageMoveTasksResultEntry",
-    "AWSAccountIdList": "AWSAccountId", "ActionNameList": "ActionName",
-}
-_MAPS = {"QueueAttributeMap": ("Attribute", "Name", "Value"), "TagMap": ("Tag", "Key", "Value"),
-         "MessageBodyAttributeMap": ("MessageAttribute", "Name", "Value"),
-         "MessageBodySystemAttributeMap": ("MessageSystemAttribute", "Name", "Value"),
-         "MessageSystemAttributeMap": ("Attribute", "Name", "Value")}
-
-# error codes of the query model's exceptions (the JSON model names them by shape)
-_ERROR_CODES = {
-    "QueueDoesNotExist": "AWS.SimpleQueueService.NonExistentQueue", "QueueNameExists": "QueueAlreadyExists",
-    "QueueDeletedRecently": "AWS.SimpleQueueService.QueueDeletedRecently",
-    "PurgeQueueInProgress": "AWS.SimpleQueueService.PurgeQueueInProgress",
-    "BatchEntryIdsNotDistinct": "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
-    "EmptyBatchRequest": "AWS.SimpleQueueService.EmptyBatchRequest",
-    "InvalidBatchEntryId": "AWS.SimpleQueueService.InvalidBatchEntryId",
-    "TooManyEntriesInBatchRequest": "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-    "BatchRequestTooLong": "AWS.SimpleQueueService.BatchRequestTooLong",
-    "MessageNotInflight": "AWS.SimpleQueueService.MessageNotInflight",
-    "UnsupportedOperation": "AWS.SimpleQueueService.UnsupportedOperation",
-}
-
-
-def query_model() -> dict[str, Any]:
-    loader = botocore.session.get_session().get_component("data_loader")
-    model = copy.deepcopy(loader.load_service_model("sqs", "service-2"))
-    md = model["metadata"]
-    md["protocol"], md["protocols"] = "query", ["query"]
-    md["xmlNamespace"] = "http://queue.amazonaws.com/doc/2012-11-05/"
-    for key in ("jsonVersion", "targetPrefix", "awsQueryCompatible"):
-        md.pop(key, None)
-    for name, op in model["operations"].items():
-        if "output" in op:
-            op["output"]["resultWrapper"] = f"{name}Result"
-    shapes = model["shapes"]
-    for name, shape in shapes.items():
-        if shape.get("exception"):
-            shape["error"] = {"code": _ERROR_CODES.get(name, name), "httpStatusCode": 400, "senderFault": True}
-    for name, member in _LIST_MEMBERS.items():
-        shapes[name]["member"]["locationName"] = member
-    for name, (_, key, value) in _MAPS.items():
-        shapes[name]["key"]["locationName"] = key
-        shapes[name]["value"]["locationName"] = value
-    for shape in shapes.values():
-        for ref in shape.get("members", {}).values():
-            if ref["shape"] in _MAPS:
-                ref["locationName"] = _MAPS[ref["shape"]][0]
-    return model
-
 
 @pytest.fixture(scope="module")
 def hb() -> Iterator[HttpBroker]:
@@ -106,15 +41,7 @@ def hb() -> Iterator[HttpBroker]:
 
 @pytest.fixture(scope="module")
 def sqs(hb: HttpBroker, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    data = tmp_path_factory.mktemp("botocore-data")
-    d = data / "sqs" / "2012-11-05"
-    d.mkdir(parents=True)
-    (d / "service-2.json").write_text(json.dumps(query_model()))
-    session = botocore.session.get_session()
-    session.get_component("data_loader").search_paths.insert(0, str(data))
-    client = session.create_client("sqs", endpoint_url=hb.sqs_url, region_name="us-east-1",
-                                   aws_access_key_id="guest", aws_secret_access_key="guest",
-                                   config=Config(retries={"max_attempts": 1}, read_timeout=30))
+    client = query_client(hb, str(tmp_path_factory.mktemp("botocore-data")))
     assert client.meta.service_model.protocol == "query"
     return client
 
@@ -330,10 +257,13 @@ def test_visibility_change_and_batch(sqs: Any) -> None:
     assert m2["Body"] == "v" and m2["Attributes"]["ApproximateReceiveCount"] == "2"
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m2["ReceiptHandle"], VisibilityTimeout=0)
     (m3,) = sqs.receive_message(QueueUrl=url, VisibilityTimeout=30)["Messages"]
+    forged = m["ReceiptHandle"][:-1] + ("0" if m["ReceiptHandle"][-1] != "0" else "1")
     r = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
         {"Id": "ok", "ReceiptHandle": m3["ReceiptHandle"], "VisibilityTimeout": 60},
-        {"Id": "stale", "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 60}])
-    assert [s["Id"] for s in r["Successful"]] == ["ok"] and r["Failed"][0]["Id"] == "stale"
+        {"Id": "older", "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 60},
+        {"Id": "forged", "ReceiptHandle": forged, "VisibilityTimeout": 60}])
+    assert [s["Id"] for s in r["Successful"]] == ["ok", "older"]
+    assert [(f["Id"], f["Code"]) for f in r["Failed"]] == [("forged", "ReceiptHandleIsInvalid")]
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
     assert a["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
     with pytest.raises(ClientError) as e:

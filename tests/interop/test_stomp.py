@@ -3,6 +3,11 @@ heart-beats, durable subscriptions, cross-protocol with pika, and bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +21,7 @@ from stomp_helpers import (
     RawStomp,
     StompBroker,
     connect,
+    management,
     start_stomp_broker,
     stop_stomp_broker,
 )
@@ -524,3 +530,344 @@ def test_no_stomp_flag() -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+# ---- refused SENDs: an ERROR with the receipt-id, never a RECEIPT (issue 9, item 3) --------------------------------
+def _declare_full_queue(amqp_port: int, q: str, body: bytes = b"old") -> pika.BlockingConnection:
+    """A queue of one message at most, already holding one, that refuses further publishes."""
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
+    ch = amqp.channel()
+    ch.queue_declare(q, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.basic_publish("", q, body)
+    return amqp
+
+
+def _queue_bodies(amqp: pika.BlockingConnection, q: str) -> list[bytes]:
+    ch = amqp.channel()
+    bodies = []
+    while True:
+        method, _props, body = ch.basic_get(q, auto_ack=False)
+        if method is None:
+            return bodies
+        bodies.append(body)
+
+
+def _refused(ls: Collector, receipt: str) -> Any:
+    """The ERROR for a refused frame: it names ``receipt``, no RECEIPT came, and the connection ended."""
+    err = ls.error()
+    assert err.headers.get("receipt-id") == receipt, err.headers
+    assert ls.disconnected.get(timeout=5)
+    assert receipt not in list(ls.receipts.queue)
+    return err
+
+
+def test_send_to_full_reject_publish_queue_gets_error_not_receipt(broker: StompBroker) -> None:
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/amq/queue/{q}", "refused", receipt="r1")
+    err = _refused(ls, "r1")
+    assert err.headers["message"] == "resource error"
+    assert "reject-publish" in err.body
+    assert _queue_bodies(amqp, q) == [b"old"]  # the refused message is not stored
+    amqp.close()
+
+
+def test_send_to_queue_declared_full_over_stomp_headers(broker: StompBroker) -> None:
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    h = {"x-max-length": "1", "x-overflow": "reject-publish"}
+    c.send(f"/queue/{q}", "kept", headers=h, receipt="r1")
+    assert ls.receipt() == "r1"
+    c.send(f"/queue/{q}", "refused", headers=h, receipt="r2")
+    _refused(ls, "r2")
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    assert _queue_bodies(amqp, q) == [b"kept"]
+    amqp.close()
+
+
+def test_send_refused_without_receipt_still_gets_error(broker: StompBroker) -> None:
+    """A refusal is an error the client sees even when it asked for no receipt."""
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.send(f"/amq/queue/{q}", "refused")
+    err = ls.error()
+    assert err.headers["message"] == "resource error" and "receipt-id" not in err.headers
+    assert _queue_bodies(amqp, q) == [b"old"]
+    amqp.close()
+
+
+def test_receipts_waiting_for_the_disk_come_before_the_error(broker: StompBroker) -> None:
+    """A persistent SEND still waiting for its fsync was kept: its RECEIPT goes out before the ERROR of a
+    refused SEND pipelined right behind it (the client must not resend what was stored)."""
+    q, full = qname(), qname()
+    amqp = _declare_full_queue(broker.amqp_port, full)
+    raw = _connect_raw(broker.stomp_port)
+    raw.send(f"SEND\ndestination:/queue/{q}\npersistent:true\nreceipt:kept\n\nx\x00"
+             f"SEND\ndestination:/amq/queue/{full}\nreceipt:refused\n\ny\x00".encode())
+    f = raw.frame()
+    assert f is not None and f[0] == "RECEIPT" and f[1]["receipt-id"] == "kept", f
+    _expect_error(raw, "resource error", receipt="refused")
+    assert amqp.channel().queue_declare(q, passive=True).method.message_count == 1
+    amqp.close()
+
+
+def test_commit_with_refused_send_gets_error_for_the_commit(broker: StompBroker) -> None:
+    q = qname()
+    amqp = _declare_full_queue(broker.amqp_port, q)
+    c, ls = connect(broker.stomp_port)
+    c.begin("t1", receipt="b")
+    c.send(f"/amq/queue/{q}", "refused", transaction="t1", receipt="s")
+    c.commit("t1", receipt="c")
+    _refused(ls, "c")
+    assert list(ls.receipts.queue) == ["b"]  # the held SEND got no RECEIPT: its message was never kept
+    assert _queue_bodies(amqp, q) == [b"old"]
+    amqp.close()
+
+
+def test_transactional_send_receipt_comes_at_commit(broker: StompBroker) -> None:
+    """A transactional SEND is receipted once its message is kept at COMMIT (as RabbitMQ), not when held;
+    an aborted SEND gets none."""
+    q = qname()
+    c, ls = connect(broker.stomp_port)
+    c.subscribe(f"/queue/{q}", id="s", receipt="sub")
+    assert ls.receipt() == "sub"
+    c.begin("t1")
+    c.send(f"/queue/{q}", "a", transaction="t1", receipt="s1")
+    c.begin("t2")
+    c.send(f"/queue/{q}", "dropped", transaction="t2", receipt="s2")
+    c.abort("t2", receipt="ab")
+    assert ls.receipt() == "ab"
+    c.commit("t1", receipt="c1")
+    assert [ls.receipt(), ls.receipt()] == ["s1", "c1"]
+    assert ls.message().body == "a"
+    assert ls.no_message(0.3)
+    assert ls.receipts.empty()
+    c.disconnect()
+
+
+def test_failed_fsync_sends_error_not_receipt_for_persistent_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mirrors tests/integration/test_fsync_failure.py for STOMP: the SEND whose fsync fails and every later
+    persistent SEND get an ERROR; transient SENDs still get their RECEIPT."""
+    from haremq.testing import running_broker
+
+    def client(port: int) -> None:
+        c, ls = connect(port)
+        c.send("/queue/dur", "ok", headers={"persistent": "true"}, receipt="r0")
+        assert ls.receipt() == "r0"
+
+        def broken_fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken_fsync)
+        c.send("/queue/dur", "lost?", headers={"persistent": "true"}, receipt="r1")
+        assert _refused(ls, "r1").headers["message"] == "resource error"
+        c2, l2 = connect(port)
+        c2.send("/queue/dur", "transient", receipt="t")
+        assert l2.receipt() == "t"
+        c2.send("/queue/dur", "no", headers={"persistent": "true"}, receipt="r2")  # refused at once now
+        assert _refused(l2, "r2").headers["message"] == "resource error"
+
+    async def main() -> None:
+        async with running_broker() as node:
+            await asyncio.to_thread(client, node.stomp_port)
+            assert node.broker.store_broken
+            # ok, the one whose fsync failed (in RAM, never receipted) and the transient one
+            assert node.broker.vhosts["/"].queues["dur"].message_count == 3
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_shutdown_sends_error_even_while_a_receipt_waits_for_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker stopping does not wait for a slow fsync to tell a STOMP client: the ERROR goes out, and
+    the RECEIPT that never became durable does not."""
+    from haremq.testing import running_broker
+
+    real_fsync, calls = os.fsync, []
+
+    def slow_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the SEND's: long enough for the broker to stop while it waits
+            time.sleep(2)
+        real_fsync(fd)
+
+    def client(port: int) -> tuple[Any, list[str]]:
+        c, ls = connect(port)
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        c.send("/queue/slow", "x", headers={"persistent": "true"}, receipt="r1")
+        err = ls.error(timeout=10)
+        return err, list(ls.receipts.queue)
+
+    async def main() -> None:
+        async with running_broker() as node:
+            task = asyncio.ensure_future(asyncio.to_thread(client, node.stomp_port))
+            while not node.waiting:  # the RECEIPT is held for the disk
+                await asyncio.sleep(0.01)
+        err, receipts = await task
+        assert err.headers["message"] == "connection forced"
+        assert receipts == []
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.fixture
+def small_fs() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="haremq-stomp-full-")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+def test_persistent_send_on_full_disk_gets_error_not_receipt(small_fs: str) -> None:
+    """Mirrors tests/crash/test_disk_full.py for STOMP: the SEND the store cannot write gets an ERROR
+    with its receipt-id and is not stored; every receipted message is."""
+    b = start_stomp_broker(data_dir=os.path.join(small_fs, "data"), env={"HAREMQ_DISK_FREE_LIMIT": "0"})
+    c, ls = connect(b.stomp_port)
+    body = "x" * 65536
+    receipted, refused = 0, False
+    for i in range(200):  # 12.5 MiB: far more than fits
+        c.send("/queue/full", body, headers={"persistent": "true"}, receipt=f"r{i}")
+        deadline = time.monotonic() + 10
+        while ls.receipts.empty() and ls.errors.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not ls.errors.empty():
+            _refused(ls, f"r{i}")
+            refused = True
+            break
+        assert ls.receipt(timeout=0) == f"r{i}"
+        receipted += 1
+    assert receipted > 0 and b.alive()
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port))
+    # every RECEIPT stands for a stored message
+    assert amqp.channel().queue_declare("full", passive=True).method.message_count == receipted
+    amqp.close()
+    assert refused
+    assert stop_stomp_broker(b) == 0, b.log()
+
+
+# ---- CONNECT without login (issue 9, item 7) ---------------------------------------------------------------------
+def test_connect_without_login_is_refused_by_default(broker: StompBroker) -> None:
+    raw = RawStomp(broker.stomp_port)
+    raw.send(b"CONNECT\naccept-version:1.2\nhost:/\nreceipt:c\n\n\x00")
+    _expect_error(raw, "access refused", receipt="c")
+    c = stomp.Connection12([("127.0.0.1", broker.stomp_port)])
+    listener = Collector()
+    c.set_listener("c", listener)
+    with pytest.raises(stomp.exception.ConnectFailedException):
+        c.connect(wait=True)
+    assert listener.error().headers["message"] == "access refused"
+
+
+def _raw_connect(port: int, host: str, address: str = "127.0.0.1") -> tuple[str, dict[str, str], bytes] | None:
+    raw = RawStomp.__new__(RawStomp)
+    raw.sock, raw.buf = socket.create_connection((address, port), timeout=5), b""
+    raw.send(f"CONNECT\naccept-version:1.2\nhost:{host}\n\n\x00".encode())
+    f = raw.frame()
+    raw.close()
+    return f
+
+
+def test_stomp_default_user_logs_in_with_that_users_permissions_only() -> None:
+    b = start_stomp_broker(env={"HAREMQ_STOMP_DEFAULT_USER": "limited", "HAREMQ_STOMP_DEFAULT_PASS": "pw"})
+    try:
+        assert management(b, "PUT", "/api/vhosts/lv") in (201, 204)
+        assert management(b, "PUT", "/api/users/limited", {"password": "pw", "tags": ""}) in (201, 204)
+        assert management(b, "PUT", "/api/permissions/lv/limited",
+                          {"configure": "^lim-", "write": "^(lim-|amq\\.default$)", "read": "^lim-"}) in (201, 204)
+        # the default vhost is not the user's: refused
+        f = _raw_connect(b.stomp_port, "/")
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "not allowed", f
+        assert "user='limited' reason=no access to vhost '/'" in _log_until(b, "no access to vhost")
+        # its own vhost: accepted, with its permissions there
+        c = stomp.Connection12([("127.0.0.1", b.stomp_port)], vhost="lv")
+        ls = Collector()
+        c.set_listener("c", ls)
+        c.connect(wait=True)
+        c.subscribe("/queue/lim-a", id="s", receipt="sub")
+        assert ls.receipt() == "sub"
+        c.send("/queue/lim-a", "mine", receipt="r")
+        assert ls.receipt() == "r"
+        assert ls.message().body == "mine"
+        c.send("/queue/other", "not mine", receipt="x")
+        err = ls.error()
+        assert err.headers["message"] == "access refused" and err.headers["receipt-id"] == "x"
+        # a wrong stomp_default_pass is a refused login, not a fallback to anything else
+        assert management(b, "PUT", "/api/users/limited", {"password": "changed", "tags": ""}) in (201, 204)
+        f = _raw_connect(b.stomp_port, "lv")
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "access refused", f
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        addr = str(s.getsockname()[0])
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def test_stomp_default_user_guest_is_loopback_only() -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address")
+    b = start_stomp_broker("--bind", "0.0.0.0", env={"HAREMQ_STOMP_DEFAULT_USER": "guest",
+                                                    "HAREMQ_STOMP_DEFAULT_PASS": "guest"})
+    try:
+        f = _raw_connect(b.stomp_port, "/")
+        assert f is not None and f[0] == "CONNECTED", f
+        f = _raw_connect(b.stomp_port, "/", address)
+        assert f is not None and f[0] == "ERROR" and f[1]["message"] == "access refused", f
+        log = _log_until(b, "reason=user may only connect from loopback")
+        assert f"peer={address}:" in log and "user='guest' reason=user may only connect from loopback" in log
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()
+
+
+# ---- audit log (issue 9, item 11) ------------------------------------------------------------------------------------
+def _log_until(b: StompBroker, needle: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = b.log()
+        if needle in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
+def test_refused_logins_and_connections_are_audited() -> None:
+    b = start_stomp_broker("--log-level", "info")
+    try:
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\nlogin:guest\npasscode:wrong\n\n\x00")
+        _expect_error(raw, "access refused")
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\nlogin:nobody\npasscode:x\n\n\x00")
+        _expect_error(raw, "access refused")
+        raw = RawStomp(b.stomp_port)
+        raw.send(b"CONNECT\naccept-version:1.2\n\n\x00")
+        _expect_error(raw, "access refused")
+        c, _ls = connect(b.stomp_port)
+        c.disconnect()
+        log = _log_until(b, "reason=client sent DISCONNECT")
+        lines = [line for line in log.splitlines() if "haremq.audit" in line and "protocol=stomp" in line]
+        refused = [line for line in lines if "login refused:" in line]
+        assert len(refused) == 3, lines
+        assert "user='guest'" in refused[0] and "reason=invalid password" in refused[0]
+        assert "user='nobody'" in refused[1] and "reason=unknown user" in refused[1]
+        assert "user=None" in refused[2] and "reason=no credentials" in refused[2]
+        assert all("peer=127.0.0.1:" in line for line in lines)
+        opened = [line for line in lines if "connection opened" in line]
+        assert len(opened) == 1 and "INFO" in opened[0] and "user='guest'" in opened[0] and "vhost='/'" in opened[0]
+        closed = [line for line in lines if "connection closed" in line]
+        assert len(closed) == 4 and all("INFO" in line for line in closed), closed
+        assert sum("reason=login refused" in line for line in closed) == 3
+        assert "user='guest'" in closed[-1] and "reason=client sent DISCONNECT" in closed[-1]
+    finally:
+        assert stop_stomp_broker(b) == 0, b.log()

@@ -151,14 +151,17 @@ class Broker:
     def exchange_bind(self, s: Session, destination: str, source: str, routing_key: str,
                       arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
         self.check(s, "write", "exchange", destination)
+        if destination == "" or source == "":
+            raise AccessRefused("operation not permitted on the default exchange")
         self.check(s, "read", "exchange", source)
-        dest = s.vhost.exchange(destination)
         if unbind:
-            if source not in s.vhost.exchanges:
-                raise NotFound(f"no exchange '{source}' in vhost '{s.vhost.name}'")
-            s.vhost.unbind(source, dest, routing_key, arguments or {})
+            # RabbitMQ 3.10: unbinding from or to an exchange that is already gone is unbind-ok
+            dest = s.vhost.exchanges.get(destination)
+            if dest is not None and source in s.vhost.exchanges:
+                s.vhost.unbind(source, dest, routing_key, arguments or {}, s)
         else:
-            s.vhost.bind(source, dest, routing_key, arguments or {})
+            s.vhost.exchange(source)  # a missing source is reported before a missing destination (RabbitMQ)
+            s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {})
 
     # ---- queues --------------------------------------------------------------------------------
     def queue_declare(self, s: Session, name: str, *, passive: bool = False, durable: bool = False,
@@ -193,14 +196,18 @@ class Broker:
     def queue_bind(self, s: Session, queue: str, exchange: str, routing_key: str,
                    arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
         self.check(s, "write", "queue", queue)
+        if exchange == "":
+            raise AccessRefused("operation not permitted on the default exchange")
         self.check(s, "read", "exchange", exchange)
-        q = s.vhost.queue(queue, s)
         if unbind:
-            if exchange not in s.vhost.exchanges:
-                raise NotFound(f"no exchange '{exchange}' in vhost '{s.vhost.name}'")
-            s.vhost.unbind(exchange, q, routing_key, arguments or {})
+            # RabbitMQ 3.10: unbinding a queue or an exchange that is already gone is unbind-ok (aio-pika's
+            # RPC close() unbinds its auto-deleted reply queue); 405 only for a binding that exists
+            q = s.vhost.queues.get(queue)
+            if q is not None and exchange in s.vhost.exchanges:
+                s.vhost.unbind(exchange, q, routing_key, arguments or {}, s)
         else:
-            s.vhost.bind(exchange, q, routing_key, arguments or {})
+            s.vhost.exchange(exchange)  # a missing source is reported before a missing destination (RabbitMQ)
+            s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {})
 
     # ---- consuming -----------------------------------------------------------------------------
     def consume(self, s: Session, queue: str, tag: str, *, no_ack: bool = False, exclusive: bool = False,
@@ -288,7 +295,8 @@ class Broker:
 
     # ---- restart -------------------------------------------------------------------------------
     def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:
-        """Rebuild durable vhosts, users, exchanges, queues and bindings (no writes back to the store)."""
+        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues and bindings (no writes
+        back to the store)."""
         for v in defs.get("vhosts", []):
             self.add_vhost(v["name"])
         for u in defs.get("users", []):
@@ -298,6 +306,10 @@ class Broker:
             user = self.users.users.get(p["user"])
             if user is not None:
                 user.permissions[p["vhost"]] = Permission(p["configure"], p["write"], p["read"])
+        for k in defs.get("access_keys", []):
+            owner = self.users.users.get(k["user"])
+            if owner is not None:
+                owner.access_keys[k["key_id"]] = k["secret"]
         for e in defs.get("exchanges", []):
             vh = self.add_vhost(e["vhost"])
             if e["name"] not in vh.exchanges:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -46,8 +47,10 @@ from haremq.errors import (
     InvalidAttributeValue,
     InvalidParameterValue,
     MissingParameter,
+    OverLimit,
     PurgeQueueInProgress,
     ReceiptHandleIsInvalid,
+    ResourceError,
 )
 
 if TYPE_CHECKING:
@@ -62,15 +65,17 @@ DEDUP_WINDOW = 300.0
 PURGE_INTERVAL = 60.0
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 FIFO_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
+MAX_MESSAGE_SIZE = 1048576  # AWS raised MaximumMessageSize (default and limit) from 256 KiB to 1 MiB in 2025
 
 # attribute -> (min, max) for integer attributes
 _INT_ATTRS = {
     "VisibilityTimeout": (0, 43200), "MessageRetentionPeriod": (60, 1209600), "DelaySeconds": (0, 900),
-    "ReceiveMessageWaitTimeSeconds": (0, 20), "MaximumMessageSize": (1024, 262144),
+    "ReceiveMessageWaitTimeSeconds": (0, 20), "MaximumMessageSize": (1024, MAX_MESSAGE_SIZE),
     "KmsDataKeyReusePeriodSeconds": (60, 86400),
 }
 _DEFAULTS = {"VisibilityTimeout": "30", "MessageRetentionPeriod": "345600", "DelaySeconds": "0",
-             "ReceiveMessageWaitTimeSeconds": "0", "MaximumMessageSize": "262144", "SqsManagedSseEnabled": "false"}
+             "ReceiveMessageWaitTimeSeconds": "0", "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
+             "SqsManagedSseEnabled": "false"}
 _FIFO_DEFAULTS = {"FifoQueue": "true", "ContentBasedDeduplication": "false", "DeduplicationScope": "queue",
                   "FifoThroughputLimit": "perQueue"}
 _ENUM_ATTRS = {"DeduplicationScope": ("messageGroup", "queue"),
@@ -172,6 +177,9 @@ def validate_attributes(attrs: dict[str, str], fifo: bool) -> dict[str, str]:
             v = str(int(v))
         elif k == "RedrivePolicy":
             p = parse_redrive_policy(v)
+            if p is not None and p.dead_letter_queue.endswith(".fifo") != fifo:
+                raise InvalidParameterValue(f"Value {v} for parameter RedrivePolicy is invalid. Reason: Dead-letter "
+                                            "queue must be same type of queue as the source..")
             v = "" if p is None else json.dumps({"deadLetterTargetArn": arn(p.dead_letter_queue),
                                                  "maxReceiveCount": p.max_receive_count}, separators=(",", ":"))
         elif k == "RedriveAllowPolicy":
@@ -225,7 +233,12 @@ class SqsQueue:
         self.created = created
         self.modified = created
         self.token = os.urandom(6).hex()  # receipt handles of another queue (or incarnation) are invalid
+        self._secret = os.urandom(16)  # signs receipt handles: one never issued is told from a stale one
         self.leases = TimedLeases()
+        # every handle ever issued for an entry names it (AWS: older handles stay valid): the entry's
+        # current lease, or the entry itself while it waits visible again after its lease expired
+        self.by_seq: dict[int, TimedLease] = {}
+        self.returned: dict[int, Entry] = {}
         self.dedup: DedupWindow[tuple[str, int | None]] = DedupWindow(DEDUP_WINDOW)
         self.attempts: DedupWindow[list[int]] = DedupWindow(DEDUP_WINDOW)
         self.first_received: dict[int, int] = {}  # entry seq -> wall ms of its first receive
@@ -319,7 +332,7 @@ class SqsQueue:
         headers = msg.props.headers or {}
         dedup_key = None
         if cfg.fifo:
-            if delay is not None:
+            if delay:  # an explicit 0 is fine (SDKs and frameworks send it)
                 raise InvalidParameterValue(f"Value {delay} for parameter DelaySeconds is invalid. Reason: The "
                                             "request include parameter that is not valid for this queue type.")
             group = headers.get(GROUP_HEADER)
@@ -347,7 +360,12 @@ class SqsQueue:
             headers = {**headers, DELAY_HEADER: self.wall_ms() + seconds * 1000}
             msg = msg.with_props(msg.props.replace(headers=headers))
         if not self.queue.enqueue(msg, delay=seconds if seconds > 0 else None):
-            raise InvalidParameterValue("The queue refused the message (x-max-length or storage failure).")
+            broker = self.queue.vhost.broker
+            if broker.store_broken or broker.store_failed:
+                # our fault, not the sender's: a 5xx, so SDKs retry (and nothing claims it was kept)
+                raise ResourceError("The request has failed due to a temporary failure of the server (the message "
+                                    "could not be stored).")
+            raise OverLimit(f"The queue {self.name} is full (x-max-length with x-overflow reject-publish).")
         if dedup_key is not None:
             self.dedup.remember(dedup_key, (message_id, seq), now)
         return message_id, seq
@@ -424,7 +442,9 @@ class SqsQueue:
         q.unacked += 1
         if group is not None:
             self.inflight[group] = self.inflight.get(group, 0) + 1
-        return self.leases.add(e, deadline, group, now)
+        self.returned.pop(e.seq, None)
+        lease = self.by_seq[e.seq] = self.leases.add(e, deadline, group, now)
+        return lease
 
     def _redrive(self, e: Entry) -> bool:
         """Move an entry that was received maxReceiveCount times to the DLQ; True when moved."""
@@ -443,41 +463,82 @@ class SqsQueue:
         if not dlq.enqueue(moved):
             return False
         self.first_received.pop(e.seq, None)
+        self.returned.pop(e.seq, None)
         q._forget(e)
         return True
 
     # ---- receipt handles ---------------------------------------------------------------------------
+    def _mac(self, lease_id: int, seq: int) -> str:
+        return hashlib.blake2b(f"{lease_id}.{seq}".encode(), key=self._secret, digest_size=8).hexdigest()
+
     def receipt(self, lease: TimedLease) -> str:
-        return f"{self.token}.{lease.id}.{lease.entry.seq}"
+        return f"{self.token}.{lease.id}.{lease.entry.seq}.{self._mac(lease.id, lease.entry.seq)}"
+
+    def seq_of(self, handle: str) -> int:
+        """The entry a receipt handle was issued for. A handle this queue never issued (malformed,
+        forged, of another queue or of an earlier life of this one) is ``ReceiptHandleIsInvalid``."""
+        parts = handle.split(".")
+        if (len(parts) != 4 or parts[0] != self.token or not parts[1].isdigit() or not parts[2].isdigit()
+                or len(parts[1]) > 18 or len(parts[2]) > 18
+                or not hmac.compare_digest(parts[3], self._mac(int(parts[1]), int(parts[2])))):
+            raise ReceiptHandleIsInvalid(f'The input receipt handle "{handle[:1024]}" is not a valid receipt '
+                                         "handle.")
+        return int(parts[2])
 
     def lease_of(self, handle: str) -> TimedLease | None:
-        """The live lease a receipt handle names; None when it is well-formed but no longer in flight."""
-        parts = handle.split(".")
-        if len(parts) != 3 or parts[0] != self.token or not parts[1].isdigit() or not parts[2].isdigit():
-            raise ReceiptHandleIsInvalid(f'The input receipt handle "{handle[:200]}" is not a valid receipt handle.')
-        lease = self.leases.get(int(parts[1]))
-        if lease is None or lease.entry.seq != int(parts[2]):
-            return None
-        return lease
+        """The entry's current lease, whichever of its handles names it; None when it is not in flight."""
+        return self.by_seq.get(self.seq_of(handle))
 
     # ---- settling ------------------------------------------------------------------------------------
     def delete(self, handle: str) -> None:
-        """DeleteMessage: gone for good. A stale (well-formed) handle succeeds and does nothing, as in SQS."""
-        lease = self.lease_of(handle)
+        """DeleteMessage with any handle ever issued for the message (AWS: older handles stay valid):
+        in flight -> settled; visible again after its visibility expired -> taken out and settled;
+        already gone -> nothing to do, success, as in SQS."""
+        seq = self.seq_of(handle)
+        q = self.queue
+        lease = self.by_seq.pop(seq, None)
         if lease is None:
+            e = self.returned.pop(seq, None)
+            if e is not None and not q.deleted and self._take_waiting(e):
+                self.first_received.pop(seq, None)
+                q.settle(e)
             return
         self.leases.remove(lease.id)
-        q = self.queue
         q.unacked -= 1
-        self.first_received.pop(lease.entry.seq, None)
+        self.first_received.pop(seq, None)
         if not q.deleted:
             q.settle(lease.entry)
         self._release_group(lease.group)
 
+    def _take_waiting(self, e: Entry) -> bool:
+        """Take a visible entry out of the ready list or its FIFO group's backlog; False if it is in
+        neither (an AMQP consumer took it, it expired). Linear, but expired leases requeue near the head."""
+        for level in self.queue.ready.levels:
+            try:
+                level.d.remove(e)
+            except ValueError:
+                continue
+            self.queue.ready.count -= 1
+            self.queue.ready.bytes -= e.size
+            return True
+        g = str((e.msg.props.headers or {}).get(GROUP_HEADER) or "")
+        backlog = self.backlog.get(g)
+        if backlog is None:
+            return False
+        try:
+            backlog.remove(e)
+        except ValueError:
+            return False
+        self.backlog_count -= 1
+        if not backlog:
+            del self.backlog[g]
+            self.available.pop(g, None)
+        return True
+
     def change_visibility(self, handle: str, timeout: int) -> None:
         lease = self.lease_of(handle)
         if lease is None:
-            raise InvalidParameterValue(f"Value {handle[:200]} for parameter ReceiptHandle is invalid. Reason: "
+            raise InvalidParameterValue(f"Value {handle[:1024]} for parameter ReceiptHandle is invalid. Reason: "
                                         "Message does not exist or is not available for visibility timeout change.")
         now = self.now()
         self.leases.extend(lease, now + timeout)
@@ -501,8 +562,11 @@ class SqsQueue:
     def _expire(self, leases: list[TimedLease]) -> None:
         q = self.queue
         q.unacked -= len(leases)
+        for lease in leases:
+            self.by_seq.pop(lease.entry.seq, None)
         if q.deleted:
             return
+        self._remember_returned([lease.entry for lease in leases])
         plain = [lease.entry for lease in leases if lease.group is None]
         if plain:
             q.requeue(plain)
@@ -522,6 +586,15 @@ class SqsQueue:
                 self.available[g] = None
         if by_group:
             self.wake()
+
+    def _remember_returned(self, entries: list[Entry]) -> None:
+        returned = self.returned
+        for e in entries:
+            returned[e.seq] = e
+        if len(returned) > 4096 and len(returned) > 2 * (self.visible_count + 1):
+            # entries an AMQP consumer took or that expired are not waiting any more: forget them
+            waiting = {e.seq for e in self.queue.ready} | {e.seq for b in self.backlog.values() for e in b}
+            self.returned = {k: v for k, v in returned.items() if k in waiting}
 
     # ---- timers ----------------------------------------------------------------------------------------
     def _arm(self, deadline: float) -> None:
@@ -561,6 +634,8 @@ class SqsQueue:
         q = self.queue
         n = q.purge()  # ready and delayed
         leases = self.leases.clear()
+        self.by_seq.clear()
+        self.returned.clear()
         for lease in leases:
             q._forget(lease.entry)
         n += len(leases)
@@ -586,8 +661,13 @@ class SqsQueue:
             if not backlog:
                 del self.backlog[g]
                 del self.available[g]
-            return e
-        return self.queue.take_head(now)
+        else:
+            head = self.queue.take_head(now)
+            if head is None:
+                return None
+            e = head
+        self.returned.pop(e.seq, None)
+        return e
 
 
 def config_from_arguments(arguments: dict[str, Any], fifo: bool) -> tuple[SqsConfig, dict[str, str], float | None]:

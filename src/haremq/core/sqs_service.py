@@ -4,7 +4,10 @@ Every SQS action resolves its queue here. Any queue of the vhost is an SQS queue
 over AMQP gets default SQS attributes the first time the SQS API touches it); queues made by
 ``CreateQueue`` are durable haremq queues whose SQS attributes and tags live in their arguments.
 Permissions are the user's RabbitMQ-style regexes: configure to create/delete/set attributes,
-write to send, read to receive/delete/purge.
+write to send, read to receive/delete/purge. A queue the user has no permission of any kind on
+(or every queue, without access to the vhost) is invisible: not listed, and every action on it
+answers ``QueueDoesNotExist`` as for a queue that does not exist, so its existence is not
+disclosed; with some permission but not the one the action needs, the answer is ``AccessDenied``.
 """
 
 from __future__ import annotations
@@ -141,6 +144,10 @@ class SqsService:
     def check(self, user: User, access: Access, name: str) -> None:
         self.broker.check(self.session(user), access, "queue", name)
 
+    def visible(self, user: User, name: str) -> bool:
+        """May the user know the queue exists: any of configure/write/read on it in the vhost."""
+        return any(user.can(self.vhost_name, a, name) for a in ("configure", "write", "read"))
+
     # ---- lookup --------------------------------------------------------------------------------------
     def attach(self, q: object) -> SqsQueue:
         from haremq.core.queue import Queue
@@ -151,11 +158,13 @@ class SqsService:
             q.sqs = SqsQueue(q, config, tags, created if created is not None else self.broker.clock.time())
         return q.sqs
 
-    def queue(self, user: User, name: str, access: Access = "read") -> SqsQueue:
+    def queue(self, user: User, name: str, access: Access | None = "read") -> SqsQueue:
+        """The queue, if the user may see it and (unless ``access`` is None) has ``access`` on it."""
         q = self.vhost.queues.get(name)
-        if q is None or q.deleted or q.exclusive_owner is not None:
+        if q is None or q.deleted or q.exclusive_owner is not None or not self.visible(user, name):
             raise QueueDoesNotExist("The specified queue does not exist.")
-        self.check(user, access, name)
+        if access is not None:
+            self.check(user, access, name)
         return self.attach(q)
 
     def all(self) -> list[SqsQueue]:
@@ -167,6 +176,7 @@ class SqsService:
         fifo = attributes.get("FifoQueue", "false").lower() == "true"
         validate_name(name, fifo)  # a .fifo name needs FifoQueue=true, and FifoQueue=true a .fifo name
         attrs = validate_attributes(attributes, fifo)
+        self.check(user, "configure", name)  # before looking: a refusal must not tell whether it exists
         existing = self.vhost.queues.get(name)
         if existing is not None and not existing.deleted:
             sq = self.queue(user, name, "configure")
@@ -192,14 +202,18 @@ class SqsService:
         sq.wake()
         self.broker.flush()
 
-    def names(self, prefix: str | None) -> list[str]:
+    def names(self, user: User, prefix: str | None) -> list[str]:
+        """ListQueues: the queues the user may see (``visible``), by name."""
         return sorted(q.name for q in self.vhost.queues.values()
-                      if not q.deleted and q.exclusive_owner is None and (not prefix or q.name.startswith(prefix)))
+                      if not q.deleted and q.exclusive_owner is None and (not prefix or q.name.startswith(prefix))
+                      and self.visible(user, q.name))
 
     @staticmethod
     def attribute_names(names: list[str]) -> set[str] | None:
-        """Which attributes GetQueueAttributes returns; None means all."""
-        if not names or "All" in names:
+        """Which attributes GetQueueAttributes returns; None means all. No names: none (as AWS)."""
+        if not names:
+            return set()
+        if "All" in names:
             return None
         from haremq.errors import InvalidAttributeName
 

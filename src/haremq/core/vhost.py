@@ -72,32 +72,45 @@ class VHost:
             self.check_exclusive(q, session)
         return q
 
-    def check_exclusive(self, q: Queue, session: Session) -> None:
-        if q.exclusive_owner is not None and q.exclusive_owner is not session.connection:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{q.name}' in vhost '{self.name}'. It could be "
-                "originally declared on another connection or the exclusive property value does not match "
-                "that of the original declaration."
-            )
+    def check_exclusive(self, q: Queue, session: Session, *, declared_exclusive: bool | None = None) -> None:
+        """405 unless this session may use ``q``.
+
+        Any use: the queue is not exclusive, or exclusive to this connection. A redeclare (RabbitMQ's
+        strict check, made before any equivalence): the queue's owner must be exactly what the declare
+        asks for (this connection if ``exclusive``, none otherwise), so a mismatched ``exclusive`` flag
+        is 405 RESOURCE_LOCKED, not 406.
+        """
+        owner = q.exclusive_owner
+        if declared_exclusive is None:
+            if owner is None or owner is session.connection:
+                return
+        elif owner is (session.connection if declared_exclusive else None):
+            return
+        raise ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{q.name}' in vhost '{self.name}'. It could be "
+            "originally declared on another connection or the exclusive property value does not match "
+            "that of the original declaration."
+        )
 
     # ---- exchanges -----------------------------------------------------------------------------
     def declare_exchange(self, name: str, type_: str, *, passive: bool, durable: bool, auto_delete: bool,
                          internal: bool, arguments: dict[str, Any]) -> Exchange:
-        if passive:
-            return self.exchange(name)
+        # RabbitMQ's order: the type (active only), then the default exchange, passive or not
+        if not passive and type_ not in EXCHANGE_TYPES:
+            raise CommandInvalid(f"unknown exchange type '{type_}'")
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
-        if type_ not in EXCHANGE_TYPES:
-            raise CommandInvalid(f"unknown exchange type '{type_}'")
+        if passive:
+            return self.exchange(name)
         ex = self.exchanges.get(name)
         if ex is None:
             if name.startswith("amq."):
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             ex = Exchange(name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
                           arguments=arguments)
-            self.exchanges[name] = ex
-            if durable:
+            if durable:  # persisted before it exists here: a failed save leaves nothing behind
                 self.broker.metadata.save_exchange(self.name, ex)
+            self.exchanges[name] = ex
             return ex
         for field, got, cur in (("type", type_, ex.type), ("durable", durable, ex.durable),
                                 ("auto_delete", auto_delete, ex.auto_delete),
@@ -162,6 +175,7 @@ class VHost:
             q = self.queue(name, session)
             q.touch()
             return q
+        durable = durable and not exclusive  # as RabbitMQ: an exclusive queue never outlives its connection
         if name == "":
             name = server_name()
         elif name.startswith("amq.") and name not in self.queues:
@@ -169,10 +183,8 @@ class VHost:
         existing = self.queues.get(name)
         if existing is not None:
             q = existing
-            self.check_exclusive(q, session)
-            for field, got, cur in (("durable", durable, q.durable),
-                                    ("exclusive", exclusive, q.exclusive_owner is not None),
-                                    ("auto_delete", auto_delete, q.auto_delete)):
+            self.check_exclusive(q, session, declared_exclusive=exclusive)
+            for field, got, cur in (("durable", durable, q.durable), ("auto_delete", auto_delete, q.auto_delete)):
                 if got != cur:
                     raise PreconditionFailed(f"inequivalent arg '{field}' for queue '{name}' in vhost "
                                              f"'{self.name}': received '{_s(got)}' but current is '{_s(cur)}'")
@@ -181,11 +193,16 @@ class VHost:
             return q
         q = Queue(self, name, durable=durable, exclusive_owner=session.connection if exclusive else None,
                   auto_delete=auto_delete, arguments=arguments)
+        # every check is done: persist, then make it visible; a failed save leaves nothing behind
+        if durable and not exclusive:
+            try:
+                self.broker.metadata.save_queue(self.name, q)
+            except BaseException:
+                q.deleted = True  # its x-expires timer must not delete a later queue of that name
+                raise
         self.queues[name] = q
         # every queue is bound to the default exchange by its name
         self.exchanges[""].table.bind(q, name, {})
-        if durable and not exclusive:
-            self.broker.metadata.save_queue(self.name, q)
         return q
 
     def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
@@ -226,12 +243,18 @@ class VHost:
             if ex.durable and dest.durable:
                 self.broker.metadata.save_binding(self.name, ex.name, dest, routing_key, arguments)
 
-    def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+    def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+               session: Session | None = None) -> None:
+        """Remove a binding; one that does not exist is not an error (RabbitMQ 3.10). With ``session``,
+        an existing binding to a queue exclusive to another connection is 405."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
+        want = canonical(arguments)
+        if session is not None and isinstance(dest, Queue) and any(
+                b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+            self.check_exclusive(dest, session)
         if ex.table.unbind(dest, routing_key, arguments):
-            want = canonical(arguments)
             ex.bindings = [b for b in ex.bindings
                            if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self.broker.metadata.delete_binding(self.name, ex.name, dest, routing_key, arguments)

@@ -28,6 +28,7 @@ from haremq.errors import (
     ConnectionForced,
     HareError,
     InternalError,
+    NotAllowed,
     NotFound,
     NotImplementedByBroker,
     PreconditionFailed,
@@ -35,6 +36,7 @@ from haremq.errors import (
 )
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
+from haremq.security import audit
 from haremq.security.users import User
 from haremq.server.transport import accept
 
@@ -61,8 +63,8 @@ def server_properties(cluster_name: str) -> dict[str, Any]:
 class Channel:
     """One open AMQP channel: the core session plus AMQP-only state (confirms, tx, last queue)."""
 
-    __slots__ = ("confirm", "confirm_seq", "conn", "ctag_cache", "last_queue", "number", "outcomes",
-                 "session", "tx", "tx_acks", "tx_publishes")
+    __slots__ = ("confirm", "confirm_seq", "conn", "ctag_cache", "held_cancels", "last_queue", "number",
+                 "outcomes", "session", "tx", "tx_acks", "tx_publishes")
 
     def __init__(self, conn: AmqpServerProtocol, number: int) -> None:
         self.conn = conn
@@ -79,6 +81,8 @@ class Channel:
         self.tx_acks: list[ev.Settle] = []
         self.last_queue = ""
         self.ctag_cache: dict[str, bytes] = {}
+        # basic.cancel frames held back while this channel's own queue.delete runs (sent after delete-ok)
+        self.held_cancels: list[bytes] | None = None
 
     # ---- DeliverySink ---------------------------------------------------------------------------
     def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
@@ -97,8 +101,12 @@ class Channel:
         caps = self.conn.client_properties.get("capabilities")
         if isinstance(caps, dict) and caps.get("consumer_cancel_notify"):
             # only clients that announced it understand a server-sent basic.cancel (as RabbitMQ)
-            self.conn.proto.send_method(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
-                                                                 nowait=True))
+            frame = codec.method_frame(self.number, codec.build(C.Basic.Cancel, consumer_tag=consumer_tag,
+                                                                nowait=True))
+            if self.held_cancels is not None:
+                self.held_cancels.append(frame)
+                return
+            self.conn.proto.write(frame)
             self.conn.node.want_flush(self.conn)
 
     # ---- confirms -------------------------------------------------------------------------------
@@ -172,6 +180,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.user: User | None = None
         self.vhost: VHost | None = None
         self.peer = ("?", 0)
+        self.peer_name = "?:0"
         self.loopback = False
         self.closing = False
         self.client_properties: dict[str, Any] = {}
@@ -185,6 +194,9 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.published = False  # has published at least once: subject to the memory alarm
         self.bytes_in = 0
         self.bytes_out = 0
+        self.opened = False  # connection.open-ok sent (and audited): its close is audited too
+        self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
+        self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
             C.Basic.Get: self._get, C.Basic.Recover: self._recover, C.Basic.RecoverAsync: self._recover,
@@ -202,6 +214,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
         host, port, self.loopback = accept(transport)
         self.peer = (host, port)
+        self.peer_name = f"{host}:{port}"
         self.node.connections.add(self)
         loop = asyncio.get_running_loop()
         self.last_recv = self.last_send = loop.time()
@@ -216,6 +229,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.bytes_in += nbytes
         node = self.node
         self.last_recv = node.loop_time()
+        revision = node.broker.metadata.revision
         try:
             events = self.proto.buffer_updated(nbytes)
             for event in events:
@@ -230,6 +244,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
+        if node.broker.metadata.revision != revision:
+            self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
         if node.publishers_blocked and self.published and not self.reading_paused:
@@ -253,6 +269,11 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.opened:
+            self.opened = False
+            reason = self.close_reason or (
+                "client unexpectedly closed TCP connection" if exc is None else f"connection lost: {exc}")
+            audit.connection_closed("amqp", self.peer_name, self.user.name if self.user else None, reason)
         for timer in (self._hb, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
@@ -278,7 +299,33 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.node.flush_output()
 
     # ---- output ---------------------------------------------------------------------------------
+    def _hold_for_definitions(self) -> None:
+        """A declare, delete or bind changed durable definitions: hold this connection's output (its
+        -ok and whatever follows) and input until the metadata store's writer thread has them."""
+        pending = self.node.broker.metadata.pending()
+        if pending is None:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        held = self._held = asyncio.wrap_future(pending)
+        held.add_done_callback(self._release_hold)
+
+    def _release_hold(self, held: asyncio.Future[int]) -> None:
+        if held is not self._held:
+            return  # a later hold is still waiting
+        self._held = None
+        if held.cancelled() or held.exception() is not None:
+            log.error("definitions of connection %s not persisted; dropping it", self.peer)
+            self._abort()  # no -ok for what was not kept
+            return
+        if self.transport is not None and not self.transport.is_closing() and not self.reading_paused:
+            self.transport.resume_reading()
+        self.node.want_flush(self)
+        self.node.flush_output()
+
     def write_pending(self) -> None:
+        if self._held is not None:
+            return
         out = self.proto.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(out)
@@ -303,6 +350,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
 
     def _fail(self, err: HareError) -> None:
         """Close the connection with ``err`` (connection.close, then the socket after close-ok)."""
+        if self.close_reason is None:
+            self.close_reason = err.reply_text
         self.proto.close(err)
         self.closing = True
         for ch in list(self.channels.values()):
@@ -337,6 +386,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 self.last_recv = now  # we are not reading: the peer's heartbeats wait in the socket
             if now - self.last_recv > 2 * interval:
                 log.info("missed heartbeats from %s, closing", self.peer)
+                self.close_reason = self.close_reason or f"missed heartbeats from client, timeout: {interval}s"
                 self._abort()
                 return
             if now - self.last_send >= interval / 2:
@@ -397,7 +447,12 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             if event.error is not None:
                 log.info("closing connection from %s: %s", self.peer, event.error.reply_text)
                 self._fail(event.error)
+            elif self.close_reason is None:
+                self.close_reason = f"client closed: {event.reply_code} {event.reply_text}".rstrip()
             self.closing = True
+        elif t is ev.UpdateSecret:
+            assert isinstance(event, ev.UpdateSecret)
+            self._update_secret(event)
         elif t is ev.BadHeader:
             self.closing = True
 
@@ -417,15 +472,17 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 ch.session.close()
 
     def _authenticate(self, e: ev.StartOk) -> None:
+        """PLAIN / AMQPLAIN; every refusal is audited (the client is told to see the broker log)."""
         self.client_properties = e.client_properties
         user = None
+        login: Any = None
         mech = e.mechanism
         try:
             if mech == "PLAIN":
                 parts = e.response.split(b"\x00")
                 if len(parts) == 3:
-                    user = self.node.broker.users.authenticate(parts[1].decode(), parts[2].decode(),
-                                                               loopback=self.loopback)
+                    login = parts[1].decode()
+                    user = self.node.broker.users.authenticate(login, parts[2].decode(), loopback=self.loopback)
             elif mech == "AMQPLAIN":
                 raw = e.response
                 _, table = decode.field_table(len(raw).to_bytes(4, "big") + raw)
@@ -437,22 +494,56 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 if isinstance(login, str) and isinstance(password, str):
                     user = self.node.broker.users.authenticate(login, password, loopback=self.loopback)
             else:
+                audit.login_refused("amqp", self.peer_name, None, f"unsupported authentication mechanism {mech}")
                 self._fail(AuthenticationFailed(f"unsupported authentication mechanism '{mech}'"))
                 return
         except (UnicodeDecodeError, ValueError, IndexError, KeyError, TypeError):
             user = None
         if user is None:
+            name = login if isinstance(login, str) else None
+            audit.login_refused("amqp", self.peer_name, name, self._refusal_reason(mech, name))
             self._fail(AuthenticationFailed(
                 f"Login was refused using authentication mechanism {mech}. For details see the broker logfile."))
             return
         self.user = user
         self.proto.send_tune()
 
+    def _refusal_reason(self, mech: str, name: str | None) -> str:
+        """Why a login failed, for the log only (the client just hears 403)."""
+        if name is None:
+            return f"malformed {mech} response"
+        known = self.node.broker.users.users.get(name)
+        if known is not None and known.loopback_only and not self.loopback:
+            return "user can only connect via localhost"
+        return "invalid credentials"
+
+    def _update_secret(self, e: ev.UpdateSecret) -> None:
+        """connection.update-secret (RabbitMQ): re-authenticate this connection's user with the new
+        secret; a refused one closes the connection with 530, as RabbitMQ does."""
+        assert self.user is not None
+        name = self.user.name
+        try:
+            user = self.node.broker.users.authenticate(name, e.new_secret.decode(), loopback=self.loopback)
+        except UnicodeDecodeError:
+            user = None
+        if user is None:
+            reason = self._refusal_reason("update-secret", name)
+            audit.login_refused("amqp", self.peer_name, name, f"update-secret refused: {reason}")
+            self._fail(NotAllowed("New secret was refused by one of the backends", class_id=10, method_id=70))
+            return
+        self.user = user
+        for ch in self.channels.values():
+            ch.session.user = user
+            ch.session.write_ok.clear()  # permissions are looked up afresh
+        log.info("updated secret of user '%s' on connection from %s (reason: %s)", name, self.peer_name, e.reason)
+        self.proto.send_method(0, codec.build(C.Connection.UpdateSecretOk))
+
     def _open_vhost(self, name: str) -> None:
         assert self.user is not None
         try:
             self.vhost = self.node.broker.open_vhost(self.user, name)
         except HareError as err:
+            audit.login_refused("amqp", self.peer_name, self.user.name, err.text)
             err.class_id, err.method_id = 10, 40
             self._fail(err)
             return
@@ -460,6 +551,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.proto.send_open_ok()
+        self.opened = True
+        audit.connection_opened("amqp", self.peer_name, self.user.name, name)
         if self.node.disk_alarm or self.node.memory_alarm:
             self.send_blocked(True, "low on disk space" if self.node.disk_alarm else "low on memory")
 
@@ -605,10 +698,19 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             self.proto.send_method(ch.number, codec.build(C.Queue.PurgeOk, message_count=n))
 
     def _queue_delete(self, ch: Channel, m: Any) -> None:
-        n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue), if_unused=m.if_unused,
-                                          if_empty=m.if_empty)
-        if not m.nowait:
-            self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
+        """delete-ok goes before the basic.cancel of this channel's own consumers, as RabbitMQ sends
+        them (py-amqp, waiting for delete-ok, raises ConsumerCancelled on a cancel that comes first)."""
+        held: list[bytes] = []
+        ch.held_cancels = held
+        try:
+            n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue),
+                                              if_unused=m.if_unused, if_empty=m.if_empty)
+            if not m.nowait:
+                self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
+        finally:
+            ch.held_cancels = None
+            for frame in held:
+                self.proto.write(frame)
 
     # ---- confirm / tx / flow ---------------------------------------------------------------------
     def _confirm_select(self, ch: Channel, m: Any) -> None:

@@ -21,6 +21,7 @@ from haremq.config import Settings
 from haremq.core.broker import Broker
 from haremq.errors import HareError, StartupError
 from haremq.security.users import UserStore
+from haremq.server.definitions import Definitions
 from haremq.store.file import FileQueueStore
 from haremq.store.lock import DataDirLock
 from haremq.store.metadata import SqliteMetadataStore
@@ -110,6 +111,7 @@ class Node:
                 self._lock.release()
                 raise
         self.broker = broker
+        self.definitions = Definitions(broker)
         # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
         self.waiting: dict[ConfirmWaiter, None] = {}
         self.disk_alarm = False
@@ -266,8 +268,13 @@ class Node:
                     await asyncio.sleep(wait)
                 last_sync = loop.time()
                 started = time.perf_counter()
+                # definitions written before these messages (a queue's declare) are durable before
+                # their confirms: a confirmed message never outlives its queue's definition
+                definitions = self.broker.metadata.pending()
                 try:
                     await loop.run_in_executor(None, store.sync)  # type: ignore[attr-defined]
+                    if definitions is not None:
+                        await asyncio.wrap_future(definitions)
                     self.sync_latency.observe(time.perf_counter() - started)
                 except HareError as exc:
                     log.error("the store cannot make messages durable; persistent publishes are refused "

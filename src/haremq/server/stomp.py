@@ -10,7 +10,9 @@ closing it. SENDs go through one more session per connection. Every session name
 connection as its owner, so exclusive (private) queues die with it.
 
 An ERROR frame always ends the connection (the spec says the server MUST close after it); we write
-the frame, then close the socket once it is flushed.
+the frame (after any RECEIPT still waiting for the disk: those messages were kept), then close the
+socket once it is flushed. A SEND a queue refuses (reject-publish, disk full) gets an ERROR, never
+a RECEIPT.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import hashlib
 import logging
 import os
 from collections import deque
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from haremq import __version__
+from haremq.core.broker import REJECTED
 from haremq.core.consumer import Session
 from haremq.core.message import Message
 from haremq.core.queue import Entry, Queue
@@ -41,7 +45,8 @@ from haremq.errors import (
 from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
-from haremq.security.users import User
+from haremq.security import audit
+from haremq.security.users import User, check_password
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -56,6 +61,7 @@ QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "
               "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
               "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
 _MAX_GONE = 1024
+_HELD = 1 << 62  # the ticket of a RECEIPT that waits for a definition, not the message log
 
 
 def _flag(h: dict[str, str], name: str, default: bool = False) -> bool:
@@ -157,6 +163,7 @@ class StompServerProtocol(asyncio.Protocol):
         self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
         self.peer = ("?", 0)
         self.loopback = False
+        self.close_reason: str | None = None  # why we end it, for the audit log (None: the client did)
         self.closing = False
         self.paused = False
         self.published = False  # has sent a SEND: held back (not read) while a resource alarm is on
@@ -170,6 +177,7 @@ class StompServerProtocol(asyncio.Protocol):
         # RECEIPTs in frame order, each with the store ticket it waits for (0: none): the receipt
         # of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts: deque[tuple[int, Frame]] = deque()
+        self._error: tuple[HareError, str | None, tuple[tuple[str, str], ...]] | None = None  # sent after them
 
     @property
     def conn(self) -> StompServerProtocol:
@@ -229,8 +237,11 @@ class StompServerProtocol(asyncio.Protocol):
         for timer in (self._hb, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
+        reason = self.close_reason or (f"connection lost: {exc}" if exc else "client closed the connection")
+        audit.connection_closed("stomp", self.peer_name, self.user.name if self.user else None, reason)
         self._end_sessions()
         self._receipts.clear()
+        self._error = None
         self.node.waiting.pop(self, None)
         self.node.stomp_connections.discard(self)
         self.node.broker.connection_closed(self)
@@ -265,14 +276,21 @@ class StompServerProtocol(asyncio.Protocol):
             t.close()  # after the ERROR / last RECEIPT is written
 
     def fail(self, err: HareError, receipt: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Send an ERROR frame and close the connection once it is written."""
+        """Send an ERROR frame and close the connection once it is written.
+
+        RECEIPTs still waiting for the disk are for messages that were kept: they go out first and
+        the ERROR after them (``flush_confirms``), so the client does not resend what was stored."""
         if self.closing:
             return
         log.info("STOMP connection from %s: %s (%s)", self.peer, err.stomp_message, err.text)
-        self._receipts.clear()  # the ERROR ends the connection: no later RECEIPT
-        self.proto.send_error(err, receipt, headers)
+        if self.close_reason is None:
+            self.close_reason = f"ERROR sent: {err.stomp_message}"
         self.closing = True
         self._end_sessions()
+        if self._receipts:
+            self._error = (err, receipt, headers)
+        else:
+            self.proto.send_error(err, receipt, headers)
 
     def _end_sessions(self) -> None:
         for sub in self.subs.values():
@@ -287,8 +305,13 @@ class StompServerProtocol(asyncio.Protocol):
 
     def shutdown(self, reason: str = "shutdown") -> None:
         """Broker stopping: an ERROR frame, then close."""
+        self.close_reason = f"broker {reason}"
         if self.vhost is not None and not self.closing:
             self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
+            if self.flush_confirms(self.node.broker.store.durable_ticket):
+                # no time to wait for the disk: the receipts still waiting are not sent, the ERROR is
+                self._receipts.clear()
+                self.flush_confirms(0)
             self.write_pending()
         else:
             self._abort()
@@ -311,6 +334,7 @@ class StompServerProtocol(asyncio.Protocol):
             # the client may be late by a full period (network, GC) before we give up on it
             if recv_s and now - self.last_recv > 2 * recv_s:
                 log.info("STOMP client %s sent no heart-beat for %.1f s, closing", self.peer, now - self.last_recv)
+                self.close_reason = "missed heart-beats"
                 self._abort()
                 return
             if send_s and now - self.last_send >= send_s / 2:
@@ -323,6 +347,7 @@ class StompServerProtocol(asyncio.Protocol):
     def _handshake_expired(self) -> None:
         if self.vhost is None:
             log.info("STOMP handshake timeout from %s", self.peer)
+            self.close_reason = "handshake timeout"
             self._abort()
 
     # ---- events ---------------------------------------------------------------------------------
@@ -333,7 +358,8 @@ class StompServerProtocol(asyncio.Protocol):
             self._guard(event.frame, self._apply, event)
         elif t is S.Held:
             assert isinstance(event, S.Held)
-            self._receipt(event.frame, 0)
+            if event.frame.command != "SEND":  # a held SEND is receipted at COMMIT, once its message is kept
+                self._receipt(event.frame, 0)
         elif t is S.Commit:
             assert isinstance(event, S.Commit)
             self._guard(event.frame, self._commit, event)
@@ -343,6 +369,7 @@ class StompServerProtocol(asyncio.Protocol):
         elif t is S.Disconnect:
             assert isinstance(event, S.Disconnect)
             self._receipt(event.frame, 0)
+            self.close_reason = "client sent DISCONNECT"
             self.closing = True
             self._end_sessions()
         elif t is S.Failed:
@@ -351,14 +378,37 @@ class StompServerProtocol(asyncio.Protocol):
 
     def _guard(self, frame: Frame, fn: Any, arg: Any) -> None:
         store = self.node.broker.store
-        before = store.ticket
+        metadata = self.node.broker.metadata
+        before, revision = store.ticket, metadata.revision
         try:
             fn(arg)
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
         after = store.ticket
-        self._receipt(frame, after if after != before else 0)
+        pending = metadata.pending() if metadata.revision != revision else None
+        if pending is not None and "receipt" in frame.headers:
+            self._hold_receipt(frame, after if after != before else 0, pending)
+        else:
+            self._receipt(frame, after if after != before else 0)
+
+    def _hold_receipt(self, frame: Frame, ticket: int, pending: Future[int]) -> None:
+        """The frame declared a durable queue: its RECEIPT (and later ones) also waits for the
+        definition to be on disk (the metadata store's writer thread)."""
+        self._receipts.append((_HELD, frame))
+        self.node.waiting[self] = None
+
+        def release(done: asyncio.Future[int]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self.fail(ResourceError("queue definition not durable"))
+            else:
+                self._receipts = deque((ticket if f is frame else t, f) for t, f in self._receipts)
+                if self.flush_confirms(self.node.broker.store.durable_ticket):
+                    self.node.waiting[self] = None
+            self.node.want_flush(self)
+            self.node.flush_output()
+
+        asyncio.wrap_future(pending).add_done_callback(release)
 
     def _receipt(self, frame: Frame, ticket: int) -> None:
         """RECEIPT now, or once ``ticket`` is durable; never ahead of an earlier held one."""
@@ -371,20 +421,42 @@ class StompServerProtocol(asyncio.Protocol):
         self.node.waiting[self] = None
 
     def fail_confirms(self, err: HareError) -> None:
-        """Receipts that wait for the disk will never come: end the connection with an ERROR."""
-        if self._receipts:
-            self.fail(ResourceError(f"message not durable: {err.text}"))
+        """Receipts that wait for the disk will never come: end the connection with an ERROR that
+        names the first of them (the client must not take it, or any later one, as kept)."""
+        if not self._receipts:
+            return
+        first = self._receipts[0][1].headers.get("receipt")
+        self._receipts.clear()
+        self._error = None  # an ERROR held behind those receipts: this one replaces it
+        error = ResourceError(f"message not durable: {err.text}")
+        if self.closing:  # already ending (DISCONNECT, or that held ERROR): only the ERROR is left to say
+            self.proto.send_error(error, first)
+        else:
+            self.fail(error, first)
 
     def flush_confirms(self, durable: int) -> bool:
-        """Send the held receipts that are durable; True when some still wait for the disk."""
+        """Send the held receipts that are durable, then a held ERROR once none is left; True when
+        some still wait for the disk."""
         receipts = self._receipts
         while receipts and receipts[0][0] <= durable:
             self.proto.send_receipt(receipts.popleft()[1])
+        if not receipts and self._error is not None:
+            err, receipt, headers = self._error
+            self._error = None
+            self.proto.send_error(err, receipt, headers)
         return bool(receipts)
 
     def _commit(self, e: S.Commit) -> None:
+        """Apply the held frames in order; each SEND gets its receipt here (as RabbitMQ). A refused
+        SEND raises: the COMMIT gets the ERROR, the frames after it are dropped, and the SENDs before
+        it are kept (STOMP transactions are not atomic across queues, in RabbitMQ either)."""
+        store = self.node.broker.store
         for r in e.frames:
+            before = store.ticket
             self._apply(r)
+            if r.action is S.Action.SEND:
+                after = store.ticket
+                self._receipt(r.frame, after if after != before else 0)
 
     def _apply(self, e: S.Received) -> None:
         a = e.action
@@ -399,18 +471,38 @@ class StompServerProtocol(asyncio.Protocol):
 
     # ---- CONNECT ------------------------------------------------------------------------------------
     def _connect(self, e: S.Connect) -> None:
+        """Authenticate: ``login``/``passcode``, or without ``login`` the ``stomp_default_user`` when one
+        is configured (RabbitMQ's ``stomp.default_user``), else refused. Loopback rules apply either way."""
         s = self.node.settings
         broker = self.node.broker
-        login = e.login if e.login is not None else s.default_user
-        passcode = e.passcode if e.login is not None else s.default_pass
-        user = broker.users.authenticate(login, passcode or "", loopback=self.loopback)
+        if e.login is not None:
+            login, passcode = e.login, e.passcode or ""
+        elif s.stomp_default_user:
+            login, passcode = s.stomp_default_user, s.stomp_default_pass
+        else:
+            self._refuse(None, "no credentials (no login header, and no stomp_default_user is configured)")
+            raise AuthenticationFailed("CONNECT without login is refused: send login and passcode")
+        user = broker.users.authenticate(login, passcode, loopback=self.loopback)
         if user is None:
+            known = broker.users.users.get(login)
+            if known is None:
+                reason = "unknown user"
+            elif not check_password(passcode, known.password_hash):
+                reason = "invalid password"
+            else:
+                reason = "user may only connect from loopback"
+            self._refuse(login, reason)
             raise AuthenticationFailed(f"login was refused for user '{login}'")
         # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
         # it mandatory), which means "the default vhost"
         vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
-        self.vhost = broker.open_vhost(user, vhost_name)
+        try:
+            self.vhost = broker.open_vhost(user, vhost_name)
+        except HareError:
+            self._refuse(login, f"no access to vhost '{vhost_name}'")
+            raise
         self.user = user
+        audit.connection_opened("stomp", self.peer_name, user.name, vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
@@ -418,6 +510,15 @@ class StompServerProtocol(asyncio.Protocol):
         session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
+
+    def _refuse(self, login: str | None, reason: str) -> None:
+        audit.login_refused("stomp", self.peer_name, login, reason)
+        self.close_reason = "login refused"
+
+    @property
+    def peer_name(self) -> str:
+        """``host:port`` of the client, as the audit log shows it."""
+        return f"{self.peer[0]}:{self.peer[1]}"
 
     # ---- SEND ---------------------------------------------------------------------------------------
     def _send(self, frame: Frame) -> None:
@@ -432,8 +533,18 @@ class StompServerProtocol(asyncio.Protocol):
         msg = Message(exchange, key, props, frame.body)
         pub = self.pub
         assert pub is not None
+        broker = self.node.broker
         self.published = True
-        self.node.broker.publish(pub, exchange, msg)  # unroutable messages are dropped, as RabbitMQ
+        # unroutable messages are dropped (and receipted), as RabbitMQ: STOMP has no mandatory flag
+        if broker.publish(pub, exchange, msg) == REJECTED:
+            # a queue refused it (the AMQP nack): a RECEIPT would claim a message that is not kept
+            if props.delivery_mode == 2 and broker.store_broken:
+                why = "the store can no longer make persistent messages durable"
+            elif props.delivery_mode == 2 and broker.store_failed:
+                why = "a queue refused it (x-overflow reject-publish) or the store could not write it (disk full?)"
+            else:
+                why = "a queue refused it (x-max-length / x-max-length-bytes with x-overflow reject-publish)"
+            raise ResourceError(f"message to '{h['destination'][:200]}' was not stored: {why}")
 
     def _target(self, dest: M.Destination, h: dict[str, str]) -> tuple[str, str]:
         """(exchange, routing key) for a SEND, declaring the queue a /queue/ destination implies."""

@@ -11,7 +11,9 @@ not block on the disk: a file store appends to its mmap and lets the group-commi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Literal, Protocol
 
 
 class QueueStore(Protocol):
@@ -91,7 +93,51 @@ class RecoverableQueueStore(QueueStore, Protocol):
     def durable_ticket(self) -> int: ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One definitions change, as a key/value put or delete (what an etcd backend stores).
+
+    ``kind``/``key``: ``vhost`` (name), ``user`` (name), ``permission`` (user, vhost), ``access_key``
+    (key id), ``exchange`` (vhost, name), ``queue`` (vhost, name), ``binding`` (vhost, source,
+    destination, destination type, routing key). ``value`` holds the fields (a binding's delete
+    carries its ``arguments``, part of its identity). Deleting a vhost or user cascades to what
+    lives in it (exchanges, queues, bindings, permissions; permissions and access keys).
+    """
+
+    op: Literal["put", "delete"]
+    kind: str
+    key: tuple[str, ...]
+    value: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Watcher = Callable[[int, Sequence[Change]], None]
+
+
 class MetadataStore(Protocol):
+    """Durable definitions with a revision: every commit is one all-or-nothing transaction.
+
+    ``commit`` never blocks the caller: it numbers the change (``revision`` + 1, in call order) and
+    returns a future that completes with that revision once it is durable (SQLite: on the store's
+    writer thread). ``pending()`` is the future of the newest write not yet durable, so a server can
+    hold an answer until everything it caused is kept. The ``save_*``/``delete_*`` helpers below are
+    one-change commits for the core's declares. A cluster backend implements the same port with a
+    compare-and-set on ``revision``.
+    """
+
+    @property
+    def revision(self) -> int:
+        """The revision of the newest submitted change (durable or not); survives restarts."""
+        ...
+
+    def commit(self, changes: Sequence[Change]) -> Future[int]: ...
+
+    def pending(self) -> Future[int] | None: ...
+
+    def watch(self, watcher: Watcher) -> None:
+        """``watcher(revision, changes)`` after each commit is durable, in revision order, on the
+        store's writer thread (hop to your loop); covers every change, whoever made it."""
+        ...
+
     def save_exchange(self, vhost: str, exchange: Any) -> None: ...
 
     def delete_exchange(self, vhost: str, name: str) -> None: ...
@@ -107,6 +153,63 @@ class MetadataStore(Protocol):
                        arguments: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def dest_type(dest: Any) -> str:
+    return "queue" if hasattr(dest, "consumers") else "exchange"
+
+
+class OneChangeCommits:
+    """The ``save_*``/``delete_*`` calls of MetadataStore and AccessStore as one-change ``commit``s
+    (the core's declares; the server holds its answer on ``pending()``)."""
+
+    def commit(self, changes: Sequence[Change]) -> Future[int]:
+        raise NotImplementedError
+
+    def save_exchange(self, vhost: str, exchange: Any) -> None:
+        self.commit([Change("put", "exchange", (vhost, exchange.name), {
+            "type": exchange.type, "durable": exchange.durable, "auto_delete": exchange.auto_delete,
+            "internal": exchange.internal, "arguments": dict(exchange.arguments or {})})])
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        self.commit([Change("delete", "exchange", (vhost, name))])
+
+    def save_queue(self, vhost: str, queue: Any) -> None:
+        self.commit([Change("put", "queue", (vhost, queue.name), {
+            "durable": queue.durable, "auto_delete": queue.auto_delete,
+            "arguments": dict(queue.arguments or {})})])
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self.commit([Change("delete", "queue", (vhost, name))])
+
+    def save_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+                     arguments: dict[str, Any]) -> None:
+        self.commit([Change("put", "binding", (vhost, source, dest.name, dest_type(dest), routing_key),
+                            {"arguments": dict(arguments)})])
+
+    def delete_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+                       arguments: dict[str, Any]) -> None:
+        self.commit([Change("delete", "binding", (vhost, source, dest.name, dest_type(dest), routing_key),
+                            {"arguments": dict(arguments)})])
+
+    def save_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None:
+        self.commit([Change("put", "vhost", (name,), {"description": description, "tags": list(tags or [])})])
+
+    def delete_vhost(self, name: str) -> None:
+        self.commit([Change("delete", "vhost", (name,))])
+
+    def save_user(self, name: str, password_hash: str, tags: list[str] | None = None) -> None:
+        self.commit([Change("put", "user", (name,), {"password_hash": password_hash, "tags": list(tags or [])})])
+
+    def delete_user(self, name: str) -> None:
+        self.commit([Change("delete", "user", (name,))])
+
+    def save_permission(self, user: str, vhost: str, configure: str, write: str, read: str) -> None:
+        self.commit([Change("put", "permission", (user, vhost),
+                            {"configure": configure, "write": write, "read": read})])
+
+    def delete_permission(self, user: str, vhost: str) -> None:
+        self.commit([Change("delete", "permission", (user, vhost))])
 
 
 class AccessStore(Protocol):

@@ -7,10 +7,12 @@ the shared store suite (tests/unit/store) compares against.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from haremq.errors import NotFound
-from haremq.store.api import RecoveredMessage
+from haremq.store.api import Change, OneChangeCommits, RecoveredMessage, Watcher
 
 _PROPERTY_NAMES = (
     "content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
@@ -105,91 +107,105 @@ class MemoryQueueStore:
         self.delivered.clear()
 
 
-class MemoryMetadataStore:
-    """Keeps durable definitions as plain dicts (the shape of a definitions export)."""
+class MemoryMetadataStore(OneChangeCommits):
+    """Keeps durable definitions as plain dicts (the shape of a definitions export); commits are
+    done when ``commit`` returns."""
 
     def __init__(self) -> None:
         self.exchanges: dict[tuple[str, str], dict[str, Any]] = {}
         self.queues: dict[tuple[str, str], dict[str, Any]] = {}
-        self.bindings: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+        self.bindings: dict[tuple[str, ...], dict[str, Any]] = {}
         self.vhosts: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.permissions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.access_keys: dict[str, dict[str, Any]] = {}
+        self.revision = 0
+        self._watchers: list[Watcher] = []
 
-    def save_exchange(self, vhost: str, exchange: Any) -> None:
-        self.exchanges[(vhost, exchange.name)] = {
-            "name": exchange.name, "vhost": vhost, "type": exchange.type, "durable": exchange.durable,
-            "auto_delete": exchange.auto_delete, "internal": exchange.internal,
-            "arguments": exchange.arguments,
-        }
+    def commit(self, changes: Sequence[Change]) -> Future[int]:
+        for c in changes:
+            self._apply(c)
+        self.revision += 1
+        for w in self._watchers:
+            w(self.revision, changes)
+        fut: Future[int] = Future()
+        fut.set_result(self.revision)
+        return fut
 
-    def delete_exchange(self, vhost: str, name: str) -> None:
-        self.exchanges.pop((vhost, name), None)
-        for k in [k for k in self.bindings if k[0] == vhost and (k[1] == name or k[2] == name)]:
-            del self.bindings[k]
+    def pending(self) -> Future[int] | None:
+        return None
 
-    def save_queue(self, vhost: str, queue: Any) -> None:
-        self.queues[(vhost, queue.name)] = {
-            "name": queue.name, "vhost": vhost, "durable": queue.durable,
-            "auto_delete": queue.auto_delete, "arguments": queue.arguments,
-        }
-
-    def delete_queue(self, vhost: str, name: str) -> None:
-        self.queues.pop((vhost, name), None)
-        for k in [k for k in self.bindings if k[0] == vhost and k[2] == name]:
-            del self.bindings[k]
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.append(watcher)
 
     @staticmethod
-    def _key(vhost: str, source: str, dest: Any, routing_key: str, arguments: dict[str, Any]
-             ) -> tuple[str, str, str, str, str]:
-        return (vhost, source, dest.name, routing_key, repr(sorted(arguments.items())))
+    def _drop(table: dict[Any, Any], match: Callable[[Any], bool]) -> None:
+        for k in [k for k in table if match(k)]:
+            del table[k]
 
-    def save_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
-                     arguments: dict[str, Any]) -> None:
-        self.bindings[self._key(vhost, source, dest, routing_key, arguments)] = {
-            "source": source, "vhost": vhost, "destination": dest.name,
-            "destination_type": "queue" if hasattr(dest, "consumers") else "exchange",
-            "routing_key": routing_key, "arguments": arguments,
-        }
+    def _apply(self, c: Change) -> None:
+        k, v = c.key, c.value
+        if c.op == "put":
+            if c.kind == "vhost":
+                self.vhosts[k[0]] = {"name": k[0], "description": v.get("description", ""),
+                                     "tags": list(v.get("tags") or [])}
+            elif c.kind == "user":
+                self.users[k[0]] = {"name": k[0], "password_hash": v["password_hash"],
+                                    "tags": list(v.get("tags") or [])}
+            elif c.kind == "permission":
+                self.permissions[(k[0], k[1])] = {"user": k[0], "vhost": k[1], "configure": v["configure"],
+                                                  "write": v["write"], "read": v["read"]}
+            elif c.kind == "access_key":
+                self.access_keys[k[0]] = {"key_id": k[0], "user": v["user"], "secret": v["secret"]}
+            elif c.kind == "exchange":
+                self.exchanges[(k[0], k[1])] = {
+                    "name": k[1], "vhost": k[0], "type": v["type"], "durable": v["durable"],
+                    "auto_delete": v["auto_delete"], "internal": v["internal"], "arguments": v["arguments"]}
+            elif c.kind == "queue":
+                self.queues[(k[0], k[1])] = {"name": k[1], "vhost": k[0], "durable": v["durable"],
+                                             "auto_delete": v["auto_delete"], "arguments": v["arguments"]}
+            elif c.kind == "binding":
+                self.bindings[self._bkey(c)] = {
+                    "source": k[1], "vhost": k[0], "destination": k[2], "destination_type": k[3],
+                    "routing_key": k[4], "arguments": v["arguments"]}
+            else:
+                raise ValueError(f"unknown definitions change {c.kind}")
+            return
+        if c.kind == "vhost":
+            self.vhosts.pop(k[0], None)
+            for table in (self.exchanges, self.queues, self.bindings):
+                self._drop(table, lambda key: key[0] == k[0])
+            self._drop(self.permissions, lambda key: key[1] == k[0])
+        elif c.kind == "user":
+            self.users.pop(k[0], None)
+            self._drop(self.permissions, lambda key: key[0] == k[0])
+            self._drop(self.access_keys, lambda key: self.access_keys[key]["user"] == k[0])
+        elif c.kind == "permission":
+            self.permissions.pop((k[0], k[1]), None)
+        elif c.kind == "access_key":
+            self.access_keys.pop(k[0], None)
+        elif c.kind == "exchange":
+            self.exchanges.pop((k[0], k[1]), None)
+            self._drop(self.bindings, lambda key: key[0] == k[0] and k[1] in (key[1], key[2]))
+        elif c.kind == "queue":
+            self.queues.pop((k[0], k[1]), None)
+            self._drop(self.bindings, lambda key: key[0] == k[0] and key[2] == k[1])
+        elif c.kind == "binding":
+            self.bindings.pop(self._bkey(c), None)
+        else:
+            raise ValueError(f"unknown definitions change {c.kind}")
 
-    def delete_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
-                       arguments: dict[str, Any]) -> None:
-        self.bindings.pop(self._key(vhost, source, dest, routing_key, arguments), None)
-
-    def save_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None:
-        self.vhosts[name] = {"name": name, "description": description, "tags": list(tags or [])}
-
-    def delete_vhost(self, name: str) -> None:
-        self.vhosts.pop(name, None)
-        for table in (self.exchanges, self.queues):
-            for k in [k for k in table if k[0] == name]:
-                del table[k]
-        for bk in [bk for bk in self.bindings if bk[0] == name]:
-            del self.bindings[bk]
-        for pk in [pk for pk in self.permissions if pk[1] == name]:
-            del self.permissions[pk]
-
-    def save_user(self, name: str, password_hash: str, tags: list[str] | None = None) -> None:
-        self.users[name] = {"name": name, "password_hash": password_hash, "tags": list(tags or [])}
-
-    def delete_user(self, name: str) -> None:
-        self.users.pop(name, None)
-        for pk in [pk for pk in self.permissions if pk[0] == name]:
-            del self.permissions[pk]
-
-    def save_permission(self, user: str, vhost: str, configure: str, write: str, read: str) -> None:
-        self.permissions[(user, vhost)] = {"user": user, "vhost": vhost, "configure": configure,
-                                           "write": write, "read": read}
-
-    def delete_permission(self, user: str, vhost: str) -> None:
-        self.permissions.pop((user, vhost), None)
+    @staticmethod
+    def _bkey(c: Change) -> tuple[str, ...]:
+        return (*c.key[:3], c.key[4], repr(sorted(dict(c.value.get("arguments") or {}).items())))
 
     def load(self) -> dict[str, list[dict[str, Any]]]:
         """Everything saved, shaped like a definitions export (sorted for stable comparison)."""
         def rows(table: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
             return [dict(table[k]) for k in sorted(table)]
 
-        return {"vhosts": rows(self.vhosts), "users": rows(self.users), "permissions": rows(self.permissions),
+        return {"access_keys": rows(self.access_keys),
+                "vhosts": rows(self.vhosts), "users": rows(self.users), "permissions": rows(self.permissions),
                 "exchanges": rows(self.exchanges), "queues": rows(self.queues), "bindings": rows(self.bindings)}
 
     def close(self) -> None:

@@ -349,3 +349,21 @@ def test_permissions_and_vhosts(broker: Broker) -> None:
 def test_sink_is_recording() -> None:
     sink = RecordingSink()
     assert sink.take() == []
+
+
+def test_a_declare_whose_save_fails_leaves_nothing_behind(broker: Broker) -> None:
+    """Atomic declare: a durable queue/exchange that could not be persisted does not exist either."""
+    s, _ = session_for(broker)
+
+    def disk_full(*_a: object) -> None:
+        raise OSError("disk full")
+
+    broker.metadata.save_queue = disk_full  # type: ignore[method-assign]
+    broker.metadata.save_exchange = disk_full  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        broker.queue_declare(s, "dq", durable=True, arguments={"x-expires": 1000})
+    with pytest.raises(OSError):
+        broker.exchange_declare(s, "dx", "direct", durable=True)
+    assert "dq" not in s.vhost.queues and "dx" not in s.vhost.exchanges
+    assert pub(broker, s, "dq") == UNROUTABLE
+    broker.queue_declare(s, "dq")  # the name is free for a transient queue

@@ -205,3 +205,23 @@ def test_fuzz_before_handshake(data: bytes) -> None:
     events = conn.receive_data(codec.PROTOCOL_HEADER + data)
     code = close_code(events)
     assert code is None or code in EXPECTED_CLOSE_CODES, code
+
+
+short_names = st.text(min_size=1).filter(lambda s: len(s.encode("utf-8")) <= 255)
+
+
+@given(name=short_names)
+def test_any_utf8_short_string_name_encodes_in_replies(name: str) -> None:
+    """A name the decoder accepted can always be echoed back (pamqp's name regex is not ours)."""
+    frame = codec.method_frame(1, codec.build(C.Queue.DeclareOk, queue=name, message_count=0, consumer_count=0))
+    _, _, got = pframe.unmarshal(frame)
+    assert isinstance(got, C.Queue.DeclareOk) and got.queue == name
+    frame = codec.method_frame(1, codec.build(C.Basic.ConsumeOk, consumer_tag=name))
+    assert pframe.unmarshal(frame)[2].consumer_tag == name
+
+
+@given(text=st.text(max_size=300))
+def test_reply_text_is_clipped_to_255_bytes_on_a_character_boundary(text: str) -> None:
+    clipped = codec.clip_sstr("é" + text)
+    assert len(clipped.encode("utf-8", "replace")) <= 255
+    assert ("é" + text).startswith(clipped)

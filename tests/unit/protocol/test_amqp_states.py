@@ -25,6 +25,7 @@ METHODS: list[Any] = [
     C.Connection.SecureOk(response="x"),
     C.Connection.Blocked(reason="x"),
     C.Connection.Unblocked(),
+    C.Connection.UpdateSecret(new_secret="guest", reason="rotation"),
 ]
 
 # how to bring a fresh connection into each state

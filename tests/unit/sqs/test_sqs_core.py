@@ -65,9 +65,9 @@ def test_visibility_timeout_returns_message_with_higher_count(env) -> None:  # t
     assert sq.queue.unacked == 0 and sq.visible_count == 1
     (again,) = sq.receive(10, None)
     assert again.entry.delivery_count == 2 and sq.receipt(again) != sq.receipt(lease)
-    sq.delete(sq.receipt(lease))  # stale handle: no-op
-    assert sq.queue.unacked == 1
-    sq.delete(sq.receipt(again))
+    sq.delete(sq.receipt(lease))  # the older handle of the message in flight deletes it (AWS)
+    assert sq.queue.unacked == 0 and sq.queue.acked == 1
+    sq.delete(sq.receipt(again))  # already gone: a no-op success
     assert sq.queue.unacked == 0 and sq.queue.acked == 1
 
 
@@ -261,3 +261,35 @@ def test_queue_deleted_over_amqp_wakes_parked_long_polls(env) -> None:  # type: 
     s, _ = session_for(b, user=b.users.users["u"])
     b.queue_delete(s, "polled")
     assert woken == [True]
+
+
+def test_expired_fifo_handle_deletes_the_message_waiting_in_its_group_backlog(env) -> None:  # type: ignore[no-untyped-def]
+    """AWS: a handle stays good for its message after the visibility expired, while not received again;
+    in a FIFO queue the message waits in its group's backlog, and deleting it unlocks the next one."""
+    b, clock, _ = env
+    sq = make(env, "h.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    sq.send(msg("a1", "A"), None)
+    sq.send(msg("a2", "A"), None)
+    (lease,) = sq.receive(1, 5)
+    clock.advance(6)
+    b.run_timers()
+    assert sq.visible_count == 2 and sq.queue.unacked == 0
+    sq.delete(sq.receipt(lease))
+    assert sq.visible_count == 1 and sq.queue.acked == 1
+    assert bodies(sq.receive(10, 5)) == ["a2"]
+    with pytest.raises(InvalidParameterValue):  # not in flight: no visibility to change
+        sq.change_visibility(sq.receipt(lease), 10)
+
+
+def test_receipt_handle_never_issued_is_invalid_but_a_settled_one_is_a_no_op(env) -> None:  # type: ignore[no-untyped-def]
+    sq = make(env)
+    sq.send(msg("a"), None)
+    (lease,) = sq.receive(1, 30)
+    handle = sq.receipt(lease)
+    token, lid, seq, mac = handle.split(".")
+    for forged in (f"{token}.{lid}.{int(seq) + 1}.{mac}", f"{token}.{int(lid) + 1}.{seq}.{mac}", "x", ""):
+        with pytest.raises(ReceiptHandleIsInvalid):
+            sq.delete(forged)
+    sq.delete(handle)
+    sq.delete(handle)  # already deleted: success, nothing happens
+    assert sq.queue.acked == 1

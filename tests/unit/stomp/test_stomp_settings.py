@@ -24,3 +24,11 @@ def test_env_and_overrides() -> None:
 def test_invalid(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load(env={}, overrides={key: value})
+
+
+def test_stomp_default_user_is_unset_unless_configured() -> None:
+    """No default user means a CONNECT without login is refused; the env sets one (as RabbitMQ's stomp.default_user)."""
+    s = load(env={})
+    assert s.stomp_default_user == "" and s.stomp_default_pass == ""
+    s = load(env={"HAREMQ_STOMP_DEFAULT_USER": "app", "HAREMQ_STOMP_DEFAULT_PASS": "secret"})
+    assert (s.stomp_default_user, s.stomp_default_pass) == ("app", "secret")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from store_fakes import FakeQueue
 
-from haremq.store.api import AccessStore, DefinitionsSource, MetadataStore
+from haremq.store.api import AccessStore, Change, DefinitionsSource, MetadataStore
 from haremq.store.memory import MemoryMetadataStore
 from haremq.store.metadata import SqliteMetadataStore
 
@@ -97,6 +99,57 @@ def test_deletes_cascade_to_bindings(kit: Kit) -> None:
     d = store.load()
     assert d["bindings"] == [] and d["exchanges"] == [] and d["users"] == [] and d["permissions"] == []
     assert [x["name"] for x in d["queues"]] == ["b"] and d["vhosts"] == []
+
+
+def test_access_keys_persist_and_go_with_their_user(kit: Kit) -> None:
+    store, restart = kit
+    store.save_user("u", "h")
+    store.save_user("w", "h")
+    store.commit([Change("put", "access_key", ("AK1",), {"user": "u", "secret": "s1"}),
+                  Change("put", "access_key", ("AK2",), {"user": "w", "secret": "s2"})])
+    store.commit([Change("put", "access_key", ("AK1",), {"user": "w", "secret": "s3"})])  # moves the key
+    store = restart(store)
+    assert store.load()["access_keys"] == [{"key_id": "AK1", "user": "w", "secret": "s3"},
+                                           {"key_id": "AK2", "user": "w", "secret": "s2"}]
+    store.delete_user("w")
+    store = restart(store)
+    assert store.load()["access_keys"] == []
+
+
+def test_every_commit_gets_the_next_revision_and_it_survives_a_restart(kit: Kit) -> None:
+    store, restart = kit
+    start = store.revision
+    revs = [store.commit([Change("put", "vhost", (f"v{i}",), {})]).result(10) for i in range(3)]
+    store.save_user("u", "h")
+    assert revs == [start + 1, start + 2, start + 3] and store.revision == start + 4
+    store = restart(store)
+    assert store.revision == start + 4
+    assert store.commit([Change("delete", "vhost", ("v0",))]).result(10) == start + 5
+
+
+def test_sqlite_commits_run_on_the_writer_thread_and_never_block_the_caller(tmp_path: Path) -> None:
+    """The event loop calls save_* on a declare: SQLite (synchronous=FULL) must not run on it."""
+    store = SqliteMetadataStore(tmp_path)
+    real, gate, threads = store.db, threading.Event(), set()
+
+    class SlowDisk:
+        def execute(self, *args: Any) -> Any:
+            threads.add(threading.get_ident())
+            gate.wait(5)  # a slow fsync: the caller must not wait for it
+            return real.execute(*args)
+
+    store.db = SlowDisk()  # type: ignore[assignment]
+    started = time.monotonic()
+    store.save_queue("/", FakeQueue("q"))
+    store.save_exchange("/", FakeExchange("x"))
+    pending = store.pending()
+    assert time.monotonic() - started < 1 and pending is not None and not pending.done()
+    gate.set()
+    assert pending.result(10) == store.revision
+    assert threads and threading.get_ident() not in threads
+    store.db = real
+    assert [q["name"] for q in store.load()["queues"]] == ["q"]
+    store.close()
 
 
 def test_sqlite_uses_wal(tmp_path: Path) -> None:

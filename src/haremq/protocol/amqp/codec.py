@@ -58,20 +58,32 @@ def method_frame(channel: int, method: Any) -> bytes:
 
 
 def build(cls: type[Any], **kwargs: Any) -> Any:
-    """A pamqp method object with pamqp's own defaults, skipping its validation."""
+    """A pamqp method object with pamqp's own defaults that marshals without pamqp's validation.
+
+    pamqp's ``marshal`` refuses names outside its ``[\\w:.-]`` pattern; RabbitMQ accepts any UTF-8 short
+    string, so a declare-ok for ``"queue ü%"`` must encode. The object is an instance of a cached
+    subclass of ``cls`` whose ``validate`` does nothing (``isinstance(obj, cls)`` still holds).
+    """
     defaults = _DEFAULTS.get(cls)
     if defaults is None:
         defaults = _DEFAULTS[cls] = {
             n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
             if p.default is not inspect.Parameter.empty
         }
-    obj: Any = object.__new__(cls)
+        # no __slots__ of its own: marshal's ``self.__slots__`` still finds the method's fields
+        _UNVALIDATED[cls] = type(cls.__name__, (cls,), {"validate": _no_validation})
+    obj: Any = object.__new__(_UNVALIDATED[cls])
     for slot in cls.__slots__:
         setattr(obj, slot, kwargs[slot] if slot in kwargs else defaults.get(slot))
     return obj
 
 
+def _no_validation(self: Any) -> None:
+    """Outgoing methods are built by us from values already checked (or echoed from the wire)."""
+
+
 _DEFAULTS: dict[type[Any], dict[str, Any]] = {}
+_UNVALIDATED: dict[type[Any], type[Any]] = {}
 
 
 def decode_method(payload: Buf) -> Any:
@@ -96,7 +108,9 @@ def decode_method(payload: Buf) -> Any:
 def _sstr(value: str) -> bytes:
     b = value.encode("utf-8")
     if len(b) > 255:
-        raise ValueError("short string longer than 255 bytes")
+        # only another protocol (a STOMP destination or header) brings a longer one: AMQP cannot carry
+        # it, so it is clipped rather than failing the delivery (and the consumer's connection)
+        b = b[:255].decode("utf-8", "ignore").encode("utf-8")
     return bytes((len(b),)) + b
 
 
@@ -277,6 +291,14 @@ def return_method(channel: int, reply_code: int, reply_text: str, exchange: str,
 def sstr(value: str) -> bytes:
     """A short string on the wire (length byte + UTF-8)."""
     return _sstr(value)
+
+
+def clip_sstr(text: str) -> str:
+    """``text`` cut to 255 bytes of UTF-8 on a character boundary (reply texts quote long names)."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= 255:
+        return text
+    return raw[:255].decode("utf-8", "ignore")
 
 
 def confirm_frame(channel: int, tag: int, multiple: bool, nack: bool = False) -> bytes:

@@ -26,6 +26,7 @@ from haremq.errors import (
     CommandInvalid,
     FrameError,
     HareError,
+    NotAllowed,
     PreconditionFailed,
     UnexpectedFrame,
 )
@@ -53,6 +54,7 @@ CONNECTION_TABLE: dict[tuple[State, type[Any]], State] = {
     (State.AWAIT_TUNE_OK, C.Connection.TuneOk): State.AWAIT_OPEN,
     (State.AWAIT_OPEN, C.Connection.Open): State.OPEN,
     (State.OPEN, C.Connection.Close): State.CLOSED,
+    (State.OPEN, C.Connection.UpdateSecret): State.OPEN,
     (State.OPEN, C.Connection.CloseOk): State.CLOSED,
     (State.AWAIT_TUNE_OK, C.Connection.Close): State.CLOSED,
     (State.AWAIT_OPEN, C.Connection.Close): State.CLOSED,
@@ -86,6 +88,15 @@ class OpenVhost(Event):
 
     def __init__(self, vhost: str) -> None:
         self.vhost = vhost
+
+
+class UpdateSecret(Event):
+    """connection.update-secret (RabbitMQ extension): re-authenticate the open connection."""
+
+    __slots__ = ("new_secret", "reason")
+
+    def __init__(self, new_secret: bytes, reason: str) -> None:
+        self.new_secret, self.reason = new_secret, reason
 
 
 class ChannelOpened(Event):
@@ -234,7 +245,7 @@ class AmqpConnection:
         ch.closing = True
         ch.pending = None
         self.send_method(channel, codec.build(
-            C.Channel.Close, reply_code=error.reply_code, reply_text=error.reply_text[:255],
+            C.Channel.Close, reply_code=error.reply_code, reply_text=codec.clip_sstr(error.reply_text),
             class_id=error.class_id, method_id=error.method_id))
 
     def close(self, error: HareError) -> None:
@@ -246,7 +257,7 @@ class AmqpConnection:
             return
         self.state = State.CLOSING
         self.send_method(0, codec.build(
-            C.Connection.Close, reply_code=error.reply_code, reply_text=error.reply_text[:255],
+            C.Connection.Close, reply_code=error.reply_code, reply_text=codec.clip_sstr(error.reply_text),
             class_id=error.class_id, method_id=error.method_id))
 
     # ---- input ----------------------------------------------------------------------------------
@@ -380,8 +391,10 @@ class AmqpConnection:
             if ch is not None:
                 raise ChannelError(f"second 'channel.open' seen on channel {channel}", class_id=20,
                                    method_id=10)
-            if channel > self.channel_max:
-                raise ChannelError(f"channel {channel} exceeds channel_max {self.channel_max}")
+            # channel_max caps how many channels are open, not their numbers: 65535 is a valid channel
+            if len(self.channels) >= self.channel_max:
+                raise NotAllowed(f"number of channels opened ({len(self.channels)}) has reached the "
+                                 f"negotiated channel_max ({self.channel_max})")
             self.channels[channel] = _Channel()
             self.send_method(channel, codec.build(C.Channel.OpenOk))
             events.append(ChannelOpened(channel))
@@ -429,6 +442,10 @@ class AmqpConnection:
             events.append(TuneOk(self.channel_max, fm, m.heartbeat))
         elif isinstance(m, C.Connection.Open):
             events.append(OpenVhost(m.virtual_host or "/"))
+        elif isinstance(m, C.Connection.UpdateSecret):
+            secret = m.new_secret
+            events.append(UpdateSecret(secret.encode("utf-8") if isinstance(secret, str) else bytes(secret or b""),
+                                       m.reason or ""))
         elif isinstance(m, C.Connection.Close):
             self.send_method(0, codec.build(C.Connection.CloseOk))
             events.append(ConnectionClosed(m.reply_code or 0, m.reply_text or ""))

@@ -26,7 +26,16 @@ from urllib.parse import unquote, urlsplit
 from haremq.core.broker import Broker
 from haremq.core.lease import TimedLease
 from haremq.core.message import Message, Properties
-from haremq.core.sqs import ACCOUNT, DEDUP_HEADER, GROUP_HEADER, SOURCE_HEADER, SqsQueue, arn, name_from_arn
+from haremq.core.sqs import (
+    ACCOUNT,
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    MAX_MESSAGE_SIZE,
+    SOURCE_HEADER,
+    SqsQueue,
+    arn,
+    name_from_arn,
+)
 from haremq.core.sqs_service import SqsService
 from haremq.errors import (
     AccessDenied,
@@ -37,6 +46,7 @@ from haremq.errors import (
     HareError,
     InvalidAction,
     InvalidBatchEntryId,
+    InvalidClientTokenId,
     InvalidParameterValue,
     MalformedRequest,
     MessageTooLong,
@@ -45,16 +55,19 @@ from haremq.errors import (
     PeerError,
     QueueDoesNotExist,
     TooManyEntriesInBatchRequest,
+    UnsupportedOperation,
 )
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import mapping as M
 from haremq.protocol.sqs import query, sigv4
+from haremq.security import audit
 from haremq.security.users import User
 
 JSON = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
 MAX_BATCH = 10
+MAX_BATCH_BYTES = MAX_MESSAGE_SIZE  # AWS: the bodies and attributes of a batch, together, at most 1 MiB
 _BATCH_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 SYSTEM_ATTRIBUTES = ("SenderId", "SentTimestamp", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
                      "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "AWSTraceHeader",
@@ -92,6 +105,26 @@ class ReceiveMessage:
     attempt_id: str | None
 
 
+# AWS's wording for out-of-range integers, where it differs from the generic one
+_RANGE_REASONS = {
+    "DelaySeconds": "DelaySeconds must be >= {lo} and <= {hi}.",
+    "WaitTimeSeconds": "Must be >= {lo} and <= {hi}, if provided.",
+    "MaxNumberOfMessages": "Must be between {lo} and {hi}, if provided.",
+}
+MAX_TAGS = 50
+
+
+def check_tags(tags: dict[str, str], existing: int = 0) -> None:
+    """AWS's tag limits: keys 1-128 characters, values at most 256, at most 50 tags per queue."""
+    for k, v in tags.items():
+        if not 1 <= len(k) <= 128:
+            raise InvalidParameterValue("Tag keys must be between 1 and 128 characters in length.")
+        if len(v) > 256:
+            raise InvalidParameterValue("Tag values may only be up to 256 characters in length.")
+    if existing + len(tags) > MAX_TAGS:
+        raise InvalidParameterValue(f"Too many tags added for queue (limit {MAX_TAGS}).")
+
+
 class Params:
     """Typed access to a JSON request body, raising SQS's validation errors."""
 
@@ -123,8 +156,8 @@ class Params:
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise InvalidParameterValue(f"Value {str(v)[:40]} for parameter {name} is invalid. Reason: must be "
-                                        f"between {lo} and {hi}.")
+            reason = _RANGE_REASONS.get(name, "must be between {lo} and {hi}.").format(name=name, lo=lo, hi=hi)
+            raise InvalidParameterValue(f"Value {str(v)[:40]} for parameter {name} is invalid. Reason: {reason}")
         return v
 
     def str_map(self, name: str) -> dict[str, str]:
@@ -298,6 +331,30 @@ class SqsApi:
             return out
         return query.render(name, out, rid)
 
+    def failure(self, req: Request, err: HareError) -> HttpResponse:
+        """``err`` as the answer to ``req``, in its protocol (JSON or Query)."""
+        self.errors += 1
+        rid = f"{self._rid_prefix}-{next(self._rid):012d}"
+        return query_error_response(err, rid) if query.is_query(req) else error_response(err, rid)
+
+    def too_large(self, req: Request) -> HttpResponse:
+        """A request whose body is over the listener's limit (its body was dropped): the error SQS gives
+        an oversize message or batch, never a bare HTTP 413."""
+        if query.is_query(req):
+            # the query string, or the head of the dropped form body (SDKs put Action first)
+            text = req.query + "&" + req.body.decode("latin-1")
+            action = next((unquote(v) for k, _, v in (p.partition("=") for p in text.split("&"))
+                           if k == "Action"), "")
+        else:
+            action = req.headers.get("x-amz-target", "")[len(TARGET_PREFIX):]
+        err: HareError
+        if action.endswith("Batch"):
+            err = BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes.")
+        else:
+            err = MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                                 f"{MAX_MESSAGE_SIZE} bytes.")
+        return self.failure(req, err)
+
     @staticmethod
     def ok(doc: dict[str, Any], rid: str) -> HttpResponse:
         return HttpResponse(200, json.dumps(doc, separators=(",", ":")).encode(), JSON,
@@ -308,6 +365,7 @@ class SqsApi:
         if self.any_credentials:
             user = users.users.get(self.default_user)
             if user is None:
+                audit.login_refused("sqs", req.peer, self.default_user, "--sqs-any-credentials: no default user")
                 raise AccessDenied("no default user to act as")
             return user, _region_of(req)
         found: list[tuple[User, str]] = []
@@ -319,13 +377,24 @@ class SqsApi:
             found.append(hit)
             return hit[1]
 
-        if "authorization" not in req.headers and sigv4.is_presigned(req.query):
-            _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body, secret_of)
-        else:
-            _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
-        user = found[0][0]
-        if user.loopback_only and not req.loopback:
-            raise AccessDenied(f"User {user.name} can only connect via localhost")
+        try:
+            if "authorization" not in req.headers and sigv4.is_presigned(req.query):
+                _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body,
+                                                   secret_of)
+            else:
+                _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
+            user = found[0][0]
+            if user.loopback_only and not req.loopback:
+                raise AccessDenied(f"User {user.name} can only connect via localhost")
+        except AccessRefused as err:
+            key = _access_key_of(req)
+            who = f"{found[0][0].name} (access key {key})" if found else key
+            reason = f"{err.sqs_code}: {err.text}"
+            if isinstance(err, InvalidClientTokenId):
+                reason += (" (unknown access key: give a user this key with the management API, or start haremq "
+                           "with --sqs-any-credentials to accept any key)")
+            audit.login_refused("sqs", req.peer, who, reason)
+            raise
         return user, region
 
     def url(self, req: Request, name: str) -> str:
@@ -338,15 +407,17 @@ class SqsApi:
     # ---- queues --------------------------------------------------------------------------------------
     def do_CreateQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         name = p.req("QueueName")
-        sq = self.service.create(user, name, p.str_map("Attributes"), p.str_map("tags"))
+        tags = p.str_map("tags")
+        check_tags(tags)
+        sq = self.service.create(user, name, p.str_map("Attributes"), tags)
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_GetQueueUrl(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self.service.queue(user, p.req("QueueName"), "read")
+        sq = self.service.queue(user, p.req("QueueName"), None)  # any permission: producers look up too
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_ListQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        names, out = _page(self.service.names(p.text("QueueNamePrefix")), p)
+        names, out = _page(self.service.names(user, p.text("QueueNamePrefix")), p)
         if p.integer("MaxResults", 1, 1000) is None:
             names = names[:1000]
         if names:
@@ -364,6 +435,8 @@ class SqsApi:
     def do_GetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
         wanted = self.service.attribute_names(p.str_list("AttributeNames"))
+        if wanted is not None and not wanted:
+            return {}
         attrs = sq.attributes(region)
         if wanted is not None:
             attrs = {k: v for k, v in attrs.items() if k in wanted}
@@ -377,15 +450,19 @@ class SqsApi:
     def do_TagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "configure")
         tags = p.str_map("Tags")
-        if len({**sq.tags, **tags}) > 50:
-            raise InvalidParameterValue("Too many tags added for queue (limit 50).")
+        if not tags:
+            raise MissingParameter("The request must contain the parameter Tags.")
+        check_tags(tags, len(sq.tags.keys() - tags.keys()))
         sq.tags.update(tags)
         sq.persist()
         return {}
 
     def do_UntagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "configure")
-        for k in p.str_list("TagKeys"):
+        keys = p.str_list("TagKeys")
+        if not keys:
+            raise MissingParameter("The request must contain the parameter TagKeys.")
+        for k in keys:
             sq.tags.pop(k, None)
         sq.persist()
         return {}
@@ -394,9 +471,21 @@ class SqsApi:
         sq = self._queue(user, p)
         return {"Tags": dict(sq.tags)} if sq.tags else {}
 
+    def _no_policies(self, user: User, p: Params, action: str) -> dict[str, Any]:
+        self._queue(user, p, "configure")  # a missing or invisible queue answers as usual first
+        raise UnsupportedOperation(f"{action} is not supported: access is governed by haremq users' "
+                                   "configure/write/read permissions (management API), not queue policies.")
+
+    def do_AddPermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        return self._no_policies(user, p, "AddPermission")
+
+    def do_RemovePermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        return self._no_policies(user, p, "RemovePermission")
+
     def do_ListDeadLetterSourceQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
-        names, out = _page(self.service.dead_letter_sources(sq.name), p)
+        visible = [n for n in self.service.dead_letter_sources(sq.name) if self.service.visible(user, n)]
+        names, out = _page(visible, p)
         out["queueUrls"] = [self.url(req, n) for n in names]
         return out
 
@@ -459,17 +548,25 @@ class SqsApi:
     def do_SendMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "write")
         entries = p.entries("Entries")
-        total = sum(len(str(e.d.get("MessageBody", "")).encode()) for e in entries)
-        if total > sq.config.max_size:
-            raise BatchRequestTooLong(f"Batch requests cannot be longer than {sq.config.max_size} bytes. You have "
+        total = sum(len(str(e.d.get("MessageBody", "")).encode()) + _attributes_size(e.d.get("MessageAttributes"))
+                    for e in entries)
+        if total > MAX_BATCH_BYTES:
+            raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
                                       f"sent {total} bytes.")
+        if sq.config.fifo:
+            # AWS fails the whole request here, not entry by entry
+            if any(not e.d.get("MessageGroupId") for e in entries):
+                raise MissingParameter("The request must contain the parameter MessageGroupId.")
+            if not sq.config.content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
+                raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
+                                            "MessageDeduplicationId provided explicitly")
         ok: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for e in entries:
             eid = e.req("Id")
             try:
                 res = self._send(user, sq, parse_send(e))
-            except PeerError as err:
+            except HareError as err:  # a storage fault fails its entry with SenderFault false
                 failed.append(_failure(eid, err))
                 continue
             res["Id"] = eid
@@ -616,6 +713,19 @@ def _page(names: list[str], p: Params) -> tuple[list[str], dict[str, Any]]:
     return names, out
 
 
+def _attributes_size(raw: Any) -> int:
+    """Size of a batch entry's message attributes as sent (names, types, values), for the batch limit."""
+    if not isinstance(raw, dict):
+        return 0
+    n = 0
+    for name, spec in raw.items():
+        n += len(str(name).encode())
+        if isinstance(spec, dict):
+            n += sum(len(str(spec.get(k, "")).encode()) for k in ("DataType", "StringValue"))
+            n += len(str(spec.get("BinaryValue", ""))) * 3 // 4
+    return n
+
+
 def _failure(eid: str, err: HareError) -> dict[str, Any]:
     return {"Id": eid, "SenderFault": isinstance(err, PeerError), "Code": err.sqs_code, "Message": err.text}
 
@@ -629,6 +739,18 @@ def _untoken(token: str) -> str:
         return bytes.fromhex(token).decode()
     except ValueError:
         raise InvalidParameterValue("Invalid NextToken.") from None
+
+
+def _access_key_of(req: Request) -> str | None:
+    """The access key id a request claims (Authorization header or presigned query), for the audit log."""
+    auth = req.headers.get("authorization")
+    if auth is not None:
+        cred = auth.partition("Credential=")[2]
+        return cred.split("/", 1)[0][:128] or None
+    for part in req.query.split("&"):
+        if part.startswith("X-Amz-Credential="):
+            return unquote(part[len("X-Amz-Credential="):]).split("/", 1)[0][:128] or None
+    return None
 
 
 def _region_of(req: Request) -> str:

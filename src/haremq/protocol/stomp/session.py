@@ -107,14 +107,16 @@ class Received:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Held:
-    """BEGIN, ABORT, or a frame held for its transaction: nothing to do but the receipt."""
+    """BEGIN, ABORT, or a frame held for its transaction: nothing to do but the receipt (which, for a
+    held SEND, the server gives at COMMIT, once the message is kept)."""
 
     frame: Frame
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Commit:
-    """COMMIT: apply ``frames`` (SEND/ACK/NACK, in arrival order), then receipt ``frame``."""
+    """COMMIT: apply ``frames`` (SEND/ACK/NACK, in arrival order; SENDs receipted as applied), then
+    receipt ``frame``."""
 
     frame: Frame
     frames: tuple[Received, ...]

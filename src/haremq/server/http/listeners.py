@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.server.http.server import Handler, HttpServerProtocol, HttpStats
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
     from haremq.server.node import Node
 
 log = logging.getLogger("haremq.http")
+SQS_MAX_BODY = 6 * 1024 * 1024
 
 
 class HttpListeners:
@@ -26,7 +29,8 @@ class HttpListeners:
         self.sqs_stats = HttpStats()
         self.management_stats = HttpStats()
 
-    async def _listen(self, handler: Handler, port: int, stats: HttpStats, max_body: int, name: str) -> int:
+    async def _listen(self, handler: Handler, port: int, stats: HttpStats, max_body: int, name: str,
+                      too_large: Callable[[HttpRequest], HttpResponse] | None = None) -> int:
         from haremq.server.node import listen_error
 
         loop = asyncio.get_running_loop()
@@ -34,7 +38,8 @@ class HttpListeners:
         try:
             server = await loop.create_server(
                 lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
-                                           request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout),
+                                           request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
+                                           too_large=too_large),
                 host=s.bind, port=port,
                 reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
         except OSError as exc:
@@ -50,7 +55,10 @@ class HttpListeners:
             from haremq.server.http.sqs import SqsEndpoint
 
             self.sqs = SqsEndpoint(node)
-            self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, 1024 * 1024, "SQS")
+            # a 1 MiB message (or batch) may take ~4x that on the wire (JSON \u escapes, percent-encoded
+            # forms); beyond the limit the SQS endpoint answers in SQS's error shape, not a bare 413
+            self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, SQS_MAX_BODY, "SQS",
+                                               self.sqs.too_large)
             log.info("SQS API listening on %s:%d", s.bind, self.sqs_port)
         if s.management_enabled:
             from haremq.server.http.management import ManagementApp

@@ -1,7 +1,15 @@
-"""Prometheus metrics, collected from live broker state at scrape time (no per-message cost)."""
+"""Prometheus metrics, collected from live broker state at scrape time (no per-message cost).
+
+Queue series are aggregated by default (one sample per family, as RabbitMQ's Prometheus plugin
+does): with 100k queues a per-queue exposition is megabytes and must not be built in one go on
+the event loop. Per-queue series are served on ``/metrics/per-object`` (or on ``/metrics`` with
+``metrics_per_object``): the queue counters are copied on the loop in slices that yield between
+them, and the text is formatted in a worker thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -16,36 +24,66 @@ if TYPE_CHECKING:
     from haremq.server.http.listeners import HttpListeners
     from haremq.server.node import Node
 
+SLICE = 2000  # queues copied per event-loop turn
+# (name, type, help) of the queue families, in the order of the sampled tuple's counters
+QUEUE_FAMILIES = (
+    ("haremq_queue_messages_ready", "gauge", "Messages ready for delivery"),
+    ("haremq_queue_messages_unacked", "gauge", "Messages delivered, not yet acknowledged"),
+    ("haremq_queue_messages_delayed", "gauge", "SQS messages waiting for their delay"),
+    ("haremq_queue_consumers", "gauge", "Consumers"),
+    ("haremq_queue_messages_published", "counter", "Messages enqueued"),
+    ("haremq_queue_messages_delivered", "counter", "Deliveries (incl. SQS receives)"),
+    ("haremq_queue_messages_acked", "counter", "Acknowledged (SQS: deleted)"),
+)
+QueueSample = tuple[str, str, int, int, int, int, int, int, int]
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def format_queues(samples: list[QueueSample], per_object: bool) -> bytes:
+    """Exposition text of the queue families (runs in a worker thread: pure function of a copy)."""
+    out: list[str] = []
+    if not per_object:
+        out.append("# HELP haremq_queues Queues\n# TYPE haremq_queues gauge\n")
+        out.append(f"haremq_queues {len(samples)}\n")
+    for i, (name, kind, help_) in enumerate(QUEUE_FAMILIES):
+        sample = f"{name}_total" if kind == "counter" else name  # as prometheus_client writes counters
+        out.append(f"# HELP {sample} {help_}\n# TYPE {sample} {kind}\n")
+        if per_object:
+            idx = i + 2
+            out.extend(f'{sample}{{vhost="{_label(s[0])}",queue="{_label(s[1])}"}} {s[idx]}\n' for s in samples)
+        else:
+            out.append(f"{sample} {sum(int(s[i + 2]) for s in samples)}\n")
+    return "".join(out).encode()
+
+
+async def sample_queues(node: Node) -> list[QueueSample]:
+    """Copy every queue's counters, ``SLICE`` queues per loop turn so other work runs in between."""
+    out: list[QueueSample] = []
+    for vh in list(node.broker.vhosts.values()):
+        queues = list(vh.queues.values())
+        for start in range(0, len(queues), SLICE):
+            for q in queues[start:start + SLICE]:
+                if q.deleted:
+                    continue
+                sq = q.sqs
+                out.append((vh.name, q.name, q.message_count + (sq.backlog_count if sq is not None else 0),
+                            q.unacked, len(sq.delayed) if sq is not None else 0, q.consumer_count, q.published,
+                            q.delivered, q.acked))
+            await asyncio.sleep(0)
+    return out
+
 
 class BrokerCollector(Collector):
+    """Node-wide series (connections, bytes, store); the queue families are rendered separately."""
+
     def __init__(self, node: Node, listeners: HttpListeners) -> None:
         self.node = node
         self.listeners = listeners
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["vhost", "queue"]
-        ready = GaugeMetricFamily("haremq_queue_messages_ready", "Messages ready for delivery", labels=labels)
-        unacked = GaugeMetricFamily("haremq_queue_messages_unacked", "Messages delivered, not yet acknowledged",
-                                    labels=labels)
-        delayed = GaugeMetricFamily("haremq_queue_messages_delayed", "SQS messages waiting for their delay",
-                                    labels=labels)
-        consumers = GaugeMetricFamily("haremq_queue_consumers", "Consumers", labels=labels)
-        published = CounterMetricFamily("haremq_queue_messages_published", "Messages enqueued", labels=labels)
-        delivered = CounterMetricFamily("haremq_queue_messages_delivered", "Deliveries (incl. SQS receives)",
-                                        labels=labels)
-        acked = CounterMetricFamily("haremq_queue_messages_acked", "Acknowledged (SQS: deleted)", labels=labels)
-        for vh in list(self.node.broker.vhosts.values()):
-            for q in list(vh.queues.values()):
-                lv = [vh.name, q.name]
-                sq = q.sqs
-                ready.add_metric(lv, q.message_count + (sq.backlog_count if sq is not None else 0))
-                unacked.add_metric(lv, q.unacked)
-                delayed.add_metric(lv, len(sq.delayed) if sq is not None else 0)
-                consumers.add_metric(lv, q.consumer_count)
-                published.add_metric(lv, q.published)
-                delivered.add_metric(lv, q.delivered)
-                acked.add_metric(lv, q.acked)
-        yield from (ready, unacked, delayed, consumers, published, delivered, acked)
         node = self.node
         conns = GaugeMetricFamily("haremq_connections", "Open client connections", labels=["protocol"])
         conns.add_metric(["amqp"], len(node.connections))
@@ -80,12 +118,17 @@ class BrokerCollector(Collector):
 
 class Metrics:
     def __init__(self, node: Node, listeners: HttpListeners) -> None:
+        self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BrokerCollector(node, listeners))
         self.registry.register(ProcessCollector(registry=None))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    async def render(self, per_object: bool) -> bytes:
+        """The whole exposition; the queue part is copied in slices and formatted off the loop."""
+        node_part = generate_latest(self.registry)
+        samples = await sample_queues(self.node)
+        queue_part = await asyncio.to_thread(format_queues, samples, per_object)
+        return queue_part + node_part
 
     @staticmethod
     def rss() -> int:

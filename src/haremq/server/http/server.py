@@ -6,7 +6,9 @@ any work; a bare protocol with httptools serves an SQS-sized request in a fracti
 - Keep-alive and pipelining: requests are answered strictly in order. A handler may return an
   awaitable (an SQS long poll); later requests of the same connection wait in ``pending`` until
   it is answered, and reading pauses when too many are queued.
-- Limits: the request line + headers are capped (``max_header``), bodies too (``max_body``, 413);
+- Limits: the request line + headers are capped (``max_header``), bodies too (``max_body``, 413;
+  or, with ``too_large``, the body is read and dropped, up to ``DRAIN_LIMIT``, and the listener's own
+  answer is sent, e.g. SQS's error shape);
   malformed input gets a 400 and the connection is closed; a handler that raises gets a 500 and
   is logged. Nothing a peer sends can take the listener down.
 - Output of one ``data_received`` is written once; ``node.flush_output`` runs after each batch, so
@@ -35,6 +37,8 @@ log = logging.getLogger("haremq.http")
 Handler = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 MAX_PENDING = 64
+DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body read (and dropped) to answer it properly; beyond: closed
+DROPPED_HEAD = 4096  # what ``too_large`` sees of a dropped body (a form's ``Action=`` comes first)
 
 
 class HttpStats:
@@ -71,17 +75,20 @@ def error(status: int, text: str) -> HttpResponse:
 
 class HttpServerProtocol(asyncio.Protocol):
     def __init__(self, node: Node, handler: Handler, stats: HttpStats, *, max_header: int = 65536,
-                 max_body: int = 1024 * 1024, request_timeout: float = 10.0, idle_timeout: float = 60.0) -> None:
+                 max_body: int = 1024 * 1024, request_timeout: float = 10.0, idle_timeout: float = 60.0,
+                 too_large: Callable[[HttpRequest], HttpResponse] | None = None) -> None:
         self.node = node
         self.handler = handler
         self.stats = stats
         self.max_header = max_header
         self.max_body = max_body
+        self.too_large = too_large
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.loopback = False
-        self.pending: deque[tuple[HttpRequest, bool]] = deque()
+        # (request, keep-alive, its answer when already known: an oversize body's)
+        self.pending: deque[tuple[HttpRequest, bool, HttpResponse | None]] = deque()
         self.busy: asyncio.Task[None] | None = None
         self.closing = False
         self.out: list[bytes] = []
@@ -97,6 +104,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._dropped = False  # the body is over max_body and being dropped (``too_large``)
         self._error: HttpResponse | None = None
 
     # ---- asyncio.Protocol -------------------------------------------------------------------------
@@ -156,6 +164,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._size = 0
+        self._dropped = False
 
     def on_url(self, url: bytes) -> None:
         self._size += len(url)
@@ -177,16 +186,42 @@ class HttpServerProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         cl = self._headers.get("content-length")
         if cl is not None and (not cl.isdigit() or int(cl) > self.max_body):
-            self._error = error(413, "request body too large")
-            raise httptools.HttpParserError("body too large")
+            if self.too_large is not None and cl.isdigit() and int(cl) <= DRAIN_LIMIT:
+                self._dropped = True
+                self._body = [b""]
+            else:
+                self._error = self._oversize()
+                raise httptools.HttpParserError("body too large")
         self._arm(self.idle_timeout)
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self.max_body + self.max_header:
-            self._error = error(413, "request body too large")
-            raise httptools.HttpParserError("body too large")
-        self._body.append(body)
+            if self.too_large is None or self._size > DRAIN_LIMIT:
+                self._error = self._oversize()
+                raise httptools.HttpParserError("body too large")
+            if not self._dropped:
+                self._dropped = True
+                self._body = [b"".join(self._body)[:DROPPED_HEAD]]
+        if not self._dropped:
+            self._body.append(body)
+        elif len(self._body[0]) < DROPPED_HEAD:
+            self._body[0] += body[:DROPPED_HEAD - len(self._body[0])]
+
+    def _request(self, body: bytes) -> HttpRequest:
+        """The request parsed so far (``too_large`` sees the first ``DROPPED_HEAD`` bytes of a dropped body)."""
+        try:
+            url = httptools.parse_url(b"".join(self._url))
+            path, query = (url.path or b"/").decode("latin-1"), (url.query or b"").decode("latin-1")
+        except httptools.HttpParserInvalidURLError:
+            path, query = "/", ""
+        return HttpRequest(self.parser.get_method().decode("latin-1"), path, query, self._headers, body, self.peer,
+                           self.loopback)
+
+    def _oversize(self) -> HttpResponse:
+        if self.too_large is None:
+            return error(413, "request body too large")
+        return self.too_large(self._request(b"".join(self._body)[:DROPPED_HEAD]))
 
     def on_message_complete(self) -> None:
         self._in_request = False
@@ -199,7 +234,8 @@ class HttpServerProtocol(asyncio.Protocol):
         req = HttpRequest(self.parser.get_method().decode("latin-1"), (url.path or b"/").decode("latin-1"),
                           (url.query or b"").decode("latin-1"), self._headers, b"".join(self._body), self.peer,
                           self.loopback)
-        self.pending.append((req, self.parser.should_keep_alive()))
+        known = self.too_large(req) if self._dropped and self.too_large is not None else None
+        self.pending.append((req, self.parser.should_keep_alive(), known))
         if len(self.pending) > MAX_PENDING and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -208,10 +244,10 @@ class HttpServerProtocol(asyncio.Protocol):
     def _run(self) -> None:
         """Answer queued requests in order until one has to wait."""
         while self.pending and self.busy is None and not self.closing:
-            req, keep_alive = self.pending.popleft()
+            req, keep_alive, known = self.pending.popleft()
             self.stats.requests += 1
             try:
-                res = self.handler(req)
+                res = self.handler(req) if known is None else known
             except Exception:
                 log.exception("HTTP handler failed for %s %s", req.method, req.path)
                 res = error(500, "internal error")

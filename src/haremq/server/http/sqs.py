@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from haremq.errors import HareError, ResourceError
+from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs import query
 from haremq.protocol.sqs.api import TARGET_PREFIX, LongPoll, SqsApi, error_response, query_error_response
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from haremq.server.node import Node
 
+log = logging.getLogger("haremq.sqs")
 
 class SqsEndpoint:
     def __init__(self, node: Node) -> None:
@@ -38,14 +40,23 @@ class SqsEndpoint:
                 return refused
         store = self.node.broker.store
         before = store.ticket
-        out = self.api.handle(req)
+        metadata = self.node.broker.metadata
+        revision = metadata.revision
+        try:
+            out = self.api.handle(req)
+        except Exception:  # a bug or an unexpected I/O fault: still an SQS error (5xx: SDKs retry)
+            log.exception("SQS request failed: %s %s", req.method, req.headers.get("x-amz-target", req.path))
+            return self.api.failure(req, InternalError("We encountered an internal error. Please try again."))
         if isinstance(out, LongPoll):
             return self._wait(out)
+        if metadata.revision != revision and metadata.pending() is not None:
+            # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
+            return self._settled(req, out, store.ticket if store.ticket != before else 0)
         after = store.ticket
         if after != before and store.durable_ticket < after:
             # the request wrote to the log (a send, a delete): answer once it is on disk, as a
             # publisher confirm would be, so a 200 means the message survives a crash
-            return self._durable(out, after)
+            return self._durable(req, out, after)
         return out
 
     def _refuse_send(self, req: HttpRequest) -> HttpResponse | None:
@@ -69,8 +80,25 @@ class SqsEndpoint:
         rid = f"alarm-{uuid.uuid4().hex[:20]}"
         return query_error_response(err, rid) if is_query else error_response(err, rid)
 
-    async def _durable(self, out: HttpResponse, ticket: int) -> HttpResponse:
-        await self.node.wait_durable(ticket)
+    def too_large(self, req: HttpRequest) -> HttpResponse:
+        """A body over the listener's limit: SQS's error for it, in the request's protocol."""
+        return self.api.too_large(req)
+
+    async def _settled(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+        try:
+            await self.node.definitions.settle()
+        except Exception as exc:  # the definition did not reach the disk: a 5xx, never the 200
+            log.error("SQS definition change not durable: %s", exc)
+            return self.api.failure(req, ResourceError(f"definition not durable: {exc}"))
+        if ticket:
+            return await self._durable(req, out, ticket)
+        return out
+
+    async def _durable(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+        try:
+            await self.node.wait_durable(ticket)
+        except HareError as err:  # the write did not reach the disk (fsync failed): a 5xx, never the 200
+            return self.api.failure(req, err)
         return out
 
     async def _wait(self, lp: LongPoll) -> HttpResponse:

@@ -1,0 +1,145 @@
+"""The definitions command layer: every change to vhosts, users, permissions and SQS access keys
+(management API, ``haremq ctl``, definitions imports) goes through ``Definitions``.
+
+Order: validate (the caller) -> commit to the metadata store (one transaction on its writer
+thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. So
+a 2xx means the change is on disk, and a restart shows exactly what was answered. Every command
+returns the store revision of its change.
+
+Exchanges, queues, bindings and queue attributes are validated and applied by the core (the rules
+every protocol shares), which submits their commit to the same store and revision sequence;
+``settle`` waits for it before the answer (the AMQP server holds declare-ok the same way).
+
+For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
+revision), ``apply`` is what a watch of remote changes calls, ``subscribe`` sees every durable
+change (any path: commands, protocol declares) with its revision, on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from haremq.security.users import Permission, User
+from haremq.store.api import Change, Watcher
+
+if TYPE_CHECKING:
+    from haremq.core.broker import Broker
+
+class Definitions:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    @property
+    def revision(self) -> int:
+        return self.broker.metadata.revision
+
+    def subscribe(self, watcher: Watcher) -> None:
+        """``watcher(revision, changes)`` on this event loop after each change is durable, in revision
+        order. Call from the loop."""
+        loop = asyncio.get_running_loop()
+
+        def on_commit(revision: int, changes: Sequence[Change]) -> None:
+            loop.call_soon_threadsafe(watcher, revision, changes)
+
+        self.broker.metadata.watch(on_commit)
+
+    async def commit(self, changes: Sequence[Change]) -> int:
+        """Make ``changes`` durable (one transaction), then apply them; their revision."""
+        revision = await asyncio.wrap_future(self.broker.metadata.commit(changes))
+        self.apply(changes)
+        return revision
+
+    async def settle(self) -> int:
+        """Until every change submitted so far (the core's declares) is durable; the revision."""
+        pending = self.broker.metadata.pending()
+        if pending is not None:
+            await asyncio.wrap_future(pending)
+        return self.revision
+
+    # ---- memory ----------------------------------------------------------------------------------
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply durable access changes to memory (exchanges, queues and bindings are applied by the
+        core before their commit and are skipped here)."""
+        b = self.broker
+        users = b.users.users
+        for c in changes:
+            k, v = c.key, c.value
+            if c.kind == "vhost":
+                if c.op == "put":
+                    b.add_vhost(k[0])
+                    continue
+                vh = b.vhosts.pop(k[0], None)
+                if vh is not None:
+                    for q in list(vh.queues.values()):
+                        vh.delete_queue(q)  # consumers cancelled, message logs removed
+                for u in users.values():
+                    u.permissions.pop(k[0], None)
+                b.flush()
+            elif c.kind == "user":
+                if c.op == "delete":
+                    users.pop(k[0], None)
+                    continue
+                known = users.get(k[0])
+                tags = tuple(v.get("tags") or ())
+                if known is None:
+                    users[k[0]] = User(k[0], v["password_hash"], tags, loopback_only=k[0] == "guest")
+                else:
+                    known.password_hash, known.tags = v["password_hash"], tags
+            elif c.kind == "permission":
+                grantee = users.get(k[0])
+                if grantee is None:
+                    continue
+                if c.op == "put":
+                    grantee.permissions[k[1]] = Permission(v["configure"], v["write"], v["read"])
+                else:
+                    grantee.permissions.pop(k[1], None)
+            elif c.kind == "access_key":
+                for u in users.values():
+                    u.access_keys.pop(k[0], None)
+                owner = users.get(v.get("user", ""))
+                if c.op == "put" and owner is not None:
+                    owner.access_keys[k[0]] = v["secret"]
+
+    # ---- typed commands --------------------------------------------------------------------------
+    async def put_vhost(self, name: str, creator: User | None = None) -> int:
+        """Create a vhost; its creator gets full permissions on it unless it has some (RabbitMQ)."""
+        changes = [Change("put", "vhost", (name,), {"description": "", "tags": []})]
+        if creator is not None and name not in creator.permissions:
+            changes.append(permission_change(creator.name, name, Permission()))
+        return await self.commit(changes)
+
+    async def delete_vhost(self, name: str) -> int:
+        return await self.commit([Change("delete", "vhost", (name,))])
+
+    async def put_user(self, name: str, password_hash: str, tags: Sequence[str],
+                       access_keys: dict[str, str] | None = None) -> int:
+        changes = [Change("put", "user", (name,), {"password_hash": password_hash, "tags": list(tags)})]
+        changes += [access_key_change(name, k, s) for k, s in (access_keys or {}).items()]
+        return await self.commit(changes)
+
+    async def delete_user(self, name: str) -> int:
+        return await self.commit([Change("delete", "user", (name,))])
+
+    async def set_permission(self, user: str, vhost: str, perm: Permission) -> int:
+        return await self.commit([permission_change(user, vhost, perm)])
+
+    async def clear_permission(self, user: str, vhost: str) -> int:
+        return await self.commit([Change("delete", "permission", (user, vhost))])
+
+    async def put_access_key(self, user: str, key_id: str, secret: str) -> int:
+        return await self.commit([access_key_change(user, key_id, secret)])
+
+
+def user_change(user: User) -> Change:
+    return Change("put", "user", (user.name,), {"password_hash": user.password_hash, "tags": list(user.tags)})
+
+
+def permission_change(user: str, vhost: str, perm: Permission) -> Change:
+    return Change("put", "permission", (user, vhost),
+                  {"configure": perm.configure, "write": perm.write, "read": perm.read})
+
+
+def access_key_change(user: str, key_id: str, secret: str) -> Change:
+    return Change("put", "access_key", (key_id,), {"user": user, "secret": secret})

@@ -82,6 +82,26 @@ class _QueueRef:
         self.name = name
 
 
+async def compaction_pass(store: FileQueueStore, budget: int) -> int:
+    """One compaction pass over about ``budget`` bytes of segments: each job snapshots on the
+    loop, does its disk work on the store's worker thread, and commits back on the loop.
+    If this task is cancelled mid-job (node stop) the job is simply never committed: the
+    rewritten file is valid either way and ``store.close()`` waits for the thread."""
+    worker = store.start_worker()
+    loop = asyncio.get_running_loop()
+    reclaimed = 0
+    tried: set[object] = set()
+    while budget > 0:
+        job = store.next_compaction(tried)
+        if job is None:
+            break
+        tried.add(job.seg)
+        budget -= job.seg.write_pos
+        await loop.run_in_executor(worker.executor, job.run)
+        reclaimed += store.finish_compaction(job)
+    return reclaimed
+
+
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
@@ -358,31 +378,11 @@ class Node:
                 await asyncio.sleep(1)
             try:
                 if isinstance(store, FileQueueStore):
-                    await self._compact(store, 64 * 1024 * 1024)
+                    await compaction_pass(store, 64 * 1024 * 1024)
                 else:
                     maintain(64 * 1024 * 1024)
             except HareError as exc:
                 log.warning("store maintenance failed: %s", exc)
-
-    @staticmethod
-    async def _compact(store: FileQueueStore, budget: int) -> int:
-        """One compaction pass over about ``budget`` bytes of segments: each job snapshots on the
-        loop, does its disk work on the store's worker thread, and commits back on the loop.
-        If this task is cancelled mid-job (node stop) the job is simply never committed: the
-        rewritten file is valid either way and ``store.close()`` waits for the thread."""
-        worker = store.start_worker()
-        loop = asyncio.get_running_loop()
-        reclaimed = 0
-        tried: set[object] = set()
-        while budget > 0:
-            job = store.next_compaction(tried)
-            if job is None:
-                break
-            tried.add(job.seg)
-            budget -= job.seg.write_pos
-            await loop.run_in_executor(worker.executor, job.run)
-            reclaimed += store.finish_compaction(job)
-        return reclaimed
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -27,6 +27,7 @@ and then to compact.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -42,7 +43,7 @@ from haremq.store import compaction
 from haremq.store.api import RecoveredMessage
 from haremq.store.compaction import CompactJob
 from haremq.store.groupcommit import GroupCommit
-from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport
+from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport, drop_spare, reserve_spare
 from haremq.store.worker import Housekeeper
 
 log = logging.getLogger("haremq.store")
@@ -88,15 +89,31 @@ class FileQueueStore:
         self._opened = False
         self._closed = False
         self.worker: Housekeeper | None = None
+        # with a worker: the first segment of the next new queue, reserved ahead in the trash
+        # directory (strays there are removed at startup); its future descriptor and path
+        self._first: concurrent.futures.Future[int] | None = None
+        self._first_path = ""
 
     def start_worker(self) -> Housekeeper:
         """From now on run blocking housekeeping on a worker thread (the node calls this once its
         loop runs); ``close()`` drains and stops it."""
         if self.worker is None:
+            self._ensure_open()
             self.worker = Housekeeper()
             for qlog in self.logs.values():
                 qlog.worker = self.worker
+            self._reserve_first()
         return self.worker
+
+    def _reserve_first(self) -> None:
+        if self.worker is None or self.worker.closed:
+            return
+        trash = os.path.join(self.root, TRASH)
+        os.makedirs(trash, exist_ok=True)
+        name = f"{uuid.uuid4().hex}.prealloc"
+        self._first_path = os.path.join(trash, name)
+        self._first = self.worker.submit(reserve_spare, name, self.config.min_segment_size,
+                                         os.open(trash, os.O_RDONLY))
 
     # ---- startup -----------------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -186,6 +203,10 @@ class FileQueueStore:
         self.flusher.dir_changed(vpath)
         self.flusher.dir_changed(self.root)
         qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config, self.worker)
+        if self._first is not None:  # its first segment: the one reserved ahead (see _rotate)
+            qlog.give_spare(self._first, self._first_path, self.config.min_segment_size)
+            self._first = None
+            self._reserve_first()
         self.logs[key] = qlog
         return qlog
 
@@ -306,6 +327,9 @@ class FileQueueStore:
         self._closed = True
         if self.worker is not None:
             self.worker.close()  # finish queued jobs first: they may hold descriptors of our files
+            if self._first is not None:
+                drop_spare(self._first, self._first_path)
+                self._first = None
         try:
             if self.flusher.failed is None:
                 self.flusher.sync()

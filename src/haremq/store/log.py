@@ -107,7 +107,7 @@ class QueueLog:
         # the next segment's file, being reserved on the worker (see prepare_spare): its future
         # descriptor, file name and size
         self.spare: concurrent.futures.Future[int] | None = None
-        self.spare_name = ""
+        self.spare_path = ""
         self.spare_size = 0
 
     @property
@@ -315,10 +315,16 @@ class QueueLog:
         worker = self.worker
         if worker is None or worker.closed or self.spare is not None:
             return
-        self.spare_name = f"{uuid.uuid4().hex}.prealloc"
+        name = f"{uuid.uuid4().hex}.prealloc"
+        self.spare_path = os.path.join(self.directory, name)
         self.spare_size = self._next_size(self.active)
         dfd = os.open(self.directory, os.O_RDONLY)
-        self.spare = worker.submit(_reserve_spare, self.spare_name, self.spare_size, dfd)
+        self.spare = worker.submit(reserve_spare, name, self.spare_size, dfd)
+
+    def give_spare(self, fut: concurrent.futures.Future[int], path: str, size: int) -> None:
+        """Use a file reserved elsewhere (the store's spare for new queues) as the next segment."""
+        assert self.spare is None
+        self.spare, self.spare_path, self.spare_size = fut, path, size
 
     def _take_spare(self, size: int) -> Segment | None:
         """The preallocated file as the new active segment (still under its spare name), if it is
@@ -326,7 +332,7 @@ class QueueLog:
         fut, self.spare = self.spare, None
         if fut is None:
             return None
-        path = os.path.join(self.directory, self.spare_name)
+        path = self.spare_path
         if not fut.done() or fut.exception() is not None or self.spare_size < size:
             self._discard_spare(fut, path)
             return None
@@ -340,9 +346,9 @@ class QueueLog:
 
     def _discard_spare(self, fut: concurrent.futures.Future[int] | None, path: str) -> None:
         if self.worker is not None and not self.worker.closed:
-            self.worker.background(_drop_spare, fut, path)  # FIFO: runs after the reserve job
+            self.worker.background(drop_spare, fut, path)  # FIFO: runs after the reserve job
         else:
-            _drop_spare(fut, path)
+            drop_spare(fut, path)
 
     def _rotate(self, need: int) -> Segment:
         old = self.active
@@ -352,13 +358,14 @@ class QueueLog:
         # the empty one, so the seq floor in its header is never missing from disk.
         replace = old is not None and old.base_lsn == self.next_lsn
         smallest = max(self.config.min_segment_size, R.FILE_HEADER_SIZE + need)
+        expected = self.spare is not None or old is not None
         new = self._take_spare(size)
         rename = new is not None or replace
         if new is not None:
             assert self.worker is not None
             self.worker.prealloc_used += 1
         else:
-            if old is not None and self.worker is not None:
+            if expected and self.worker is not None:
                 self.worker.prealloc_missed += 1
             try:
                 new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
@@ -531,7 +538,7 @@ class QueueLog:
     def close(self) -> None:
         if self.spare is not None:
             fut, self.spare = self.spare, None
-            self._discard_spare(fut, os.path.join(self.directory, self.spare_name))
+            self._discard_spare(fut, self.spare_path)
         with self.flusher.lock:
             for seg in self.segments:
                 self.flusher.forget(seg)
@@ -542,7 +549,7 @@ class QueueLog:
         self.firsts.clear()
 
 
-def _reserve_spare(name: str, size: int, dir_fd: int) -> int:
+def reserve_spare(name: str, size: int, dir_fd: int) -> int:
     """Worker thread: reserve a spare segment file in the directory ``dir_fd`` names."""
     try:
         return reserve(name, size, dir_fd)
@@ -559,7 +566,7 @@ def _unlink_at(dir_fd: int, name: str) -> None:
         os.close(dir_fd)
 
 
-def _drop_spare(fut: concurrent.futures.Future[int] | None, path: str) -> None:
+def drop_spare(fut: concurrent.futures.Future[int] | None, path: str) -> None:
     """Close and remove an unused spare (its reserve job has finished: same FIFO worker)."""
     if fut is not None:
         try:

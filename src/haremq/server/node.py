@@ -381,7 +381,7 @@ class Node:
                     await compaction_pass(store, 64 * 1024 * 1024)
                 else:
                     maintain(64 * 1024 * 1024)
-            except HareError as exc:
+            except (HareError, OSError) as exc:
                 log.warning("store maintenance failed: %s", exc)
 
     async def stop(self) -> None:

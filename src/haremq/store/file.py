@@ -7,7 +7,9 @@ Layout::
         00000000000000000001.seg        segments, named by base LSN (see records.py)
         00000000000000004711.seg
         00000000000000000001.seg.quarantined   a damaged file kept for forensics (never read)
-    DATA_DIR/queues/.trash/             deleted queues on their way out
+        <uuid>.prealloc                 the next segment, reserved ahead by the store worker
+    DATA_DIR/queues/.trash/             deleted queues on their way out (and the first segment of the
+                                        next new queue, reserved ahead); emptied at startup
 
 Names are encoded to ``[A-Za-z0-9_-]`` plus ``%XX`` escapes (``""`` is ``%``); long names are
 cut and suffixed with a hash, ``queue.json`` keeps the truth.
@@ -109,11 +111,14 @@ class FileQueueStore:
         if self.worker is None or self.worker.closed:
             return
         trash = os.path.join(self.root, TRASH)
-        os.makedirs(trash, exist_ok=True)
+        try:
+            os.makedirs(trash, exist_ok=True)
+            dfd = os.open(trash, os.O_RDONLY)
+        except OSError:
+            return  # new queues reserve their first segment synchronously
         name = f"{uuid.uuid4().hex}.prealloc"
         self._first_path = os.path.join(trash, name)
-        self._first = self.worker.submit(reserve_spare, name, self.config.min_segment_size,
-                                         os.open(trash, os.O_RDONLY))
+        self._first = self.worker.submit(reserve_spare, name, self.config.min_segment_size, dfd)
 
     # ---- startup -----------------------------------------------------------------------------
     def _ensure_open(self) -> None:

@@ -26,10 +26,12 @@ remembers the highest seq the queue used (its header's seq floor and its records
 that is mostly garbage is rewritten by ``compaction.py``.
 
 Ordering on disk: REMOVE(m) is always appended after PUBLISH(m), so "older segment" above is
-exactly "smaller base LSN". Unlinks are not fsynced one by one; a crash may bring a deleted file
-back, which is safe: a resurrected file only holds records whose effect is already void (its
-messages were removed by records in files that were removed *after* it, and on ext4/xfs the
-journal commits unlinks in order).
+exactly "smaller base LSN". With a store worker the unlinks run there, in the order they were
+decided (one FIFO thread), after the segment left the index and its descriptor was closed; a file
+whose unlink is still queued is exactly a file a crash could resurrect. Unlinks are not fsynced one
+by one; a crash may bring a deleted file back, which is safe: a resurrected file only holds records
+whose effect is already void (its messages were removed by records in files that were removed
+*after* it, and on ext4/xfs the journal commits unlinks in order).
 """
 
 from __future__ import annotations
@@ -315,10 +317,13 @@ class QueueLog:
         worker = self.worker
         if worker is None or worker.closed or self.spare is not None:
             return
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return  # the rotation will reserve synchronously (and report any real problem)
         name = f"{uuid.uuid4().hex}.prealloc"
         self.spare_path = os.path.join(self.directory, name)
         self.spare_size = self._next_size(self.active)
-        dfd = os.open(self.directory, os.O_RDONLY)
         self.spare = worker.submit(reserve_spare, name, self.spare_size, dfd)
 
     def give_spare(self, fut: concurrent.futures.Future[int], path: str, size: int) -> None:
@@ -478,11 +483,18 @@ class QueueLog:
             del self.by_base[seg.base_lsn]
         if seg.seqs:
             self._drop_pubseg(seg)
+        dfd = -1
         if self.worker is not None and not self.worker.closed:
+            try:
+                dfd = os.open(self.directory, os.O_RDONLY)
+            except OSError:
+                dfd = -1
+        if dfd >= 0:
             # freeing a big file's blocks can take milliseconds: unlink on the worker, relative to
             # a descriptor of this directory (a queue re-created under the same name gets a new
             # directory, which a late unlink can never reach); FIFO keeps the unlink order
-            self.worker.background(_unlink_at, os.open(self.directory, os.O_RDONLY), seg.name)
+            assert self.worker is not None
+            self.worker.background(_unlink_at, dfd, seg.name)
         else:
             try:
                 os.unlink(seg.path)

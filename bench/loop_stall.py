@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--queues", type=int, default=1000, help="queues declared, published to and deleted")
     ap.add_argument("--compact-wait", type=float, default=12.0, help="seconds to let maintenance compact")
     ap.add_argument("--json-out", help="append the JSON line to this file")
+    ap.add_argument("--bound-ms", type=float, help="exit 1 if the worst gap of the store phases (compact, declare) "
+                    "exceeds this")
     ap.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -155,6 +157,11 @@ def main() -> None:
     for p in PHASES:
         r = res[p]
         print(f"| {p} | {r['ticks']} | {r['worst_ms']} | {r['p99_ms']} | {r['p999_ms']} |")
+    if args.bound_ms is not None:
+        over = {p: res[p]["worst_ms"] for p in ("compact", "declare") if res[p]["worst_ms"] > args.bound_ms}
+        if over:
+            print(f"\nstalls over the {args.bound_ms} ms bound: {over}")
+            sys.exit(1)
 
 
 if __name__ == "__main__":

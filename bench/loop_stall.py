@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -123,6 +124,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         store = node.broker.store
         stats = store.stats("/", "stall-big") if hasattr(store, "stats") else None
         extra = {k: getattr(store, k) for k in ("prealloc_used", "prealloc_missed") if hasattr(store, k)}
+        data_dir = node.settings.data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)  # running_broker leaves its temporary data dir behind
     out: dict[str, Any] = {"bench": "loop_stall", "mib": args.mib, "queues": args.queues,
                            "rc": proc.returncode,
                            "compactions": None if stats is None else stats.compactions, **extra}

@@ -94,6 +94,26 @@ def listen_error(name: str, bind: str, port: int, exc: OSError) -> StartupError:
     return StartupError(f"{name} cannot listen on {bind}:{port}: {exc.strerror or exc}")
 
 
+async def compaction_pass(store: FileQueueStore, budget: int) -> int:
+    """One compaction pass over about ``budget`` bytes of segments: each job snapshots on the
+    loop, does its disk work on the store's worker thread, and commits back on the loop.
+    If this task is cancelled mid-job (node stop) the job is simply never committed: the
+    rewritten file is valid either way and ``store.close()`` waits for the thread."""
+    worker = store.start_worker()
+    loop = asyncio.get_running_loop()
+    reclaimed = 0
+    tried: set[object] = set()
+    while budget > 0:
+        job = store.next_compaction(tried)
+        if job is None:
+            break
+        tried.add(job.seg)
+        budget -= job.seg.write_pos
+        await loop.run_in_executor(worker.executor, job.run)
+        reclaimed += store.finish_compaction(job)
+    return reclaimed
+
+
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
@@ -408,15 +428,21 @@ class Node:
     async def _maintain_loop(self) -> None:
         """Now and then, compact mostly-acked segments so one slow message cannot pin the disk,
         and watch free disk space."""
-        maintain = getattr(self.broker.store, "maintain", None)
+        store = self.broker.store
+        maintain = getattr(store, "maintain", None)
+        if isinstance(store, FileQueueStore):
+            store.start_worker()  # compaction, preallocation and directory removal off the loop
         while maintain is not None:
             for _ in range(5):
                 self.check_disk()
                 self.check_memory()
                 await asyncio.sleep(1)
             try:
-                maintain(64 * 1024 * 1024)
-            except HareError as exc:
+                if isinstance(store, FileQueueStore):
+                    await compaction_pass(store, 64 * 1024 * 1024)
+                else:
+                    maintain(64 * 1024 * 1024)
+            except (HareError, OSError) as exc:
                 log.warning("store maintenance failed: %s", exc)
 
     async def stop(self) -> None:

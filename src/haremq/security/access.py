@@ -14,6 +14,11 @@ def loopback_refused(user: User, loopback: bool) -> bool:
     return user.loopback_only and not loopback
 
 
+def may_open_vhost(user: User, vhost: str) -> bool:
+    """Has ``user`` any permissions in ``vhost`` (RabbitMQ: no permission entry, no access)."""
+    return vhost in user.permissions
+
+
 def vhost_refusal(user: User, vhost: str, exists: bool) -> tuple[str, str] | None:
     """Why ``user`` may not open ``vhost``: (text for the client, text for the audit log); None if it may.
 
@@ -21,6 +26,6 @@ def vhost_refusal(user: User, vhost: str, exists: bool) -> tuple[str, str] | Non
     """
     if not exists:
         return f"vhost {vhost} not found", f"vhost {vhost} not found"
-    if vhost not in user.permissions:
+    if not may_open_vhost(user, vhost):
         return f"access to vhost '{vhost}' refused for user '{user.name}'", f"no access to vhost '{vhost}'"
     return None

@@ -2,9 +2,12 @@
 
 Each entry point returns the authenticated ``User`` or raises ``LoginRefused`` with a ``Reason``,
 after writing exactly one ``haremq.security.audit.login_refused`` line; listeners only map the
-reason to their protocol's answer. The front-door issue extends this class, not the listeners:
-password KDFs behind ``_check_password``, caches dropped on password change, SASL EXTERNAL from
-TLS client certificates in ``_SASL``, and per-user rate limits in ``_refuse``/the entry points.
+reason to their protocol's answer.
+
+The front-door issue extends this class, not the listeners: password KDFs go behind ``password``
+(the only caller of ``check_password``); caches of verified credentials drop on password change;
+SASL EXTERNAL (the TLS client certificate, to be carried on ``Peer``) becomes a branch of ``sasl``,
+refused as unsupported today; rate limits per user and peer go where every refusal passes, ``_refuse``.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ def _amqplain(response: bytes) -> tuple[str | None, str | None]:
     return (login if isinstance(login, str) else None), (password if isinstance(password, str) else None)
 
 
-# SASL mechanism -> (login, password) parser. EXTERNAL (the TLS client certificate names the user)
-# belongs here once the front door has TLS; until then it is refused as unsupported.
+# SASL mechanism -> (login, password) parser. EXTERNAL has no password (the TLS client certificate
+# names the user): it becomes a branch of ``Authenticator.sasl``; until then it is refused as unsupported.
 _SASL: dict[str, Callable[[bytes], tuple[str | None, str | None]]] = {"PLAIN": _plain, "AMQPLAIN": _amqplain}
 MECHANISMS = " ".join(_SASL)
 
@@ -88,6 +91,11 @@ class Authenticator:
         # changed secret misses the cache; bounded, least recently used goes first
         self._keys: OrderedDict[tuple[bytes, str, str, str], bytes] = OrderedDict()
         self._salt = os.urandom(16)
+
+    @property
+    def sasl_mechanisms(self) -> str:
+        """What connection.start offers: the mechanisms ``sasl`` accepts."""
+        return MECHANISMS
 
     # ---- entry points ----------------------------------------------------------------------------
     def sasl(self, mechanism: str, response: bytes, peer: Peer) -> User:

@@ -40,6 +40,7 @@ from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
+from haremq.security.access import may_open_vhost
 from haremq.security.refusal import LoginRefused, Peer
 from haremq.security.users import Permission, User, hash_password
 from haremq.server.definitions import access_key_change, permission_change
@@ -444,7 +445,7 @@ class ManagementApp:
         return any(t in SEE_ALL_TAGS for t in user.tags)
 
     def _sees(self, user: User, vhost: str) -> bool:
-        return self._sees_all(user) or vhost in user.permissions
+        return self._sees_all(user) or may_open_vhost(user, vhost)
 
     def _own(self, user: User, conn_user: User | None) -> bool:
         return self._sees_all(user) or (conn_user is not None and conn_user.name == user.name)

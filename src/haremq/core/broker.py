@@ -26,6 +26,7 @@ from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
+from haremq.security.access import vhost_refusal
 from haremq.security.users import Access, Permission, User, UserStore
 from haremq.store.api import MetadataStore, RecoverableQueueStore
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
@@ -111,10 +112,10 @@ class Broker:
     # ---- connections ---------------------------------------------------------------------------
     def open_vhost(self, user: User, name: str) -> VHost:
         vh = self.vhosts.get(name)
-        if vh is None:
-            raise NotAllowed(f"vhost {name} not found")
-        if name not in user.permissions:
-            raise NotAllowed(f"access to vhost '{name}' refused for user '{user.name}'")
+        refusal = vhost_refusal(user, name, vh is not None)
+        if refusal is not None:
+            raise NotAllowed(refusal[0])
+        assert vh is not None
         return vh
 
     def open_session(self, vhost: VHost, user: User, connection: object, sink: DeliverySink) -> Session:

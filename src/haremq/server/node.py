@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haremq.config import Settings
 from haremq.core.broker import Broker
 from haremq.errors import HareError, StartupError
+from haremq.security.auth import Authenticator
 from haremq.security.users import UserStore
 from haremq.server.definitions import Definitions
 from haremq.store.file import FileQueueStore
@@ -131,6 +132,9 @@ class Node:
                 self._lock.release()
                 raise
         self.broker = broker
+        # every listener authenticates through this one service (security/auth.py)
+        self.auth = Authenticator(broker.users, broker.clock, default_login=(
+            (settings.stomp_default_user, settings.stomp_default_pass) if settings.stomp_default_user else None))
         self.definitions = Definitions(broker)
         # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
         self.waiting: dict[ConfirmWaiter, None] = {}

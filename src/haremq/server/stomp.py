@@ -37,6 +37,7 @@ from haremq.errors import (
     ConnectionForced,
     HareError,
     InternalError,
+    NotAllowed,
     NotFound,
     PreconditionFailed,
     ResourceError,
@@ -46,7 +47,8 @@ from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
 from haremq.security import audit
-from haremq.security.users import User, check_password
+from haremq.security.refusal import LoginRefused, Peer, Reason
+from haremq.security.users import User
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -473,34 +475,22 @@ class StompServerProtocol(asyncio.Protocol):
     def _connect(self, e: S.Connect) -> None:
         """Authenticate: ``login``/``passcode``, or without ``login`` the ``stomp_default_user`` when one
         is configured (RabbitMQ's ``stomp.default_user``), else refused. Loopback rules apply either way."""
-        s = self.node.settings
         broker = self.node.broker
-        if e.login is not None:
-            login, passcode = e.login, e.passcode or ""
-        elif s.stomp_default_user:
-            login, passcode = s.stomp_default_user, s.stomp_default_pass
-        else:
-            self._refuse(None, "no credentials (no login header, and no stomp_default_user is configured)")
-            raise AuthenticationFailed("CONNECT without login is refused: send login and passcode")
-        user = broker.users.authenticate(login, passcode, loopback=self.loopback)
-        if user is None:
-            known = broker.users.users.get(login)
-            if known is None:
-                reason = "unknown user"
-            elif not check_password(passcode, known.password_hash):
-                reason = "invalid password"
-            else:
-                reason = "user may only connect from loopback"
-            self._refuse(login, reason)
-            raise AuthenticationFailed(f"login was refused for user '{login}'")
-        # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
-        # it mandatory), which means "the default vhost"
-        vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
+        peer = Peer("stomp", self.peer_name, self.loopback)
         try:
-            self.vhost = broker.open_vhost(user, vhost_name)
-        except HareError:
-            self._refuse(login, f"no access to vhost '{vhost_name}'")
-            raise
+            user = (self.node.auth.password(e.login, e.passcode or "", peer) if e.login is not None
+                    else self.node.auth.default_user(peer))
+            # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
+            # it mandatory), which means "the default vhost"
+            vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
+            self.vhost = self.node.auth.vhost(user, vhost_name, broker.vhosts, peer)
+        except LoginRefused as refused:
+            self.close_reason = "login refused"
+            if refused.reason is Reason.NO_CREDENTIALS:
+                raise AuthenticationFailed("CONNECT without login is refused: send login and passcode") from None
+            if refused.reason is Reason.NOT_ALLOWED:
+                raise NotAllowed(refused.detail) from None
+            raise AuthenticationFailed(f"login was refused for user '{refused.user}'") from None
         self.user = user
         audit.connection_opened("stomp", self.peer_name, user.name, vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
@@ -510,10 +500,6 @@ class StompServerProtocol(asyncio.Protocol):
         session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
-
-    def _refuse(self, login: str | None, reason: str) -> None:
-        audit.login_refused("stomp", self.peer_name, login, reason)
-        self.close_reason = "login refused"
 
     @property
     def peer_name(self) -> str:

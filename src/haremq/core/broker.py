@@ -22,10 +22,10 @@ from haremq.core.consumer import Consumer, DeliverySink, Session
 from haremq.core.delay import DELAY_HEADER
 from haremq.core.exchange import Exchange
 from haremq.core.lease import TimerTarget
-from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
+from haremq.message import Message, Properties
 from haremq.security.users import Access, Permission, User, UserStore
 from haremq.store.api import MetadataStore, RecoverableQueueStore
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haremq.errors import PreconditionFailed
 
 if TYPE_CHECKING:
-    from haremq.core.message import Message
     from haremq.core.queue import Entry, Queue
     from haremq.core.vhost import VHost
+    from haremq.message import Message
     from haremq.security.users import User
 
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
-from haremq.core.message import Message, Properties
 from haremq.errors import ResourceError
+from haremq.message import Message, Properties
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer

@@ -12,10 +12,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.exchange import EXCHANGE_TYPES, Exchange
-from haremq.core.message import Message
 from haremq.core.queue import Queue
 from haremq.core.routing.table import canonical
 from haremq.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from haremq.message import Message
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker

@@ -21,7 +21,6 @@ from pamqp import decode
 from haremq import __version__
 from haremq.core.broker import REJECTED, UNROUTABLE
 from haremq.core.consumer import Session
-from haremq.core.message import Message
 from haremq.core.vhost import VHost
 from haremq.errors import (
     AuthenticationFailed,
@@ -34,6 +33,7 @@ from haremq.errors import (
     PreconditionFailed,
     ResourceError,
 )
+from haremq.message import Message
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
 from haremq.security import audit

@@ -21,8 +21,8 @@ from typing import Any
 
 from pamqp import commands, decode, encode
 
-from haremq.core.message import Properties
 from haremq.errors import CommandInvalid, FrameError, SyntaxError_
+from haremq.message import BASIC_PROPERTIES, Properties
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
@@ -144,14 +144,8 @@ def decode_ack(payload: Buf) -> tuple[int, int, int]:
 
 
 # ---- content header ---------------------------------------------------------------------------
-# property flag bits, most significant first, as in the spec's Basic class
-_PROPS = (
-    ("content_type", 0x8000, "s"), ("content_encoding", 0x4000, "s"), ("headers", 0x2000, "F"),
-    ("delivery_mode", 0x1000, "o"), ("priority", 0x0800, "o"), ("correlation_id", 0x0400, "s"),
-    ("reply_to", 0x0200, "s"), ("expiration", 0x0100, "s"), ("message_id", 0x0080, "s"),
-    ("timestamp", 0x0040, "T"), ("type", 0x0020, "s"), ("user_id", 0x0010, "s"),
-    ("app_id", 0x0008, "s"), ("cluster_id", 0x0004, "s"),
-)
+# property flag bits and field types: the one list, owned by the message model
+_PROPS = BASIC_PROPERTIES
 
 
 def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:

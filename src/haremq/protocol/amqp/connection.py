@@ -20,7 +20,6 @@ from typing import Any
 
 from pamqp import commands as C
 
-from haremq.core.message import Properties
 from haremq.errors import (
     ChannelError,
     CommandInvalid,
@@ -30,6 +29,7 @@ from haremq.errors import (
     PreconditionFailed,
     UnexpectedFrame,
 )
+from haremq.message import Properties
 from haremq.protocol.amqp import codec
 
 _frame_hdr = struct.Struct(">BHI")

@@ -174,7 +174,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         s = node.settings
         self.proto = ev.AmqpConnection(
             server_properties(node.cluster_name), channel_max=s.channel_max, frame_max=s.frame_max,
-            heartbeat=s.heartbeat, max_message_size=s.max_message_size)
+            heartbeat=s.heartbeat, max_message_size=s.max_message_size, properties_cache=node.amqp_properties)
         self.transport: asyncio.Transport | None = None
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None

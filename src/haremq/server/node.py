@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haremq.config import Settings
 from haremq.core.broker import Broker
 from haremq.errors import HareError
+from haremq.protocol.amqp import codec
 from haremq.security.users import UserStore
 from haremq.server.definitions import Definitions
 from haremq.store.file import FileQueueStore
@@ -100,6 +101,8 @@ class Node:
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
         self.stomp_connections: set[StompServerProtocol] = set()
+        # AMQP content headers decoded once for all connections: publishers repeat their properties
+        self.amqp_properties = codec.PropertiesCache()
         self._pending: dict[Writer, None] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None

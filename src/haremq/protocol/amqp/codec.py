@@ -149,17 +149,57 @@ _PROPS = BASIC_PROPERTIES
 
 
 def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
-    """(class id, body size, properties, raw property bytes incl. flags) from a header frame."""
+    """(class id, body size, properties, raw property bytes incl. flags) from a header frame.
+
+    Decodes every time; a connection decodes through its ``PropertiesCache``.
+    """
     if len(payload) < 14:
         raise FrameError("content header too short")
     class_id, _weight, body_size, flags = _content_hdr.unpack_from(payload, 0)
     raw = bytes(payload[12:])
     if flags == 0:
         return class_id, body_size, EMPTY, raw
-    # publishers repeat the same properties: decoded Properties are immutable, so share them
-    cached = _PROPS_CACHE.get(raw)
-    if cached is not None:
-        return class_id, body_size, cached, raw
+    return class_id, body_size, _decode_properties(payload, flags), raw
+
+
+class PropertiesCache:
+    """Decoded content-header properties by their raw bytes, for the connections of one node.
+
+    Publishers repeat the same properties, so most headers decode to an object already made:
+    decoded ``Properties`` are immutable and shared, which also lets the store's identity check
+    skip re-encoding them. At most ``limit`` entries; emptied when full (a churn of distinct
+    headers, as per-message ids make, costs one decode each, as without a cache).
+    """
+
+    __slots__ = ("_by_raw", "limit")
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self._by_raw: dict[bytes, Properties] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_raw)
+
+    def decode_content_header(self, payload: Buf) -> tuple[int, int, Properties, bytes]:
+        """As the module's ``decode_content_header``, answering repeated headers from the cache."""
+        if len(payload) < 14:
+            raise FrameError("content header too short")
+        class_id, _weight, body_size, flags = _content_hdr.unpack_from(payload, 0)
+        raw = bytes(payload[12:])
+        if flags == 0:
+            return class_id, body_size, EMPTY, raw
+        by_raw = self._by_raw
+        props = by_raw.get(raw)
+        if props is None:
+            props = _decode_properties(payload, flags)
+            if len(by_raw) >= self.limit:
+                by_raw.clear()
+            by_raw[raw] = props
+        return class_id, body_size, props, raw
+
+
+def _decode_properties(payload: Buf, flags: int) -> Properties:
+    """The property list after the 14-byte content header prefix (``flags`` already read)."""
     if flags & 1:
         raise SyntaxError_("property flag continuation is not supported")
     values: dict[str, Any] = {}
@@ -185,15 +225,10 @@ def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
                 pos += used
     except (IndexError, struct.error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SyntaxError_(f"cannot decode content header: {exc}") from None
-    props = Properties(**values)
-    if len(_PROPS_CACHE) >= 512:
-        _PROPS_CACHE.clear()
-    _PROPS_CACHE[raw] = props
-    return class_id, body_size, props, raw
+    return Properties(**values)
 
 
 EMPTY = Properties()
-_PROPS_CACHE: dict[bytes, Properties] = {}
 
 
 def encode_properties(p: Properties) -> bytes:

@@ -273,6 +273,7 @@ class SqsApi:
         self.max_wait = max_wait  # tests may cap long polls
         self._rid = itertools.count(1)
         self._rid_prefix = uuid.uuid4().hex[:20]
+        self._signing_keys = sigv4.SigningKeys()  # derived SigV4 keys, per access key and day
         self.requests = 0
         self.errors = 0
         self._actions: dict[str, Callable[[User, Params, Request, str], Any]] = {
@@ -380,9 +381,10 @@ class SqsApi:
         try:
             if "authorization" not in req.headers and sigv4.is_presigned(req.query):
                 _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body,
-                                                   secret_of)
+                                                   secret_of, keys=self._signing_keys)
             else:
-                _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
+                _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of,
+                                         keys=self._signing_keys)
             user = found[0][0]
             if user.loopback_only and not req.loopback:
                 raise AccessDenied(f"User {user.name} can only connect via localhost")

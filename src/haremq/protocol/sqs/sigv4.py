@@ -8,8 +8,8 @@ before sending (botocore ``SigV4Auth``):
 
 String to sign: ``AWS4-HMAC-SHA256\\n<X-Amz-Date>\\n<date>/<region>/<service>/aws4_request\\n
 hex(sha256(canonical request))``; key: HMAC chain over "AWS4"+secret, date, region, service,
-"aws4_request" (cached per key and day). Requests older or newer than 15 minutes are refused, as
-AWS does, so a captured request cannot be replayed later.
+"aws4_request" (a verifier's ``SigningKeys`` keeps it per access key and scope). Requests older
+or newer than 15 minutes are refused, as AWS does, so a captured request cannot be replayed later.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import os
 import time
 from collections.abc import Callable
 from urllib.parse import quote, unquote
@@ -26,20 +27,47 @@ from haremq.errors import SignatureDoesNotMatch as _BadSignature
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 15 * 60
-_key_cache: dict[tuple[str, str, str, str], bytes] = {}
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    ck = (secret, date, region, service)
-    key = _key_cache.get(ck)
-    if key is None:
-        k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-        for part in (region, service, "aws4_request"):
-            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-        if len(_key_cache) > 1024:
-            _key_cache.clear()
-        key = _key_cache[ck] = k
-    return key
+    """The SigV4 signing key: HMAC chain over "AWS4"+secret, date, region, service, "aws4_request"."""
+    k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
+
+
+class SigningKeys:
+    """Derived signing keys of one verifier (the node's SQS API), at most ``limit`` of them.
+
+    A client signs every request of a day with one key; deriving it is four HMAC rounds, so a
+    verifier keeps it. Entries are found by access key id and scope (date, region, service), never
+    by the secret: each holds a keyed BLAKE2 fingerprint of the secret it came from (the key is
+    random per instance, so the fingerprint says nothing outside this process), and a changed
+    secret (a rotated or re-set access key) derives afresh. Emptied when full.
+    """
+
+    __slots__ = ("_keys", "_salt", "limit")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._salt = os.urandom(16)
+        self._keys: dict[tuple[str, str, str, str], tuple[bytes, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key_id: str, secret: str, date: str, region: str, service: str) -> bytes:
+        fingerprint = hashlib.blake2b(secret.encode(), key=self._salt, digest_size=16).digest()
+        scope = (key_id, date, region, service)
+        hit = self._keys.get(scope)
+        if hit is not None and hmac.compare_digest(hit[0], fingerprint):
+            return hit[1]
+        key = signing_key(secret, date, region, service)
+        if len(self._keys) >= self.limit:
+            self._keys.clear()
+        self._keys[scope] = (fingerprint, key)
+        return key
 
 
 def canonical_query(query: str) -> str:
@@ -75,10 +103,12 @@ def parse_authorization(value: str) -> tuple[str, str, str, str, str, list[str],
 
 
 def verify(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-           secret_of: Callable[[str], str | None], now: float | None = None) -> tuple[str, str]:
+           secret_of: Callable[[str], str | None], now: float | None = None,
+           keys: SigningKeys | None = None) -> tuple[str, str]:
     """Check a request's SigV4 signature; returns (access key id, region). Raises the AWS error otherwise.
 
     ``headers`` has lower-case names. ``secret_of`` maps an access key id to its secret (None = unknown).
+    ``keys`` keeps derived signing keys between requests (derived every time when None).
     """
     auth = headers.get("authorization")
     if auth is None:
@@ -103,13 +133,13 @@ def verify(method: str, path: str, query: str, headers: dict[str, str], body: by
     elif payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
         raise _BadSignature("The provided 'x-amz-content-sha256' header does not match what was computed.")
     _check(method, path, canonical_query(query), headers, signed, (payload_hash,), key_id, amz_date, date, region,
-           service, signature, secret_of)
+           service, signature, secret_of, keys)
     return key_id, region
 
 
 def _check(method: str, path: str, canon_query: str, headers: dict[str, str], signed: list[str],
            payload_hashes: tuple[str, ...], key_id: str, amz_date: str, date: str, region: str, service: str,
-           signature: str, secret_of: Callable[[str], str | None]) -> None:
+           signature: str, secret_of: Callable[[str], str | None], keys: SigningKeys | None) -> None:
     """Rebuild the canonical request and compare signatures (any of ``payload_hashes`` may have been signed)."""
     secret = secret_of(key_id)
     if secret is None:
@@ -124,7 +154,10 @@ def _check(method: str, path: str, canon_query: str, headers: dict[str, str], si
                                 f"Signed header '{name[:40]}' is missing.")
         canon_headers.append(f"{name}:{' '.join(v.split())}\n")
     scope = f"{date}/{region}/{service}/aws4_request"
-    key = signing_key(secret, date, region, service)
+    if keys is None:
+        key = signing_key(secret, date, region, service)
+    else:
+        key = keys.get(key_id, secret, date, region, service)
     for payload_hash in payload_hashes:
         canonical = "\n".join((method, quote(unquote(path) or "/", safe="/~"), canon_query, "".join(canon_headers),
                                ";".join(signed), payload_hash))
@@ -143,7 +176,8 @@ def is_presigned(query: str) -> bool:
 
 
 def verify_presigned(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-                     secret_of: Callable[[str], str | None], now: float | None = None) -> tuple[str, str]:
+                     secret_of: Callable[[str], str | None], now: float | None = None,
+                     keys: SigningKeys | None = None) -> tuple[str, str]:
     """Check a query-string (presigned) SigV4 signature: ``X-Amz-Algorithm``, ``X-Amz-Credential``,
     ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ``X-Amz-Signature``. Returns (key id, region).
 
@@ -182,5 +216,5 @@ def verify_presigned(method: str, path: str, query: str, headers: dict[str, str]
     unsigned = "&".join(p for p in query.split("&") if unquote(p.partition("=")[0]) != "X-Amz-Signature")
     hashes = (hashlib.sha256(body).hexdigest(),) + (() if body else ("UNSIGNED-PAYLOAD",))
     _check(method, path, canonical_query(unsigned), headers, params["X-Amz-SignedHeaders"].split(";"), hashes,
-           key_id, amz_date, date, region, service, params["X-Amz-Signature"], secret_of)
+           key_id, amz_date, date, region, service, params["X-Amz-Signature"], secret_of, keys)
     return key_id, region

@@ -38,7 +38,9 @@ class Broker:
                  metadata: MetadataStore | None = None, users: UserStore | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store: RecoverableQueueStore = store or MemoryQueueStore()
-        self.store_failed = False  # a persistent write failed (disk full): the node blocks publishers
+        # a persistent write failed (disk full): refusals blame the store, not a queue limit (SQS 5xx,
+        # STOMP ERROR text); cleared when the disk alarm clears
+        self.store_failed = False
         self.store_broken = False  # an fsync failed: nothing can be made durable any more
         # ready bytes per queue above which persistent bodies stay only in the store (paged out)
         self.page_out_bytes = 1 << 62

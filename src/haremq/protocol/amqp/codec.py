@@ -41,11 +41,6 @@ _content_hdr = struct.Struct(">HHQH")
 _deliver_tail = struct.Struct(">QB")
 _ack = struct.Struct(">HHQB")  # class, method, delivery tag, bits
 
-M_BASIC_PUBLISH = (60 << 16) | 40
-M_BASIC_ACK = (60 << 16) | 80
-M_BASIC_NACK = (60 << 16) | 120
-M_BASIC_REJECT = (60 << 16) | 90
-
 
 # ---- frames -----------------------------------------------------------------------------------
 def frame(ftype: int, channel: int, payload: bytes) -> bytes:

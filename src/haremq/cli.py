@@ -11,8 +11,8 @@ import signal
 import sys
 
 from haremq import __version__
-from haremq.config import Settings, load
-from haremq.errors import ConfigError
+from haremq.config import Settings, load, unknown_env
+from haremq.errors import ConfigError, StartupError
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from haremq import ctl
 
     ctl.add_parser(sub)
-    check = sub.add_parser("store-check", help="verify a data directory offline (run on a stopped node)")
+    check = sub.add_parser("store-check", help="verify a data directory offline (refused while a broker holds it)")
     check.add_argument("data_dir", help="the broker's data directory")
     args = parser.parse_args(argv)
     if args.command == "ctl":
@@ -78,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(args.data_dir):
             print(f"haremq: {args.data_dir}: no such directory", file=sys.stderr)
             return 2
-        return run(args.data_dir, sys.stdout)
+        from haremq.store.lock import shared_lock
+
+        with shared_lock(args.data_dir) as holder:
+            if holder is not None:  # a live broker may be mid-write: its files are no evidence
+                print(f"haremq: {args.data_dir} is in use by a running broker ({holder}); stop it before "
+                      "store-check", file=sys.stderr)
+                return 2
+            return run(args.data_dir, sys.stdout)
     if args.command == "serve":
         try:
             settings = load(args.config, overrides={
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"haremq: invalid setting: {exc}", file=sys.stderr)
             return 2
+        for warning in unknown_env():
+            print(f"haremq: warning: {warning}", file=sys.stderr)
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
@@ -102,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             pass
         try:
             asyncio.run(_serve(settings))
-        except OSError as exc:
+        except StartupError as exc:
             print(f"haremq: cannot start: {exc}", file=sys.stderr)
-            return 1
+            return 2
+        except OSError as exc:  # anything start-up did not name (the data dir, a listener) itself
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"haremq: cannot start: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 2
         return 0
     return 2
 

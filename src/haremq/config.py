@@ -7,6 +7,7 @@ which the CLI prints as one line before exiting with status 2.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -121,6 +122,20 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
     return raw
 
 
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``HAREMQ_*`` variable that names no setting (a typo is otherwise silently
+    ignored), with the closest valid name."""
+    env = os.environ if env is None else env
+    names = [f"HAREMQ_{f.name.upper()}" for f in dataclasses.fields(Settings)]
+    out = []
+    for k in sorted(env):
+        if k.startswith("HAREMQ_") and k not in names:
+            close = difflib.get_close_matches(k, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            out.append(f"unknown environment variable {k} ignored{hint}")
+    return out
+
+
 def load(config_file: str | None = None, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, Any] | None = None) -> Settings:
     defaults = Settings()
@@ -137,13 +152,15 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None,
         for k, v in section.items():
             key = k.replace("-", "_")
             if key not in fields:
-                raise ConfigError(f"{k}: unknown setting in {config_file}")
+                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"{k}: unknown setting in {config_file}{hint}")
             values[key] = v
     env = os.environ if env is None else env
     for k, v in env.items():
         if k.startswith("HAREMQ_"):
             key = k[len("HAREMQ_"):].lower()
-            if key in fields:
+            if key in fields:  # anything else: see ``unknown_env``
                 values[key] = v
     for k, v in (overrides or {}).items():
         if v is not None:

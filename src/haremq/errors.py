@@ -140,6 +140,10 @@ class ConfigError(HareError):
     """An invalid setting; the CLI prints it as one line and exits with status 2."""
 
 
+class StartupError(HareError):
+    """The node cannot start (a port in use, a data dir locked or not writable); one line, status 2."""
+
+
 # ---- SQS API errors --------------------------------------------------------------------------
 # ``sqs_code`` is the query-protocol code (sent in ``x-amzn-query-error``, what boto3 shows as
 # ``Error.Code``); ``sqs_shape`` is the JSON ``__type`` shape name, which boto3 maps to its modeled

@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 PAGED = Message("", "", Properties(delivery_mode=2), b"")
 
 
+# Rough RAM per message beyond its body (Entry, Message, Properties, deque slot; measured with
+# tracemalloc), and per paged-out entry (only the Entry stays): for the memory alarm's estimate.
+MESSAGE_OVERHEAD = 400
+ENTRY_OVERHEAD = 100
+
+
 class Entry:
     """One message's place in one queue."""
 
@@ -71,7 +77,7 @@ class _Fifo:
 class ReadyList:
     """Ready entries, by priority level (one level unless ``x-max-priority`` is set)."""
 
-    __slots__ = ("bytes", "count", "levels", "single")
+    __slots__ = ("bytes", "count", "levels", "paged", "single")
 
     def __init__(self, max_priority: int | None) -> None:
         n = 1 if not max_priority else max_priority + 1
@@ -79,11 +85,14 @@ class ReadyList:
         self.single = self.levels[0] if n == 1 else None
         self.count = 0
         self.bytes = 0
+        self.paged = 0  # bytes of paged-out entries (bodies in the store, not in RAM): memory estimate
 
     def append(self, e: Entry) -> None:
         (self.single or self.levels[e.priority]).d.append(e)
         self.count += 1
         self.bytes += e.size
+        if e.msg is PAGED:
+            self.paged += e.size
 
     def head_level(self) -> _Fifo | None:
         if self.single is not None:
@@ -104,6 +113,8 @@ class ReadyList:
         e = level.d.popleft()
         self.count -= 1
         self.bytes -= e.size
+        if e.msg is PAGED:
+            self.paged -= e.size
         return e
 
     def requeue(self, entries: list[Entry]) -> None:
@@ -117,12 +128,13 @@ class ReadyList:
                 self.levels[p].requeue(es)
         self.count += len(entries)
         self.bytes += sum(e.size for e in entries)
+        self.paged += sum(e.size for e in entries if e.msg is PAGED)
 
     def clear(self) -> list[Entry]:
         out = [e for level in self.levels for e in level.d]
         for level in self.levels:
             level.d.clear()
-        self.count = self.bytes = 0
+        self.count = self.bytes = self.paged = 0
         return out
 
     def __iter__(self) -> Iterator[Entry]:
@@ -164,6 +176,7 @@ class Queue:
         self.sqs: SqsQueue | None = None  # SQS state (core/sqs.py), once the SQS API uses this queue
         self.last_used = vhost.broker.clock.monotonic()
         self.has_consumer_priorities = False
+        self._mean_size = 0  # last known mean ready message size (memory_estimate)
         # statistics
         self.published = 0
         self.delivered = 0
@@ -173,6 +186,18 @@ class Queue:
             self.vhost.broker.schedule(self.last_used + self.args.expires_ms / 1000, self)
 
     # ---- counts ------------------------------------------------------------------------------
+    def memory_estimate(self) -> int:
+        """Bytes this queue holds in RAM (for the memory alarm; O(1), read once a second): bodies
+        of ready messages not paged out, plus an index entry each; unacked and delayed messages
+        are counted at the queue's mean message size."""
+        ready = self.ready
+        if ready.count:
+            self._mean_size = ready.bytes // ready.count
+        held = self.unacked + len(self.delayed)
+        in_ram = ready.count if not ready.paged else ready.count * (ready.bytes - ready.paged) // ready.bytes
+        return (ready.bytes - ready.paged + ready.count * ENTRY_OVERHEAD + in_ram * (MESSAGE_OVERHEAD - ENTRY_OVERHEAD)
+                + held * (self._mean_size + MESSAGE_OVERHEAD))
+
     @property
     def message_count(self) -> int:
         """Ready messages (what queue.declare-ok and basic.get-ok report)."""

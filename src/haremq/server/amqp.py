@@ -248,11 +248,16 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
-        if node.memory_alarm and self.published and not self.reading_paused:
+        if node.publishers_blocked and self.published and not self.reading_paused:
             self.block_reading(True)
 
+    def buffered_bytes(self) -> int:
+        """Output waiting in the transport (for the memory alarm's estimate)."""
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+
     def block_reading(self, blocked: bool) -> None:
-        """Memory alarm back-pressure (as RabbitMQ): stop reading from a publishing connection."""
+        """Memory/disk alarm back-pressure (as RabbitMQ): stop reading from a publishing connection."""
         if self.transport is None or self.transport.is_closing() or blocked == self.reading_paused:
             return
         self.reading_paused = blocked

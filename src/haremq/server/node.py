@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from haremq.config import Settings
 from haremq.core.broker import Broker
-from haremq.errors import HareError
+from haremq.errors import HareError, StartupError
 from haremq.protocol.amqp import codec
 from haremq.security.users import UserStore
 from haremq.server.definitions import Definitions
 from haremq.store.file import FileQueueStore
+from haremq.store.lock import DataDirLock
 from haremq.store.metadata import SqliteMetadataStore
 
 if TYPE_CHECKING:
@@ -102,11 +104,51 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def listen_error(name: str, bind: str, port: int, exc: OSError) -> StartupError:
+    """A listener that cannot bind, as one line naming it: "STOMP port 61613 in use"."""
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"{name} port {port} in use")
+    if exc.errno == errno.EACCES:
+        return StartupError(f"{name} port {port}: permission denied (ports below 1024 need privileges)")
+    return StartupError(f"{name} cannot listen on {bind}:{port}: {exc.strerror or exc}")
+
+
+async def compaction_pass(store: FileQueueStore, budget: int) -> int:
+    """One compaction pass over about ``budget`` bytes of segments: each job snapshots on the
+    loop, does its disk work on the store's worker thread, and commits back on the loop.
+    If this task is cancelled mid-job (node stop) the job is simply never committed: the
+    rewritten file is valid either way and ``store.close()`` waits for the thread."""
+    worker = store.start_worker()
+    loop = asyncio.get_running_loop()
+    reclaimed = 0
+    tried: set[object] = set()
+    while budget > 0:
+        job = store.next_compaction(tried)
+        if job is None:
+            break
+        tried.add(job.seg)
+        budget -= job.seg.write_pos
+        await loop.run_in_executor(worker.executor, job.run)
+        reclaimed += store.finish_compaction(job)
+    return reclaimed
+
+
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
+        self._lock: DataDirLock | None = None
         if broker is None:
-            broker = self._open_broker(settings)
+            try:
+                os.makedirs(settings.data_dir, exist_ok=True)
+            except OSError as exc:
+                raise StartupError(f"data dir {settings.data_dir} is not writable: {exc.strerror}") from None
+            # before anything reads or writes the directory: one broker per data dir
+            self._lock = DataDirLock(settings.data_dir)
+            try:
+                broker = self._open_broker(settings)
+            except BaseException:
+                self._lock.release()
+                raise
         self.broker = broker
         self.definitions = Definitions(broker)
         # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
@@ -134,7 +176,6 @@ class Node:
     @staticmethod
     def _open_broker(settings: Settings) -> Broker:
         """Open the data directory: definitions from SQLite, messages from the segment logs."""
-        os.makedirs(settings.data_dir, exist_ok=True)
         metadata = SqliteMetadataStore(settings.data_dir)
         store = FileQueueStore(settings.data_dir, fsync=settings.fsync, sync_interval=settings.fsync_interval,
                                segment_size=settings.segment_size)
@@ -212,18 +253,24 @@ class Node:
         if pending is not None:  # timers of recovered queues (TTL heads, x-expires)
             self._on_schedule(pending)
         s = self.settings
-        server = await self._loop.create_server(
-            lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
-            family=socket.AF_UNSPEC, backlog=1024)
+        try:
+            server = await self._loop.create_server(
+                lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
+                family=socket.AF_UNSPEC, backlog=1024)
+        except OSError as exc:
+            raise listen_error("AMQP", s.bind, s.amqp_port, exc) from None
         self._servers.append(server)
         self.amqp_port = server.sockets[0].getsockname()[1]
         log.info("AMQP listening on %s:%d", s.bind, self.amqp_port)
         if s.stomp_enabled:
             from haremq.server.stomp import StompServerProtocol
 
-            stomp = await self._loop.create_server(
-                lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
-                family=socket.AF_UNSPEC, backlog=1024)
+            try:
+                stomp = await self._loop.create_server(
+                    lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
+                    family=socket.AF_UNSPEC, backlog=1024)
+            except OSError as exc:
+                raise listen_error("STOMP", s.bind, s.stomp_port, exc) from None
             self._servers.append(stomp)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
@@ -320,16 +367,28 @@ class Node:
             self.want_flush(ch.conn)
         self.flush_output()
 
-    def check_disk(self) -> None:
-        """Disk alarm as RabbitMQ's: below ``disk_free_limit`` (or after a failed write) tell every
-        AMQP client that announced ``connection.blocked``; tell them again when space returns."""
+    @property
+    def publishers_blocked(self) -> bool:
+        """Any resource alarm is on: publishing connections of every protocol are held back."""
+        return self.disk_alarm or self.memory_alarm
+
+    def disk_free(self) -> int | None:
+        """Free bytes on the data dir's filesystem (statvfs: no disk I/O, fine on the loop)."""
         try:
-            free = shutil.disk_usage(self.settings.data_dir).free
+            return shutil.disk_usage(self.settings.data_dir).free
         except OSError:
+            return None
+
+    def check_disk(self) -> None:
+        """Disk alarm as RabbitMQ's: below ``disk_free_limit`` publishers are held back (AMQP:
+        connection.blocked and not read; STOMP: not read after a SEND; SQS: sends get 503) until
+        space returns. Not advisory: a confirm while the disk fills would be a promise we cannot keep."""
+        free = self.disk_free()
+        if free is None:
             return
         low = free < self.settings.disk_free_limit
         if low and not self.disk_alarm:
-            log.warning("disk alarm: %d bytes free in %s, below disk_free_limit %d", free,
+            log.warning("disk alarm: %d bytes free in %s, below disk_free_limit %d; publishers blocked", free,
                         self.settings.data_dir, self.settings.disk_free_limit)
         elif not low and self.disk_alarm:
             log.info("disk alarm cleared: %d bytes free", free)
@@ -344,47 +403,68 @@ class Node:
             return int(w)
         return int(w * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
+    def memory_used(self) -> int:
+        """What the broker holds in RAM for its clients: message bodies and index entries of every
+        queue, connection buffers. Unlike the RSS (which never shrinks after a backlog drains),
+        this falls when messages leave, so the alarm clears."""
+        used = 0
+        for vhost in self.broker.vhosts.values():
+            for q in vhost.queues.values():
+                used += q.memory_estimate()
+        for conn in self.connections:
+            used += conn.buffered_bytes()
+        for stomp_conn in self.stomp_connections:
+            used += stomp_conn.buffered_bytes()
+        return used
+
     def check_memory(self) -> None:
         """Memory alarm as RabbitMQ's: above the high watermark, publishing connections are not read
         (and told connection.blocked) until memory falls below it again."""
-        try:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return
+        used = self.memory_used()
         limit = self.memory_limit()
-        high = rss > limit
+        high = used > limit
         if high == self.memory_alarm:
             return
         self.memory_alarm = high
         if high:
-            log.warning("memory alarm: RSS %d bytes above the high watermark %d; publishers blocked", rss, limit)
+            log.warning("memory alarm: %d bytes held, above the high watermark %d; publishers blocked",
+                        used, limit)
         else:
-            log.info("memory alarm cleared: RSS %d bytes", rss)
-        for conn in list(self.connections):
-            if conn.published:
-                conn.block_reading(high)
+            log.info("memory alarm cleared: %d bytes held", used)
         self._alarms_changed()
 
     def _alarms_changed(self) -> None:
-        """connection.blocked while any alarm is on, unblocked when all are off."""
+        """connection.blocked while any alarm is on, unblocked when all are off; publishing
+        connections (AMQP, STOMP) stop being read, and read again."""
+        blocked = self.publishers_blocked
         reason = "low on disk space" if self.disk_alarm else "low on memory"
         for conn in list(self.connections):
-            conn.send_blocked(self.disk_alarm or self.memory_alarm, reason)
+            if conn.published:
+                conn.block_reading(blocked)
+            conn.send_blocked(blocked, reason)
+        for stomp_conn in list(self.stomp_connections):
+            if stomp_conn.published:
+                stomp_conn.block_reading(blocked)
         self.flush_output()
 
     async def _maintain_loop(self) -> None:
         """Now and then, compact mostly-acked segments so one slow message cannot pin the disk,
         and watch free disk space."""
-        maintain = getattr(self.broker.store, "maintain", None)
+        store = self.broker.store
+        maintain = getattr(store, "maintain", None)
+        if isinstance(store, FileQueueStore):
+            store.start_worker()  # compaction, preallocation and directory removal off the loop
         while maintain is not None:
             for _ in range(5):
                 self.check_disk()
                 self.check_memory()
                 await asyncio.sleep(1)
             try:
-                maintain(64 * 1024 * 1024)
-            except HareError as exc:
+                if isinstance(store, FileQueueStore):
+                    await compaction_pass(store, 64 * 1024 * 1024)
+                else:
+                    maintain(64 * 1024 * 1024)
+            except (HareError, OSError) as exc:
                 log.warning("store maintenance failed: %s", exc)
 
     async def stop(self) -> None:
@@ -415,4 +495,6 @@ class Node:
                 await task
         self.broker.store.close()
         self.broker.metadata.close()
+        if self._lock is not None:
+            self._lock.release()
         self.stopped.set()

@@ -166,6 +166,8 @@ class StompServerProtocol(asyncio.Protocol):
         self.close_reason: str | None = None  # why we end it, for the audit log (None: the client did)
         self.closing = False
         self.paused = False
+        self.published = False  # has sent a SEND: held back (not read) while a resource alarm is on
+        self.reading_paused = False
         self.last_recv = 0.0
         self.last_send = 0.0
         self.bytes_in = 0
@@ -209,6 +211,26 @@ class StompServerProtocol(asyncio.Protocol):
             self.fail(InternalError("internal error"))
         node.want_flush(self)
         node.flush_output()
+        if node.publishers_blocked and self.published and not self.reading_paused:
+            self.block_reading(True)
+
+    def buffered_bytes(self) -> int:
+        """Output waiting in the transport (for the memory alarm's estimate)."""
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+
+    def block_reading(self, blocked: bool) -> None:
+        """Disk/memory alarm back-pressure, as RabbitMQ's STOMP plugin: a connection that sends is
+        not read (so its SENDs get no RECEIPT) until the alarm clears."""
+        t = self.transport
+        if t is None or t.is_closing() or blocked == self.reading_paused:
+            return
+        self.reading_paused = blocked
+        if blocked:
+            t.pause_reading()
+        else:
+            self.last_recv = self.node.loop_time()  # the silence was ours: not a missed heart-beat
+            t.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -307,6 +329,8 @@ class StompServerProtocol(asyncio.Protocol):
             if self.closing or self.transport is None or self.transport.is_closing():
                 return
             now = loop.time()
+            if self.reading_paused:
+                self.last_recv = now  # we are not reading: the peer's heart-beats wait in the socket
             # the client may be late by a full period (network, GC) before we give up on it
             if recv_s and now - self.last_recv > 2 * recv_s:
                 log.info("STOMP client %s sent no heart-beat for %.1f s, closing", self.peer, now - self.last_recv)
@@ -510,6 +534,7 @@ class StompServerProtocol(asyncio.Protocol):
         pub = self.pub
         assert pub is not None
         broker = self.node.broker
+        self.published = True
         # unroutable messages are dropped (and receipted), as RabbitMQ: STOMP has no mandatory flag
         if broker.publish(pub, exchange, msg) == REJECTED:
             # a queue refused it (the AMQP nack): a RECEIPT would claim a message that is not kept

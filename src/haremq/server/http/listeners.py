@@ -29,16 +29,21 @@ class HttpListeners:
         self.sqs_stats = HttpStats()
         self.management_stats = HttpStats()
 
-    async def _listen(self, handler: Handler, port: int, stats: HttpStats, max_body: int,
+    async def _listen(self, handler: Handler, port: int, stats: HttpStats, max_body: int, name: str,
                       too_large: Callable[[HttpRequest], HttpResponse] | None = None) -> int:
+        from haremq.server.node import listen_error
+
         loop = asyncio.get_running_loop()
         s = self.node.settings
-        server = await loop.create_server(
-            lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
-                                       request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
-                                       too_large=too_large),
-            host=s.bind, port=port,
-            reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
+        try:
+            server = await loop.create_server(
+                lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
+                                           request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
+                                           too_large=too_large),
+                host=s.bind, port=port,
+                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
+        except OSError as exc:
+            raise listen_error(name, s.bind, port, exc) from None
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
@@ -52,7 +57,7 @@ class HttpListeners:
             self.sqs = SqsEndpoint(node)
             # a 1 MiB message (or batch) may take ~4x that on the wire (JSON \u escapes, percent-encoded
             # forms); beyond the limit the SQS endpoint answers in SQS's error shape, not a bare 413
-            self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, SQS_MAX_BODY,
+            self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, SQS_MAX_BODY, "SQS",
                                                self.sqs.too_large)
             log.info("SQS API listening on %s:%d", s.bind, self.sqs_port)
         if s.management_enabled:
@@ -60,7 +65,7 @@ class HttpListeners:
 
             app = ManagementApp(node, self)
             self.management_port = await self._listen(app, s.management_port, self.management_stats,
-                                                      16 * 1024 * 1024)
+                                                      16 * 1024 * 1024, "management")
             log.info("management API listening on %s:%d", s.bind, self.management_port)
         return self
 

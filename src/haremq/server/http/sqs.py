@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
-from haremq.protocol.sqs.api import LongPoll, SqsApi
+from haremq.protocol.sqs import query
+from haremq.protocol.sqs.api import TARGET_PREFIX, LongPoll, SqsApi, error_response, query_error_response
+
+SEND_ACTIONS = frozenset({"SendMessage", "SendMessageBatch"})
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -30,6 +34,10 @@ class SqsEndpoint:
             users.add_access_key(s.default_user, s.default_user, s.default_pass)
 
     def __call__(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.node.publishers_blocked:
+            refused = self._refuse_send(req)
+            if refused is not None:
+                return refused
         store = self.node.broker.store
         before = store.ticket
         metadata = self.node.broker.metadata
@@ -50,6 +58,27 @@ class SqsEndpoint:
             # publisher confirm would be, so a 200 means the message survives a crash
             return self._durable(req, out, after)
         return out
+
+    def _refuse_send(self, req: HttpRequest) -> HttpResponse | None:
+        """A resource alarm is on: sends get 503 ServiceUnavailable (SDKs back off and retry, as
+        AWS's own throttling); receives and deletes go on, so consumers can drain the backlog."""
+        is_query = query.is_query(req)
+        if is_query:
+            try:
+                action = query.action_of(query.parse_params(req))
+            except HareError:
+                return None  # malformed: let the API answer with the proper error
+        else:
+            target = req.headers.get("x-amz-target", "")
+            action = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else ""
+        if action not in SEND_ACTIONS:
+            return None
+        self.api.requests += 1
+        self.api.errors += 1
+        reason = "low on disk space" if self.node.disk_alarm else "low on memory"
+        err = ResourceError(f"The broker is {reason}; sends are refused until it recovers. Retry later.")
+        rid = f"alarm-{uuid.uuid4().hex[:20]}"
+        return query_error_response(err, rid) if is_query else error_response(err, rid)
 
     def too_large(self, req: HttpRequest) -> HttpResponse:
         """A body over the listener's limit: SQS's error for it, in the request's protocol."""

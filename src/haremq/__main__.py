@@ -1,0 +1,7 @@
+"""``python -m haremq``: the same command line as the ``haremq`` script."""
+
+import sys
+
+from haremq.cli import main
+
+sys.exit(main())

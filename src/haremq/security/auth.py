@@ -17,7 +17,7 @@ import hmac
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 from urllib.parse import unquote
 
 from pamqp import decode
@@ -31,9 +31,8 @@ from haremq.errors import (
     MissingAuthenticationToken,
     RequestExpired,
 )
-from haremq.protocol.http import HttpRequest
-from haremq.protocol.sqs import sigv4 as _sigv4
 from haremq.security import audit
+from haremq.security import sigv4 as _sigv4
 from haremq.security.access import loopback_refused, vhost_refusal
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User, UserStore, check_password
@@ -78,6 +77,16 @@ def _amqplain(response: bytes) -> tuple[str | None, str | None]:
 # names the user): it becomes a branch of ``Authenticator.sasl``; until then it is refused as unsupported.
 _SASL: dict[str, Callable[[bytes], tuple[str | None, str | None]]] = {"PLAIN": _plain, "AMQPLAIN": _amqplain}
 MECHANISMS = " ".join(_SASL)
+
+
+class SignedRequest(Protocol):
+    """What SigV4 verification reads of an HTTP request (``protocol.http.HttpRequest`` has it)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
 
 
 class Authenticator:
@@ -140,7 +149,7 @@ class Authenticator:
             self._refuse(peer, Reason.UNKNOWN_USER, name, f"{why}: no default user", "no default user to act as")
         return user
 
-    def sigv4(self, req: HttpRequest, peer: Peer) -> tuple[User, str]:
+    def sigv4(self, req: SignedRequest, peer: Peer) -> tuple[User, str]:
         """An AWS SigV4-signed request (header or presigned URL), checked against the clock:
         (user owning the access key, region the request was signed for)."""
         found: list[User] = []
@@ -207,7 +216,7 @@ class Authenticator:
         return key
 
 
-def _access_key_of(req: HttpRequest) -> str | None:
+def _access_key_of(req: SignedRequest) -> str | None:
     """The access key id a request claims (Authorization header or presigned query), for the audit log."""
     auth = req.headers.get("authorization")
     if auth is not None:

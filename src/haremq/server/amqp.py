@@ -20,7 +20,6 @@ from pamqp import commands as C
 from haremq import __version__
 from haremq.core.broker import REJECTED, UNROUTABLE
 from haremq.core.consumer import Session
-from haremq.core.message import Message
 from haremq.core.vhost import VHost
 from haremq.errors import (
     AuthenticationFailed,
@@ -33,6 +32,7 @@ from haremq.errors import (
     PreconditionFailed,
     ResourceError,
 )
+from haremq.message import Message
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
 from haremq.security import audit
@@ -174,7 +174,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         s = node.settings
         self.proto = ev.AmqpConnection(
             server_properties(node.cluster_name), channel_max=s.channel_max, frame_max=s.frame_max,
-            heartbeat=s.heartbeat, max_message_size=s.max_message_size, mechanisms=node.auth.sasl_mechanisms)
+            heartbeat=s.heartbeat, max_message_size=s.max_message_size, mechanisms=node.auth.sasl_mechanisms,
+            properties_cache=node.amqp_properties)
         self.transport: asyncio.Transport | None = None
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None

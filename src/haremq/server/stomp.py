@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from haremq import __version__
 from haremq.core.broker import REJECTED
 from haremq.core.consumer import Session
-from haremq.core.message import Message
 from haremq.core.queue import Entry, Queue
 from haremq.core.vhost import VHost
 from haremq.errors import (
@@ -43,6 +42,7 @@ from haremq.errors import (
     ResourceError,
     SyntaxError_,
 )
+from haremq.message import Message
 from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame

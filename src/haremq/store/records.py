@@ -56,6 +56,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from haremq.message import PROPERTY_NAMES
+
 try:  # hardware-accelerated CRC32C (the Castagnoli polynomial, as in iSCSI/ext4/Kafka)
     from crc32c import crc32c as _crc32c  # type: ignore[import-not-found, unused-ignore]
 
@@ -105,11 +107,6 @@ TYPES = frozenset((PUBLISH, REMOVE, DELIVERED))
 TYPE_NAMES = {PUBLISH: "publish", REMOVE: "remove", DELIVERED: "delivered"}
 
 MAX_RECORD = 0xFFFF_FFFF - 64
-
-PROPERTY_NAMES = (
-    "content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
-    "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
-)
 
 _H16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

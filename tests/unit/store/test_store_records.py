@@ -52,7 +52,7 @@ def test_publish_payload_roundtrip(seq: int, ex: str, rk: str, body: bytes) -> N
 
 def test_props_cache_reuses_the_encoding_of_the_same_properties_object() -> None:
     """The encoding cache is an object's state (one per queue log), not module state."""
-    from haremq.core.message import Properties
+    from haremq.message import Properties
 
     props = Properties(content_type="text/plain", delivery_mode=2, headers={"k": 1})
     a, b = R.PropsCache(), R.PropsCache()

@@ -65,7 +65,8 @@ from haremq.errors import (
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import mapping as M
-from haremq.protocol.sqs import query, sigv4
+from haremq.protocol.sqs import query
+from haremq.security import sigv4
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
 

@@ -35,10 +35,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from haremq import __version__
 from haremq.core.consumer import Session
 from haremq.core.exchange import EXCHANGE_TYPES
-from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
+from haremq.message import Message, Properties
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security.access import may_open_vhost
 from haremq.security.refusal import LoginRefused, Peer

@@ -8,7 +8,7 @@ before sending (botocore ``SigV4Auth``):
 
 String to sign: ``AWS4-HMAC-SHA256\\n<X-Amz-Date>\\n<date>/<region>/<service>/aws4_request\\n
 hex(sha256(canonical request))``; key: HMAC chain over "AWS4"+secret, date, region, service,
-"aws4_request" (cached per key and day). Requests older or newer than 15 minutes are refused, as
+"aws4_request" (a verifier may cache it through ``derive``). Requests older or newer than 15 minutes are refused, as
 AWS does, so a captured request cannot be replayed later.
 """
 
@@ -26,7 +26,6 @@ from haremq.errors import SignatureDoesNotMatch as _BadSignature
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 15 * 60
-_key_cache: dict[tuple[str, str, str, str], bytes] = {}
 
 
 def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
@@ -38,13 +37,8 @@ def derive_signing_key(secret: str, date: str, region: str, service: str) -> byt
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    ck = (secret, date, region, service)
-    key = _key_cache.get(ck)
-    if key is None:
-        if len(_key_cache) > 1024:
-            _key_cache.clear()
-        key = _key_cache[ck] = derive_signing_key(secret, date, region, service)
-    return key
+    """The SigV4 signing key, derived afresh (a verifier that wants a cache passes ``derive``)."""
+    return derive_signing_key(secret, date, region, service)
 
 
 def canonical_query(query: str) -> str:

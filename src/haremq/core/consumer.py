@@ -36,6 +36,16 @@ class DeliverySink(Protocol):
         ...
 
 
+class NoDeliveries:
+    """Sink of sessions that never consume (polling front ends, the management API)."""
+
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
+        raise AssertionError("this session has no consumers")
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        return None
+
+
 class Lease:
     """A delivered entry awaiting settlement."""
 

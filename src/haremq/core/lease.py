@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class TimerTarget(Protocol):
-    """Anything ``Broker.schedule`` can wake up: queues, SQS queue state."""
+    """Anything ``Broker.schedule`` can wake up: queues, receivers, move tasks."""
 
     def on_timer(self, now: float) -> None: ...
 

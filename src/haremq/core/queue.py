@@ -14,6 +14,7 @@ per batch of input, which hands entries to consumers with credit.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,7 @@ from haremq.errors import ResourceError
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
-    from haremq.core.sqs import SqsQueue
+    from haremq.core.receiver import Receiver
     from haremq.core.vhost import VHost
 
 
@@ -161,7 +162,7 @@ class Queue:
         self.unacked = 0
         self.next_seq = 1
         self.deleted = False
-        self.sqs: SqsQueue | None = None  # SQS state (core/sqs.py), once the SQS API uses this queue
+        self.receiver: Receiver | None = None  # pull receives (core/receiver.py), once a poller uses this queue
         self.last_used = vhost.broker.clock.monotonic()
         self.has_consumer_priorities = False
         # statistics
@@ -259,7 +260,7 @@ class Queue:
             assert e is not None
             if e.msg is PAGED and args.dlx is not None:
                 self.load(e)
-            self._forget(e)
+            self.drop(e)
             dropped.append(e.msg)
         if dropped:
             self.vhost.dead_letter(self, dropped, "maxlen")
@@ -269,8 +270,9 @@ class Queue:
             return False
         return True
 
-    def _forget(self, e: Entry) -> None:
-        """The entry leaves the queue for good (not via ack): tell the store."""
+    def drop(self, e: Entry) -> None:
+        """The entry (taken out of the ready list or a lease) leaves the queue for good, not via ack:
+        tell the store."""
         # a deleted queue's log is gone; the store is keyed by name, so touching it now would
         # remove a record of a new queue of the same name (a late nack of an old lease)
         if self.persist and not self.deleted and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
@@ -358,7 +360,7 @@ class Queue:
         for e in entries:
             if e.msg is PAGED and self.args.dlx is not None:
                 self.load(e)
-            self._forget(e)
+            self.drop(e)
         by_exp: dict[str | None, list[Message]] = {}
         for e in entries:
             by_exp.setdefault(e.msg.props.expiration, []).append(e.msg)
@@ -382,9 +384,9 @@ class Queue:
                 self.redelivered += 1
             e.delivery_count += 1
             c.session.deliver(c, self, e)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
 
-    def _schedule_head_expiry(self) -> None:
+    def schedule_head_expiry(self) -> None:
         head = self.ready.peek()
         if head is not None and head.expires_at is not None:
             self.vhost.broker.schedule(head.expires_at, self)
@@ -400,6 +402,36 @@ class Queue:
             e.delivery_count += 1
         return e
 
+    def lease_out(self, e: Entry) -> None:
+        """A taken entry is handed out under a lease: count the delivery and the unacked entry."""
+        self.delivered += 1
+        if e.delivery_count:
+            self.redelivered += 1
+        e.delivery_count += 1
+        self.unacked += 1
+
+    def lease_ended(self, n: int) -> None:
+        """``n`` leases ended (settled, expired, or their entries dropped): no longer unacked."""
+        self.unacked -= n
+
+    def take_ready(self, e: Entry) -> bool:
+        """Take a particular entry out of the ready list (deleted while waiting); False if it is not
+        there. Linear, but entries whose lease expired go back near the head."""
+        ready = self.ready
+        for level in ready.levels:
+            try:
+                level.d.remove(e)
+            except ValueError:
+                continue
+            ready.count -= 1
+            ready.bytes -= e.size
+            return True
+        return False
+
+    def set_message_ttl(self, ttl_ms: int | None) -> None:
+        """Change the queue's message TTL (retention) for entries enqueued from now on."""
+        self.args = dataclasses.replace(self.args, message_ttl_ms=ttl_ms)
+
     # ---- settlement --------------------------------------------------------------------------
     def settle(self, e: Entry) -> None:
         """The entry was acknowledged (or delivered with no-ack): it is gone."""
@@ -414,19 +446,19 @@ class Queue:
         entries.sort()
         self.ready.requeue(entries)
         self.vhost.broker.mark_dirty(self)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
 
     def reject(self, entries: list[Entry]) -> None:
         """Rejected without requeue: dead-letter (reason ``rejected``) or drop."""
         for e in entries:
-            self._forget(e)
+            self.drop(e)
         if not self.deleted:
             self.vhost.dead_letter(self, [e.msg for e in entries], "rejected")
 
     def purge(self) -> int:
         entries = self.ready.clear() + self.delayed.clear()
         for e in entries:
-            self._forget(e)
+            self.drop(e)
         return len(entries)
 
     # ---- timers ------------------------------------------------------------------------------
@@ -450,11 +482,11 @@ class Queue:
         if due:
             for e in due:
                 self.ready.append(e)
-            self.vhost.broker.mark_dirty(self)  # the flush also wakes SQS long polls
+            self.vhost.broker.mark_dirty(self)  # the flush also wakes long polls
         nxt = self.delayed.next_due()
         if nxt is not None:
             self.vhost.broker.schedule(nxt, self)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
         if self.args.expires_ms is not None:
             deadline = self.last_used + self.args.expires_ms / 1000
             if not self.consumers and deadline <= now:
@@ -475,7 +507,7 @@ class Queue:
         for e in entries:
             self.ready.append(e)
         self.next_seq = max(self.next_seq, next_seq)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
         self.vhost.broker.mark_dirty(self)
 
     def entries(self) -> Iterable[Entry]:

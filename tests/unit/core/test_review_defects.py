@@ -48,7 +48,7 @@ def test_nack_of_lease_from_deleted_queue_keeps_the_new_queues_messages(tmp_path
 
 
 def test_sqs_purge_keeps_amqp_get_leases_counted() -> None:
-    from haremq.core.sqs_service import SqsService
+    from haremq.server.sqs_service import SqsService
 
     b = Broker(clock=FakeClock())
     user = b.users.add("guest", "guest")

@@ -9,8 +9,6 @@ from haremq.core.dedup import DedupWindow
 from haremq.core.lease import TimedLeases
 from haremq.core.message import Message, Properties
 from haremq.core.queue import Entry
-from haremq.core.sqs import DEDUP_HEADER, GROUP_HEADER, SqsQueue
-from haremq.core.sqs_service import SqsService
 from haremq.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
@@ -20,7 +18,9 @@ from haremq.errors import (
     QueueNameExists,
     ReceiptHandleIsInvalid,
 )
+from haremq.protocol.sqs.attributes import DEDUP_HEADER, GROUP_HEADER
 from haremq.security.users import UserStore
+from haremq.server.sqs_service import SqsQueue, SqsService
 from haremq.testing.fakes import FakeClock, session_for
 
 
@@ -226,10 +226,9 @@ def test_fifo_dedup_window_is_rebuilt_after_a_restart(env) -> None:  # type: ign
     mid, seq = sq.send(first, None)
     q = sq.queue
     # a restart: the queue's entries come back from the log, the SQS state is rebuilt from scratch
-    q.sqs = None
+    q.receiver = None
     clock.advance(60)
     again = SqsQueue(q, sq.config, {}, sq.created)
-    q.sqs = again
     dup = Message("", "q", Properties(message_id="m2", delivery_mode=2, headers={GROUP_HEADER: "g"}), b"same body")
     assert again.send(dup, None) == (mid, seq)  # still inside its 5 minutes: deduplicated
     assert q.message_count == 1

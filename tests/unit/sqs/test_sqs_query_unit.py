@@ -17,8 +17,8 @@ from haremq.core.broker import Broker
 from haremq.errors import MissingParameter, RequestExpired, SignatureDoesNotMatch
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs import query, sigv4
-from haremq.protocol.sqs.api import LongPoll, SqsApi
 from haremq.security.users import UserStore
+from haremq.server.sqs_api import LongPoll, SqsApi
 from haremq.testing.fakes import FakeClock
 
 NS = {"q": query.XMLNS}

@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
-from haremq.core.consumer import Session
+from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Queue
-from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security import audit
@@ -446,7 +445,7 @@ class ManagementApp:
         return self._sees_all(user) or (conn_user is not None and conn_user.name == user.name)
 
     def _session(self, user: User, vhost: str) -> Session:
-        return Session(self._vhost(vhost), user, self, _NoDeliveries())
+        return Session(self._vhost(vhost), user, self, NoDeliveries())
 
     def _queue(self, vhost: str, name: str, user: User | None = None) -> Queue:
         q = self._vhost(vhost, user).queues.get(name)
@@ -482,7 +481,7 @@ class ManagementApp:
         return out
 
     def queue_info(self, q: Queue) -> dict[str, Any]:
-        sq = q.sqs
+        sq = q.receiver
         ready = q.message_count + (sq.backlog_count if sq is not None else 0)
         info: dict[str, Any] = {
             "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
@@ -494,7 +493,7 @@ class ManagementApp:
             "node": self.node.cluster_name,
         }
         if sq is not None:
-            info["messages_delayed"] = len(sq.delayed)
+            info["messages_delayed"] = len(q.delayed)
         stats = getattr(q.vhost.broker.store, "stats", None)
         st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None
         if st is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
-from haremq.protocol.sqs.api import LongPoll, SqsApi
+from haremq.server.sqs_api import LongPoll, SqsApi
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

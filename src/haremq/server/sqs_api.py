@@ -1,0 +1,425 @@
+"""The SQS driver: runs SQS actions, decoded by ``protocol.sqs``, against the broker.
+
+``SqsApi.handle(HttpRequest) -> HttpResponse | LongPoll`` is synchronous: it decodes the request
+(``protocol.sqs.api``: JSON 1.0 or Query), authenticates it (SigV4 against the users' access keys),
+runs the action through ``SqsService`` (queues, sends, receives, leases) and encodes the answer. A
+ReceiveMessage that finds nothing and may wait returns a ``LongPoll`` that the HTTP endpoint
+(``server/http/sqs.py``) parks until the queue wakes it or the wait time passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from haremq.core.message import Message, Properties
+from haremq.errors import (
+    AccessDenied,
+    AccessRefused,
+    BatchRequestTooLong,
+    HareError,
+    InvalidAction,
+    InvalidClientTokenId,
+    InvalidParameterValue,
+    MessageTooLong,
+    MissingParameter,
+    PeerError,
+    QueueDoesNotExist,
+    UnsupportedOperation,
+)
+from haremq.protocol.http import HttpRequest as Request
+from haremq.protocol.http import HttpResponse
+from haremq.protocol.sqs import api as P
+from haremq.protocol.sqs import mapping as M
+from haremq.protocol.sqs import query, sigv4
+from haremq.protocol.sqs.api import (
+    MAX_BATCH_BYTES,
+    Params,
+    ReceiveMessage,
+    SendMessage,
+    check_tags,
+    parse_receive,
+    parse_send,
+    queue_name,
+)
+from haremq.protocol.sqs.attributes import DEDUP_HEADER, GROUP_HEADER, name_from_arn
+from haremq.security import audit
+from haremq.server.sqs_service import SqsQueue, SqsService
+
+if TYPE_CHECKING:
+    from haremq.core.broker import Broker
+    from haremq.core.lease import TimedLease
+    from haremq.security.users import User
+
+
+@dataclasses.dataclass(slots=True)
+class LongPoll:
+    """A receive that found nothing yet: park it on ``queue.waiters`` and call ``retry`` when woken."""
+
+    queue: SqsQueue
+    wait_seconds: float
+    retry: Callable[[], HttpResponse | None]
+    empty: Callable[[], HttpResponse]
+
+
+
+
+class SqsApi:
+    def __init__(self, broker: Broker, *, any_credentials: bool = False, default_user: str = "guest",
+                 max_wait: float | None = None) -> None:
+        self.broker = broker
+        self.service = SqsService(broker)
+        self.any_credentials = any_credentials
+        self.default_user = default_user
+        self.max_wait = max_wait  # tests may cap long polls
+        self._rid = itertools.count(1)
+        self._rid_prefix = uuid.uuid4().hex[:20]
+        self.requests = 0
+        self.errors = 0
+        self._actions: dict[str, Callable[[User, Params, Request, str], Any]] = {
+            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("do_")
+        }
+
+    # ---- entry point -------------------------------------------------------------------------------
+    def handle(self, req: Request) -> HttpResponse | LongPoll:
+        self.requests += 1
+        rid = self._request_id()
+        xml = query.is_query(req)
+        try:
+            if xml:
+                name, params = P.query_action(req)
+            else:
+                name = P.json_action(req)
+            action = self._actions.get(name)
+            if action is None:
+                raise InvalidAction(f"The action {name[:64]} is not valid for this endpoint.")
+            user, region = self._authenticate(req)
+            p = P.query_params(req, name, params) if xml else P.json_params(req)
+            out = action(user, p, req, region)
+        except HareError as err:
+            self.errors += 1
+            return P.query_error_response(err, rid) if xml else P.error_response(err, rid)
+        if isinstance(out, LongPoll):
+            return out
+        return query.render(name, out, rid) if xml else P.ok(out, rid)
+
+    def _request_id(self) -> str:
+        return f"{self._rid_prefix}-{next(self._rid):012d}"
+
+    def failure(self, req: Request, err: HareError) -> HttpResponse:
+        """``err`` as the answer to ``req``, in its protocol (JSON or Query)."""
+        self.errors += 1
+        rid = self._request_id()
+        return P.query_error_response(err, rid) if query.is_query(req) else P.error_response(err, rid)
+
+    def too_large(self, req: Request) -> HttpResponse:
+        """A request whose body is over the listener's limit (its body was dropped): the error SQS gives
+        an oversize message or batch, never a bare HTTP 413."""
+        return self.failure(req, P.too_large_error(req))
+
+    def _authenticate(self, req: Request) -> tuple[User, str]:
+        users = self.broker.users
+        if self.any_credentials:
+            user = users.users.get(self.default_user)
+            if user is None:
+                audit.login_refused("sqs", req.peer, self.default_user, "--sqs-any-credentials: no default user")
+                raise AccessDenied("no default user to act as")
+            return user, P.region_of(req)
+        found: list[tuple[User, str]] = []
+
+        def secret_of(key_id: str) -> str | None:
+            hit = users.by_access_key(key_id)
+            if hit is None:
+                return None
+            found.append(hit)
+            return hit[1]
+
+        try:
+            if "authorization" not in req.headers and sigv4.is_presigned(req.query):
+                _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body,
+                                                   secret_of)
+            else:
+                _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
+            user = found[0][0]
+            if user.loopback_only and not req.loopback:
+                raise AccessDenied(f"User {user.name} can only connect via localhost")
+        except AccessRefused as err:
+            key = P.access_key_of(req)
+            who = f"{found[0][0].name} (access key {key})" if found else key
+            reason = f"{err.sqs_code}: {err.text}"
+            if isinstance(err, InvalidClientTokenId):
+                reason += (" (unknown access key: give a user this key with the management API, or start haremq "
+                           "with --sqs-any-credentials to accept any key)")
+            audit.login_refused("sqs", req.peer, who, reason)
+            raise
+        return user, region
+
+    @staticmethod
+    def url(req: Request, name: str) -> str:
+        return P.queue_url(req, name)
+
+    def _queue(self, user: User, p: Params, access: str = "read") -> SqsQueue:
+        return self.service.queue(user, queue_name(p.req("QueueUrl")), access)  # type: ignore[arg-type]
+
+    # ---- queues --------------------------------------------------------------------------------------
+    def do_CreateQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        name = p.req("QueueName")
+        tags = p.str_map("tags")
+        check_tags(tags)
+        sq = self.service.create(user, name, p.str_map("Attributes"), tags)
+        return {"QueueUrl": self.url(req, sq.name)}
+
+    def do_GetQueueUrl(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self.service.queue(user, p.req("QueueName"), None)  # any permission: producers look up too
+        return {"QueueUrl": self.url(req, sq.name)}
+
+    def do_ListQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        names, out = P.page(self.service.names(user, p.text("QueueNamePrefix")), p)
+        if p.integer("MaxResults", 1, 1000) is None:
+            names = names[:1000]
+        if names:
+            out["QueueUrls"] = [self.url(req, n) for n in names]
+        return out
+
+    def do_DeleteQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        self.service.delete(user, queue_name(p.req("QueueUrl")))
+        return {}
+
+    def do_PurgeQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        self._queue(user, p).purge()
+        return {}
+
+    def do_GetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        wanted = self.service.attribute_names(p.str_list("AttributeNames"))
+        if wanted is not None and not wanted:
+            return {}
+        attrs = sq.attributes(region)
+        if wanted is not None:
+            attrs = {k: v for k, v in attrs.items() if k in wanted}
+        return {"Attributes": attrs} if attrs else {}
+
+    def do_SetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p, "configure")
+        sq.set_attributes(p.str_map("Attributes"))
+        return {}
+
+    def do_TagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p, "configure")
+        tags = p.str_map("Tags")
+        if not tags:
+            raise MissingParameter("The request must contain the parameter Tags.")
+        check_tags(tags, len(sq.tags.keys() - tags.keys()))
+        sq.tags.update(tags)
+        sq.persist()
+        return {}
+
+    def do_UntagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p, "configure")
+        keys = p.str_list("TagKeys")
+        if not keys:
+            raise MissingParameter("The request must contain the parameter TagKeys.")
+        for k in keys:
+            sq.tags.pop(k, None)
+        sq.persist()
+        return {}
+
+    def do_ListQueueTags(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        return {"Tags": dict(sq.tags)} if sq.tags else {}
+
+    def _no_policies(self, user: User, p: Params, action: str) -> dict[str, Any]:
+        self._queue(user, p, "configure")  # a missing or invisible queue answers as usual first
+        raise UnsupportedOperation(f"{action} is not supported: access is governed by haremq users' "
+                                   "configure/write/read permissions (management API), not queue policies.")
+
+    def do_AddPermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        return self._no_policies(user, p, "AddPermission")
+
+    def do_RemovePermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        return self._no_policies(user, p, "RemovePermission")
+
+    def do_ListDeadLetterSourceQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        visible = [n for n in self.service.dead_letter_sources(sq.name) if self.service.visible(user, n)]
+        names, out = P.page(visible, p)
+        out["queueUrls"] = [self.url(req, n) for n in names]
+        return out
+
+    # ---- message move tasks ----------------------------------------------------------------------------
+    def do_StartMessageMoveTask(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        src = name_from_arn(p.req("SourceArn"))
+        dest_arn = p.text("DestinationArn")
+        dest = name_from_arn(dest_arn) if dest_arn else None
+        if src is None or (dest_arn and dest is None):
+            raise InvalidParameterValue("Value for parameter SourceArn or DestinationArn is not a valid ARN.")
+        rate = p.integer("MaxNumberOfMessagesPerSecond", 1, 500)
+        task = self.service.start_move(user, src, dest, rate)
+        self.broker.flush()
+        return {"TaskHandle": task.handle}
+
+    def do_ListMessageMoveTasks(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        src = name_from_arn(p.req("SourceArn"))
+        if src is None:
+            raise InvalidParameterValue("Value for parameter SourceArn is not a valid ARN.")
+        limit = p.integer("MaxResults", 1, 10) or 1
+        tasks = self.service.list_moves(user, src)[:limit]
+        return {"Results": [t.describe(region) for t in tasks]}
+
+    def do_CancelMessageMoveTask(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        task = self.service.cancel_move(p.req("TaskHandle"))
+        return {"ApproximateNumberOfMessagesMoved": task.moved}
+
+    # ---- sending ---------------------------------------------------------------------------------------
+    def _send(self, user: User, sq: SqsQueue, op: SendMessage) -> dict[str, Any]:
+        body = op.body.encode()
+        if len(body) + M.attributes_size(op.attributes) > sq.config.max_size:
+            raise MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                                 f"{sq.config.max_size} bytes.")
+        headers = M.to_headers(op.attributes)
+        if op.group is not None:
+            headers[GROUP_HEADER] = op.group
+        if op.dedup is not None:
+            if not sq.config.fifo:
+                raise InvalidParameterValue("The request include parameter MessageDeduplicationId that is not valid "
+                                            "for this queue type")
+            headers[DEDUP_HEADER] = op.dedup
+        if op.trace_header is not None:
+            headers["x-amzn-trace-id"] = op.trace_header
+        props = Properties(headers=headers or None, delivery_mode=2, message_id=str(uuid.uuid4()),
+                           timestamp=int(self.broker.clock.time()), user_id=user.name)
+        message_id, seq = sq.send(Message("", sq.name, props, body), op.delay)
+        out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": M.md5_hex(body)}
+        if op.attributes:
+            out["MD5OfMessageAttributes"] = M.md5_of_attributes(op.attributes)
+        if sq.config.fifo and seq is not None:
+            out["SequenceNumber"] = f"{seq:020d}"
+        return out
+
+    def do_SendMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p, "write")
+        out = self._send(user, sq, parse_send(p))
+        self.broker.flush()
+        return out
+
+    def do_SendMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p, "write")
+        entries = p.entries("Entries")
+        total = sum(len(str(e.d.get("MessageBody", "")).encode()) + P.attributes_size(e.d.get("MessageAttributes"))
+                    for e in entries)
+        if total > MAX_BATCH_BYTES:
+            raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
+                                      f"sent {total} bytes.")
+        if sq.config.fifo:
+            # AWS fails the whole request here, not entry by entry
+            if any(not e.d.get("MessageGroupId") for e in entries):
+                raise MissingParameter("The request must contain the parameter MessageGroupId.")
+            if not sq.config.content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
+                raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
+                                            "MessageDeduplicationId provided explicitly")
+        ok: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for e in entries:
+            eid = e.req("Id")
+            try:
+                res = self._send(user, sq, parse_send(e))
+            except HareError as err:  # a storage fault fails its entry with SenderFault false
+                failed.append(P.batch_failure(eid, err))
+                continue
+            res["Id"] = eid
+            ok.append(res)
+        self.broker.flush()
+        return {"Successful": ok, "Failed": failed}
+
+    # ---- receiving ---------------------------------------------------------------------------------------
+    def do_ReceiveMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any] | LongPoll:
+        sq = self._queue(user, p)
+        op = parse_receive(p)
+        rid = self._request_id()
+        leases = sq.receive(op.max_messages, op.visibility, op.attempt_id)
+        self.broker.flush()  # a receive may have redriven messages: the DLQ's consumers and long polls
+        if leases:
+            return self._messages(sq, leases, op, region)
+        wait = op.wait if op.wait is not None else sq.config.wait_time
+        if self.max_wait is not None:
+            wait = min(wait, self.max_wait)  # type: ignore[assignment]
+        if wait <= 0:
+            return {}
+        xml = query.is_query(req)
+
+        def ok(doc: dict[str, Any]) -> HttpResponse:
+            return query.render("ReceiveMessage", doc, rid) if xml else P.ok(doc, rid)
+
+        def retry() -> HttpResponse | None:
+            if sq.queue.deleted:
+                err = QueueDoesNotExist("The specified queue does not exist.")
+                return P.query_error_response(err, rid) if xml else P.error_response(err, rid)
+            got = sq.receive(op.max_messages, op.visibility, op.attempt_id)
+            self.broker.flush()
+            return ok(self._messages(sq, got, op, region)) if got else None
+
+        return LongPoll(sq, float(wait), retry, lambda: ok({}))
+
+    @staticmethod
+    def _messages(sq: SqsQueue, leases: list[TimedLease], op: ReceiveMessage, region: str) -> dict[str, Any]:
+        out = []
+        for lease in leases:
+            e = lease.entry
+            props = e.msg.props
+            system = None
+            if op.attribute_names:
+                system = P.system_attributes(
+                    props.headers, sender=props.user_id or "", sent_s=props.timestamp or 0,
+                    receive_count=e.delivery_count, first_receive_ms=sq.first_received.get(e.seq, sq.wall_ms()),
+                    sequence=e.seq if lease.group is not None or sq.config.fifo else None, region=region)
+            out.append(P.message_json(props.message_id or f"{sq.token}-{e.seq}", sq.receipt(lease), e.msg.body,
+                                      props.headers, system, op))
+        return {"Messages": out}
+
+    # ---- settling ------------------------------------------------------------------------------------------
+    def do_DeleteMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        sq.delete(p.req("ReceiptHandle"))
+        self.broker.flush()
+        return {}
+
+    def _each_entry(self, p: Params, apply: Callable[[Params], None]) -> dict[str, Any]:
+        """A batch action: apply to every entry; an entry's peer error fails that entry only."""
+        ok, failed = [], []
+        for e in p.entries("Entries"):
+            eid = e.req("Id")
+            try:
+                apply(e)
+            except PeerError as err:
+                failed.append(P.batch_failure(eid, err))
+                continue
+            ok.append({"Id": eid})
+        self.broker.flush()
+        return {"Successful": ok, "Failed": failed}
+
+    def do_DeleteMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        return self._each_entry(p, lambda e: sq.delete(e.req("ReceiptHandle")))
+
+    def do_ChangeMessageVisibility(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+        timeout = p.integer("VisibilityTimeout", 0, 43200)
+        if timeout is None:
+            raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
+        sq.change_visibility(p.req("ReceiptHandle"), timeout)
+        self.broker.flush()
+        return {}
+
+    def do_ChangeMessageVisibilityBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
+        sq = self._queue(user, p)
+
+        def change(e: Params) -> None:
+            timeout = e.integer("VisibilityTimeout", 0, 43200)
+            if timeout is None:
+                raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
+            sq.change_visibility(e.req("ReceiptHandle"), timeout)
+
+        return self._each_entry(p, change)

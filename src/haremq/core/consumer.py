@@ -1,7 +1,8 @@
 """Sessions, consumers and leases: the one model behind AMQP channels and STOMP subscriptions.
 
 A ``Session`` is what an AMQP channel or a STOMP connection is to the core: it owns consumers,
-numbers deliveries with tags, and holds a ``Lease`` for every delivered-but-unsettled entry.
+numbers deliveries with tags, and holds a ``Lease`` (``core/lease.py``, made by ``Queue.lease``)
+for every delivered-but-unsettled entry.
 When the session ends, its leases end and their entries are requeued, flagged redelivered.
 
 Credit: a consumer may take a message when its own unacked count is under its prefetch, the
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haremq.errors import PreconditionFailed
 
 if TYPE_CHECKING:
+    from haremq.core.lease import Lease
     from haremq.core.message import Message
     from haremq.core.queue import Entry, Queue
     from haremq.core.vhost import VHost
@@ -44,17 +46,6 @@ class NoDeliveries:
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         return None
-
-
-class Lease:
-    """A delivered entry awaiting settlement."""
-
-    __slots__ = ("consumer", "entry", "queue")
-
-    def __init__(self, queue: Queue, entry: Entry, consumer: Consumer | None) -> None:
-        self.queue = queue
-        self.entry = entry
-        self.consumer = consumer
 
 
 class Consumer:
@@ -111,11 +102,7 @@ class Session:
         if c.no_ack:
             queue.settle(e)
         else:
-            self.leases[tag] = Lease(queue, e, c)
-            c.unacked += 1
-            queue.unacked += 1
-            if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+            self.leases[tag] = queue.lease(e, c)
         self.sink.deliver(c.tag, tag, e.delivery_count > 1, queue.name, e.msg)
 
     def take_get(self, queue: Queue, e: Entry, no_ack: bool) -> int:
@@ -125,10 +112,7 @@ class Session:
         if no_ack:
             queue.settle(e)
         else:
-            self.leases[tag] = Lease(queue, e, None)
-            queue.unacked += 1
-            if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+            self.leases[tag] = queue.lease(e)
         return tag
 
     # ---- settlement ----------------------------------------------------------------------------
@@ -152,20 +136,9 @@ class Session:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
         return [lease]
 
-    def _release(self, lease: Lease) -> None:
-        q = lease.queue
-        q.unacked -= 1
-        c = lease.consumer
-        if c is not None:
-            c.unacked -= 1
-            if not q.deleted:
-                self.vhost.broker.mark_dirty(q)
-
     def ack(self, tag: int, multiple: bool) -> None:
         for lease in self._take(tag, multiple):
-            self._release(lease)
-            if not lease.queue.deleted:
-                lease.queue.settle(lease.entry)
+            lease.queue.ack(lease)
         if self.global_prefetch:
             self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch
 
@@ -175,7 +148,7 @@ class Session:
     def _settle_negative(self, leases: list[Lease], requeue: bool) -> None:
         by_queue: dict[Queue, list[Entry]] = {}
         for lease in leases:
-            self._release(lease)
+            lease.queue.release(lease)
             by_queue.setdefault(lease.queue, []).append(lease.entry)
         if self.global_prefetch and leases:
             self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch

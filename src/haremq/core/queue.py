@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
+from haremq.core.lease import Lease
 from haremq.core.message import Message, Properties
 from haremq.errors import ResourceError
 
@@ -396,23 +397,53 @@ class Queue:
         self.touch()
         e = self.take_head(self.vhost.broker.clock.monotonic())
         if e is not None:
-            self.delivered += 1
-            if e.delivery_count:
-                self.redelivered += 1
-            e.delivery_count += 1
+            self.count_delivery(e)
         return e
 
-    def lease_out(self, e: Entry) -> None:
-        """A taken entry is handed out under a lease: count the delivery and the unacked entry."""
+    def count_delivery(self, e: Entry) -> None:
+        """A taken entry is handed out (once more): count it (``dispatch`` does the same inline)."""
         self.delivered += 1
         if e.delivery_count:
             self.redelivered += 1
         e.delivery_count += 1
-        self.unacked += 1
 
-    def lease_ended(self, n: int) -> None:
-        """``n`` leases ended (settled, expired, or their entries dropped): no longer unacked."""
-        self.unacked -= n
+    # ---- leases ------------------------------------------------------------------------------
+    def lease(self, e: Entry, owner: Consumer | None = None, deadline: float | None = None,
+              group: str | None = None) -> Lease:
+        """A handed-out entry awaits settlement: the one place unacked counts go up. A lease without a
+        deadline is recorded as delivered in the store (a restart flags the entry redelivered)."""
+        self.unacked += 1
+        if owner is not None:
+            owner.unacked += 1
+        if deadline is None and self.persist and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.mark_delivered(self, e)
+        return Lease(self, e, owner, deadline, group)
+
+    def ack(self, lease: Lease) -> None:
+        """A lease was acknowledged: it ends and its entry is gone (``release`` + ``settle`` in one call,
+        for the hot ack path)."""
+        self.unacked -= 1
+        c = lease.owner
+        if c is not None:
+            c.unacked -= 1
+        if self.deleted:
+            return
+        if c is not None:
+            self.vhost.broker.mark_dirty(self)
+        self.acked += 1
+        e = lease.entry
+        if self.persist and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.remove(self, e)
+
+    def release(self, lease: Lease) -> None:
+        """A lease ended (settled, requeued, expired, or its entry dropped): the one place unacked counts
+        go down. The owner's freed credit may let the queue dispatch again."""
+        self.unacked -= 1
+        c = lease.owner
+        if c is not None:
+            c.unacked -= 1
+            if not self.deleted:
+                self.vhost.broker.mark_dirty(self)
 
     def take_ready(self, e: Entry) -> bool:
         """Take a particular entry out of the ready list (deleted while waiting); False if it is not

@@ -3,7 +3,7 @@
 A ``Receiver`` hangs on a queue (``Queue.receiver``) once something receives from it by polling:
 
 - **receive** takes ready entries (``Queue.take_head``, which also applies the queue's message
-  TTL) and holds each in a ``TimedLease`` until it is deleted (``Queue.settle``) or its deadline
+  TTL) and holds each in a ``Lease`` with a deadline until it is deleted (``Queue.settle``) or its deadline
   passes (``Queue.requeue``: back to its place, its delivery count kept). Consumers of the same
   queue are served from the same ready list by ``Queue.dispatch``.
 - **groups** (``core/groups.py``), when enabled, serve each message group in order and to one
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from haremq.core.dedup import DedupWindow
 from haremq.core.delay import DELAY_HEADER
 from haremq.core.groups import MessageGroups
-from haremq.core.lease import TimedLease, TimedLeases
+from haremq.core.lease import Lease, TimedLeases
 from haremq.core.redrive import Redrive, redrive
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Receiver:
     def __init__(self, queue: Queue, *, group_header: str | None = None, dedup_window: float = 300.0) -> None:
         self.queue = queue
         self.leases = TimedLeases()
-        self.by_seq: dict[int, TimedLease] = {}  # entry seq -> its current lease
+        self.by_seq: dict[int, Lease] = {}  # entry seq -> its current lease
         self.returned: dict[int, Entry] = {}  # entry seq -> entry visible again after its lease expired
         self.first_received: dict[int, int] = {}  # entry seq -> wall ms of its first receive
         self.groups = MessageGroups(group_header) if group_header is not None else None
@@ -90,7 +90,7 @@ class Receiver:
         return message_id, seq
 
     # ---- receiving -------------------------------------------------------------------------------
-    def receive(self, max_messages: int, visibility: float, attempt_id: str | None = None) -> list[TimedLease]:
+    def receive(self, max_messages: int, visibility: float, attempt_id: str | None = None) -> list[Lease]:
         """Take up to ``max_messages`` visible entries and lease them for ``visibility`` seconds. The
         same ``attempt_id`` within the dedup window gets the same leases back while they last."""
         q = self.queue
@@ -103,7 +103,7 @@ class Receiver:
                 again = [self.leases.get(i) for i in ids]
                 if all(x is not None for x in again):
                     return [x for x in again if x is not None]
-        out: list[TimedLease] = []
+        out: list[Lease] = []
         deadline = now + visibility
         if self.groups is not None:
             self._receive_grouped(self.groups, max_messages, now, deadline, out)
@@ -113,7 +113,7 @@ class Receiver:
                 if e is None:
                     break
                 if not self._redrive(e):
-                    out.append(self._lease(e, deadline, None, now))
+                    out.append(self._lease(e, deadline, None))
         if out:
             self._arm(deadline)
             if attempt_id is not None:
@@ -122,7 +122,7 @@ class Receiver:
         return out
 
     def _receive_grouped(self, groups: MessageGroups, n: int, now: float, deadline: float,
-                         out: list[TimedLease]) -> None:
+                         out: list[Lease]) -> None:
         q = self.queue
         mine: set[str] = set()  # groups locked by this very call: may give more of their messages
         while len(out) < n:
@@ -134,7 +134,7 @@ class Receiver:
                     if e is None:
                         break
                     if not self._redrive(e):
-                        out.append(self._lease(e, deadline, g, now))
+                        out.append(self._lease(e, deadline, g))
                 continue
             e = q.take_head(now)
             if e is None:
@@ -145,16 +145,17 @@ class Receiver:
                 continue
             if not self._redrive(e):
                 mine.add(g)
-                out.append(self._lease(e, deadline, g, now))
+                out.append(self._lease(e, deadline, g))
 
-    def _lease(self, e: Entry, deadline: float, group: str | None, now: float) -> TimedLease:
+    def _lease(self, e: Entry, deadline: float, group: str | None) -> Lease:
         if not e.delivery_count:
             self.first_received[e.seq] = self.wall_ms()
-        self.queue.lease_out(e)
+        q = self.queue
+        q.count_delivery(e)
         if group is not None and self.groups is not None:
             self.groups.lock(group)
         self.returned.pop(e.seq, None)
-        lease = self.by_seq[e.seq] = self.leases.add(e, deadline, group, now)
+        lease = self.by_seq[e.seq] = self.leases.add(q.lease(e, None, deadline, group))
         return lease
 
     def _redrive(self, e: Entry) -> bool:
@@ -178,7 +179,7 @@ class Receiver:
                 q.settle(e)
             return
         self.leases.remove(lease.id)
-        q.lease_ended(1)
+        q.release(lease)
         self.first_received.pop(seq, None)
         if not q.deleted:
             q.settle(lease.entry)
@@ -209,10 +210,10 @@ class Receiver:
         if group is not None and self.groups is not None and self.groups.unlock(group):
             self.wake()
 
-    def _expire(self, leases: list[TimedLease]) -> None:
+    def _expire(self, leases: list[Lease]) -> None:
         q = self.queue
-        q.lease_ended(len(leases))
         for lease in leases:
+            q.release(lease)
             self.by_seq.pop(lease.entry.seq, None)
         if q.deleted:
             return
@@ -277,9 +278,9 @@ class Receiver:
         self.by_seq.clear()
         self.returned.clear()
         for lease in leases:
+            q.release(lease)  # consumers' leases (basic.get ones too) stay out and stay counted
             q.drop(lease.entry)
         n += len(leases)
-        q.lease_ended(len(leases))
         if self.groups is not None:
             for e in self.groups.clear():
                 q.drop(e)

@@ -51,7 +51,7 @@ from haremq.server.sqs_service import SqsQueue, SqsService
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
-    from haremq.core.lease import TimedLease
+    from haremq.core.lease import Lease
     from haremq.security.users import User
 
 
@@ -364,7 +364,7 @@ class SqsApi:
         return LongPoll(sq, float(wait), retry, lambda: ok({}))
 
     @staticmethod
-    def _messages(sq: SqsQueue, leases: list[TimedLease], op: ReceiveMessage, region: str) -> dict[str, Any]:
+    def _messages(sq: SqsQueue, leases: list[Lease], op: ReceiveMessage, region: str) -> dict[str, Any]:
         out = []
         for lease in leases:
             e = lease.entry

@@ -61,7 +61,7 @@ from haremq.protocol.sqs.attributes import (
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
     from haremq.core.delay import DelayedEntries
-    from haremq.core.lease import TimedLease
+    from haremq.core.lease import Lease
     from haremq.core.message import Message
     from haremq.core.queue import Entry
     from haremq.core.vhost import VHost
@@ -212,19 +212,19 @@ class SqsQueue:
         return out
 
     # ---- receiving -------------------------------------------------------------------------------
-    def receive(self, max_messages: int, visibility: int | None, attempt_id: str | None = None) -> list[TimedLease]:
+    def receive(self, max_messages: int, visibility: int | None, attempt_id: str | None = None) -> list[Lease]:
         """Take up to ``max_messages`` visible messages and lease them for the visibility timeout."""
         vis = self.config.visibility if visibility is None else visibility
         return self.receiver.receive(max_messages, vis, attempt_id if self.config.fifo else None)
 
     # ---- receipt handles ---------------------------------------------------------------------------
-    def receipt(self, lease: TimedLease) -> str:
+    def receipt(self, lease: Lease) -> str:
         return receipt_handle(self.token, self._secret, lease.id, lease.entry.seq)
 
     def seq_of(self, handle: str) -> int:
         return seq_of_handle(handle, self.token, self._secret)
 
-    def lease_of(self, handle: str) -> TimedLease | None:
+    def lease_of(self, handle: str) -> Lease | None:
         """The entry's current lease, whichever of its handles names it; None when it is not in flight."""
         return self.receiver.by_seq.get(self.seq_of(handle))
 

@@ -6,7 +6,7 @@ import pytest
 
 from haremq.core.broker import Broker
 from haremq.core.dedup import DedupWindow
-from haremq.core.lease import TimedLeases
+from haremq.core.lease import Lease, TimedLeases
 from haremq.core.message import Message, Properties
 from haremq.core.queue import Entry
 from haremq.errors import (
@@ -202,10 +202,10 @@ def test_timed_leases_heap_stays_bounded() -> None:
     leases = TimedLeases()
     e = Entry(msg("a"), 1, None, 0)
     for i in range(5000):
-        lease = leases.add(e, 100.0 + i, None, 0.0)
+        lease = leases.add(Lease(None, e, deadline=100.0 + i))  # type: ignore[arg-type]
         leases.remove(lease.id)
     assert len(leases._heap) <= 1025
-    keep = leases.add(e, 10.0, None, 0.0)
+    keep = leases.add(Lease(None, e, deadline=10.0))  # type: ignore[arg-type]
     leases.extend(keep, 20.0)
     assert leases.expired(15.0) == [] and leases.next_deadline() == 20.0
     assert leases.expired(20.0) == [keep]

@@ -89,6 +89,11 @@ class Receiver:
             self.dedup.remember(dedup_key, (message_id, seq), now)
         return message_id, seq
 
+    def remember_sent(self, dedup_key: str, message_id: str, seq: int, at: float) -> None:
+        """A message sent at ``at`` (monotonic) keeps deduplicating ``dedup_key`` for the rest of its window
+        (the window is rebuilt from the queued messages after a restart)."""
+        self.dedup.remember(dedup_key, (message_id, seq), at)
+
     # ---- receiving -------------------------------------------------------------------------------
     def receive(self, max_messages: int, visibility: float, attempt_id: str | None = None) -> list[Lease]:
         """Take up to ``max_messages`` visible entries and lease them for ``visibility`` seconds. The
@@ -165,6 +170,10 @@ class Receiver:
         self.first_received.pop(e.seq, None)
         self.returned.pop(e.seq, None)
         return True
+
+    def lease_of(self, seq: int) -> Lease | None:
+        """The current lease of entry ``seq``; None when it is not in flight."""
+        return self.by_seq.get(seq)
 
     # ---- settling ------------------------------------------------------------------------------------
     def delete(self, seq: int) -> None:

@@ -105,8 +105,8 @@ class SqsQueue:
             if age >= DEDUP_WINDOW:
                 continue
             group = headers.get(GROUP_HEADER) or ""
-            self.receiver.dedup.remember(self._dedup_key(str(group), str(dedup_id)), (props.message_id or "", e.seq),
-                                         now - age)
+            self.receiver.remember_sent(self._dedup_key(str(group), str(dedup_id)), props.message_id or "", e.seq,
+                                        now - age)
 
     def _dedup_key(self, group: str, dedup_id: str) -> str:
         return f"{group if self.config.group_scope else ''}\x00{dedup_id}"
@@ -226,7 +226,7 @@ class SqsQueue:
 
     def lease_of(self, handle: str) -> Lease | None:
         """The entry's current lease, whichever of its handles names it; None when it is not in flight."""
-        return self.receiver.by_seq.get(self.seq_of(handle))
+        return self.receiver.lease_of(self.seq_of(handle))
 
     # ---- settling ------------------------------------------------------------------------------------
     def delete(self, handle: str) -> None:

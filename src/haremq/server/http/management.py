@@ -481,8 +481,8 @@ class ManagementApp:
         return out
 
     def queue_info(self, q: Queue) -> dict[str, Any]:
-        sq = q.receiver
-        ready = q.message_count + (sq.backlog_count if sq is not None else 0)
+        r = q.receiver  # a polled queue: its group backlogs are ready too, and it may delay
+        ready = q.message_count + (r.backlog_count if r is not None else 0)
         info: dict[str, Any] = {
             "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
             "exclusive": q.exclusive_owner is not None, "arguments": q.arguments, "type": q.args.queue_type,
@@ -492,7 +492,7 @@ class ManagementApp:
                 "publish": q.published, "deliver_get": q.delivered, "ack": q.acked, "redeliver": q.redelivered}),
             "node": self.node.cluster_name,
         }
-        if sq is not None:
+        if r is not None:
             info["messages_delayed"] = len(q.delayed)
         stats = getattr(q.vhost.broker.store, "stats", None)
         st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None

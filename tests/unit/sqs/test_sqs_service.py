@@ -1,4 +1,4 @@
-"""SQS semantics in the core, driven by a FakeClock: leases, delays, FIFO groups, dedup, redrive."""
+"""The SQS service over the core queue features, with a FakeClock: leases, delays, FIFO groups, dedup, redrive."""
 
 from __future__ import annotations
 

@@ -2,7 +2,11 @@
 
 Invariants:
 - every ``Entry`` is in exactly one place: ``ready`` (waiting), a ``Lease`` (delivered, unacked),
-  or gone (acked, dropped, expired, dead-lettered);
+  or gone (acked, dropped, expired, dead-lettered); the optional features hold entries too: ``delayed``
+  (not due yet) and the receiver's group backlogs (``core/receiver.py``, ``core/groups.py``);
+- leases are made only by ``lease`` and ended only by ``ack``/``release``, and deliveries are counted
+  only here (``dispatch``, ``count_delivery``): the unacked, delivered and redelivered counts of the
+  queue and of its consumers never change anywhere else;
 - ``ready`` is ordered by ``seq`` within a priority level, so requeued messages go back to their
   original position (as RabbitMQ's classic queues do);
 - only the head can expire (RabbitMQ semantics for per-message TTL), so expiry costs O(1) per

@@ -19,13 +19,9 @@ from haremq.core.message import Message, Properties
 from haremq.errors import (
     AccessDenied,
     AccessRefused,
-    BatchRequestTooLong,
     HareError,
     InvalidAction,
     InvalidClientTokenId,
-    InvalidParameterValue,
-    MessageTooLong,
-    MissingParameter,
     PeerError,
     QueueDoesNotExist,
     UnsupportedOperation,
@@ -33,10 +29,8 @@ from haremq.errors import (
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import api as P
-from haremq.protocol.sqs import mapping as M
 from haremq.protocol.sqs import query, sigv4
 from haremq.protocol.sqs.api import (
-    MAX_BATCH_BYTES,
     Params,
     ReceiveMessage,
     SendMessage,
@@ -45,7 +39,6 @@ from haremq.protocol.sqs.api import (
     parse_send,
     queue_name,
 )
-from haremq.protocol.sqs.attributes import DEDUP_HEADER, GROUP_HEADER, name_from_arn
 from haremq.security import audit
 from haremq.server.sqs_service import SqsQueue, SqsService
 
@@ -166,10 +159,8 @@ class SqsApi:
 
     # ---- queues --------------------------------------------------------------------------------------
     def do_CreateQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        name = p.req("QueueName")
-        tags = p.str_map("tags")
-        check_tags(tags)
-        sq = self.service.create(user, name, p.str_map("Attributes"), tags)
+        op = P.parse_create_queue(p)
+        sq = self.service.create(user, op.name, op.attributes, op.tags)
         return {"QueueUrl": self.url(req, sq.name)}
 
     def do_GetQueueUrl(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
@@ -209,9 +200,7 @@ class SqsApi:
 
     def do_TagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "configure")
-        tags = p.str_map("Tags")
-        if not tags:
-            raise MissingParameter("The request must contain the parameter Tags.")
+        tags = P.parse_tags(p)
         check_tags(tags, len(sq.tags.keys() - tags.keys()))
         sq.tags.update(tags)
         sq.persist()
@@ -219,10 +208,7 @@ class SqsApi:
 
     def do_UntagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "configure")
-        keys = p.str_list("TagKeys")
-        if not keys:
-            raise MissingParameter("The request must contain the parameter TagKeys.")
-        for k in keys:
+        for k in P.parse_tag_keys(p):
             sq.tags.pop(k, None)
         sq.persist()
         return {}
@@ -251,21 +237,13 @@ class SqsApi:
 
     # ---- message move tasks ----------------------------------------------------------------------------
     def do_StartMessageMoveTask(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        src = name_from_arn(p.req("SourceArn"))
-        dest_arn = p.text("DestinationArn")
-        dest = name_from_arn(dest_arn) if dest_arn else None
-        if src is None or (dest_arn and dest is None):
-            raise InvalidParameterValue("Value for parameter SourceArn or DestinationArn is not a valid ARN.")
-        rate = p.integer("MaxNumberOfMessagesPerSecond", 1, 500)
-        task = self.service.start_move(user, src, dest, rate)
+        op = P.parse_start_move(p)
+        task = self.service.start_move(user, op.source, op.destination, op.rate)
         self.broker.flush()
         return {"TaskHandle": task.handle}
 
     def do_ListMessageMoveTasks(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        src = name_from_arn(p.req("SourceArn"))
-        if src is None:
-            raise InvalidParameterValue("Value for parameter SourceArn is not a valid ARN.")
-        limit = p.integer("MaxResults", 1, 10) or 1
+        src, limit = P.parse_list_moves(p)
         tasks = self.service.list_moves(user, src)[:limit]
         return {"Results": [t.describe(region) for t in tasks]}
 
@@ -275,29 +253,11 @@ class SqsApi:
 
     # ---- sending ---------------------------------------------------------------------------------------
     def _send(self, user: User, sq: SqsQueue, op: SendMessage) -> dict[str, Any]:
-        body = op.body.encode()
-        if len(body) + M.attributes_size(op.attributes) > sq.config.max_size:
-            raise MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
-                                 f"{sq.config.max_size} bytes.")
-        headers = M.to_headers(op.attributes)
-        if op.group is not None:
-            headers[GROUP_HEADER] = op.group
-        if op.dedup is not None:
-            if not sq.config.fifo:
-                raise InvalidParameterValue("The request include parameter MessageDeduplicationId that is not valid "
-                                            "for this queue type")
-            headers[DEDUP_HEADER] = op.dedup
-        if op.trace_header is not None:
-            headers["x-amzn-trace-id"] = op.trace_header
+        body, headers = P.send_headers(op, sq.config.fifo, sq.config.max_size)
         props = Properties(headers=headers or None, delivery_mode=2, message_id=str(uuid.uuid4()),
                            timestamp=int(self.broker.clock.time()), user_id=user.name)
         message_id, seq = sq.send(Message("", sq.name, props, body), op.delay)
-        out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": M.md5_hex(body)}
-        if op.attributes:
-            out["MD5OfMessageAttributes"] = M.md5_of_attributes(op.attributes)
-        if sq.config.fifo and seq is not None:
-            out["SequenceNumber"] = f"{seq:020d}"
-        return out
+        return P.send_result(op, body, message_id, seq if sq.config.fifo else None)
 
     def do_SendMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "write")
@@ -307,23 +267,10 @@ class SqsApi:
 
     def do_SendMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "write")
-        entries = p.entries("Entries")
-        total = sum(len(str(e.d.get("MessageBody", "")).encode()) + P.attributes_size(e.d.get("MessageAttributes"))
-                    for e in entries)
-        if total > MAX_BATCH_BYTES:
-            raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
-                                      f"sent {total} bytes.")
-        if sq.config.fifo:
-            # AWS fails the whole request here, not entry by entry
-            if any(not e.d.get("MessageGroupId") for e in entries):
-                raise MissingParameter("The request must contain the parameter MessageGroupId.")
-            if not sq.config.content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
-                raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
-                                            "MessageDeduplicationId provided explicitly")
+        entries = P.parse_send_batch(p, sq.config.fifo, sq.config.content_dedup)
         ok: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for e in entries:
-            eid = e.req("Id")
+        for eid, e in entries:
             try:
                 res = self._send(user, sq, parse_send(e))
             except HareError as err:  # a storage fault fails its entry with SenderFault false
@@ -406,10 +353,8 @@ class SqsApi:
 
     def do_ChangeMessageVisibility(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p)
-        timeout = p.integer("VisibilityTimeout", 0, 43200)
-        if timeout is None:
-            raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
-        sq.change_visibility(p.req("ReceiptHandle"), timeout)
+        op = P.parse_change_visibility(p)
+        sq.change_visibility(op.receipt_handle, op.timeout)
         self.broker.flush()
         return {}
 
@@ -417,9 +362,7 @@ class SqsApi:
         sq = self._queue(user, p)
 
         def change(e: Params) -> None:
-            timeout = e.integer("VisibilityTimeout", 0, 43200)
-            if timeout is None:
-                raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
-            sq.change_visibility(e.req("ReceiptHandle"), timeout)
+            op = P.parse_change_visibility(e)
+            sq.change_visibility(op.receipt_handle, op.timeout)
 
         return self._each_entry(p, change)

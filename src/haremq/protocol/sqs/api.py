@@ -49,6 +49,7 @@ from haremq.protocol.sqs.attributes import (
     MAX_MESSAGE_SIZE,
     SOURCE_HEADER,
     arn,
+    name_from_arn,
 )
 
 JSON = "application/x-amz-json-1.0"
@@ -200,6 +201,121 @@ def parse_receive(p: Params) -> ReceiveMessage:
     return ReceiveMessage(p.integer("MaxNumberOfMessages", 1, 10) or 1, p.integer("VisibilityTimeout", 0, 43200),
                           p.integer("WaitTimeSeconds", 0, 20), names, p.str_list("MessageAttributeNames"),
                           p.text("ReceiveRequestAttemptId", max_len=128))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreateQueue:
+    name: str
+    attributes: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChangeVisibility:
+    receipt_handle: str
+    timeout: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartMove:
+    source: str
+    destination: str | None
+    rate: int | None
+
+
+def parse_create_queue(p: Params) -> CreateQueue:
+    name = p.req("QueueName")
+    tags = p.str_map("tags")
+    check_tags(tags)
+    return CreateQueue(name, p.str_map("Attributes"), tags)
+
+
+def parse_tags(p: Params) -> dict[str, str]:
+    """TagQueue's tags (their count against the queue's is checked with ``check_tags``)."""
+    tags = p.str_map("Tags")
+    if not tags:
+        raise MissingParameter("The request must contain the parameter Tags.")
+    return tags
+
+
+def parse_tag_keys(p: Params) -> list[str]:
+    keys = p.str_list("TagKeys")
+    if not keys:
+        raise MissingParameter("The request must contain the parameter TagKeys.")
+    return keys
+
+
+def parse_change_visibility(p: Params) -> ChangeVisibility:
+    """ChangeMessageVisibility, or one entry of its batch."""
+    timeout = p.integer("VisibilityTimeout", 0, 43200)
+    if timeout is None:
+        raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
+    return ChangeVisibility(p.req("ReceiptHandle"), timeout)
+
+
+def parse_start_move(p: Params) -> StartMove:
+    src = name_from_arn(p.req("SourceArn"))
+    dest_arn = p.text("DestinationArn")
+    dest = name_from_arn(dest_arn) if dest_arn else None
+    if src is None or (dest_arn and dest is None):
+        raise InvalidParameterValue("Value for parameter SourceArn or DestinationArn is not a valid ARN.")
+    return StartMove(src, dest, p.integer("MaxNumberOfMessagesPerSecond", 1, 500))
+
+
+def parse_list_moves(p: Params) -> tuple[str, int]:
+    """ListMessageMoveTasks: (source queue name, how many tasks at most)."""
+    src = name_from_arn(p.req("SourceArn"))
+    if src is None:
+        raise InvalidParameterValue("Value for parameter SourceArn is not a valid ARN.")
+    return src, p.integer("MaxResults", 1, 10) or 1
+
+
+def parse_send_batch(p: Params, fifo: bool, content_dedup: bool) -> list[tuple[str, Params]]:
+    """SendMessageBatch's entries as (Id, entry) after the checks AWS applies to the whole request (total
+    size; on a FIFO queue, group and deduplication ids); each entry is parsed by ``parse_send``."""
+    entries = p.entries("Entries")
+    total = sum(len(str(e.d.get("MessageBody", "")).encode()) + attributes_size(e.d.get("MessageAttributes"))
+                for e in entries)
+    if total > MAX_BATCH_BYTES:
+        raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
+                                  f"sent {total} bytes.")
+    if fifo:
+        # AWS fails the whole request here, not entry by entry
+        if any(not e.d.get("MessageGroupId") for e in entries):
+            raise MissingParameter("The request must contain the parameter MessageGroupId.")
+        if not content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
+            raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
+                                        "MessageDeduplicationId provided explicitly")
+    return [(e.req("Id"), e) for e in entries]
+
+
+def send_headers(op: SendMessage, fifo: bool, max_size: int) -> tuple[bytes, dict[str, Any]]:
+    """A send's body and the headers that carry its attributes, group, deduplication id and trace header,
+    checked against the queue's type and MaximumMessageSize."""
+    body = op.body.encode()
+    if len(body) + M.attributes_size(op.attributes) > max_size:
+        raise MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                             f"{max_size} bytes.")
+    headers = M.to_headers(op.attributes)
+    if op.group is not None:
+        headers[GROUP_HEADER] = op.group
+    if op.dedup is not None:
+        if not fifo:
+            raise InvalidParameterValue("The request include parameter MessageDeduplicationId that is not valid "
+                                        "for this queue type")
+        headers[DEDUP_HEADER] = op.dedup
+    if op.trace_header is not None:
+        headers[M.TRACE_HEADER] = op.trace_header
+    return body, headers
+
+
+def send_result(op: SendMessage, body: bytes, message_id: str, sequence: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": M.md5_hex(body)}
+    if op.attributes:
+        out["MD5OfMessageAttributes"] = M.md5_of_attributes(op.attributes)
+    if sequence is not None:
+        out["SequenceNumber"] = f"{sequence:020d}"
+    return out
 
 
 def queue_name(url: str) -> str:

@@ -64,7 +64,7 @@ class Receiver:
 
     @property
     def visible_count(self) -> int:
-        return self.queue.ready.count + self.backlog_count
+        return self.queue.message_count + self.backlog_count
 
     # ---- sending ---------------------------------------------------------------------------------
     def send(self, msg: Message, delay: float, dedup_key: str | None) -> tuple[str, int | None] | None:
@@ -269,7 +269,7 @@ class Receiver:
 
     # ---- long polling --------------------------------------------------------------------------------
     def has_visible(self) -> bool:
-        return bool(self.queue.ready.count or (self.groups is not None and self.groups.available))
+        return bool(self.queue.message_count or (self.groups is not None and self.groups.available))
 
     def wake(self) -> None:
         """Something may be receivable: call every waiting long poll once (they re-register if needed)."""

@@ -95,6 +95,13 @@ class Session:
         self.write_ok: set[str] = set()  # exchanges already checked for write access
 
     # ---- called by Queue.dispatch --------------------------------------------------------------
+    def _delivered(self, queue: Queue, e: Entry) -> None:
+        """Log the lease, so that after a crash the entry comes back flagged redelivered."""
+        broker = self.vhost.broker
+        log = broker.store.mark_delivered(queue, e)
+        if log is not None:
+            broker.written[log] = log.appended_lsn
+
     def deliver(self, c: Consumer, queue: Queue, e: Entry) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
@@ -105,7 +112,7 @@ class Session:
             c.unacked += 1
             queue.unacked += 1
             if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+                self._delivered(queue, e)
         self.sink.deliver(c.tag, tag, e.delivery_count > 1, queue.name, e.msg)
 
     def take_get(self, queue: Queue, e: Entry, no_ack: bool) -> int:
@@ -118,7 +125,7 @@ class Session:
             self.leases[tag] = Lease(queue, e, None)
             queue.unacked += 1
             if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+                self._delivered(queue, e)
         return tag
 
     # ---- settlement ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
 from haremq.security import audit
 from haremq.security.users import User
-from haremq.server.durability import WAIT, Answers
+from haremq.server.durability import Answers
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -141,11 +141,14 @@ class Channel:
             return False
         out = self.conn.proto._out
         run_end = 0
-        pop = outcomes.pop_ready
-        while True:
-            token = pop()
-            if token is WAIT:
+        items = outcomes.items  # Answers.pop_ready, inlined: this runs once per confirm
+        while items:
+            token, log, lsn = items[0]
+            if log is not None and log.committed_lsn < lsn:
                 break
+            items.popleft()
+            if token is None:
+                continue  # a barrier: a later answer also wrote to this log
             if token > 0:
                 run_end = token
                 continue
@@ -576,7 +579,12 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             written.clear()
             result = broker.publish(ch.session, e.exchange, msg)
             # the confirm waits for the log positions this publish appended (none: at once)
-            ch.outcomes.add(ch.confirm_seq if result != REJECTED else -ch.confirm_seq, written)
+            token = ch.confirm_seq if result != REJECTED else -ch.confirm_seq
+            if len(written) == 1:  # one durable queue: Answers.add inlined (once per message)
+                for log in written:
+                    ch.outcomes.items.append((token, log, written[log]))
+            else:
+                ch.outcomes.add(token, written)
         else:
             result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:

@@ -77,8 +77,8 @@ class Answers:
         if n == 0:
             items.append((token, None, 0))
         elif n == 1:
-            for log, lsn in written.items():
-                items.append((token, log, lsn))
+            for log in written:
+                items.append((token, log, written[log]))
         else:
             last: tuple[CommitLog, int] | None = None
             for pos in written.items():

@@ -102,6 +102,7 @@ class QueueLog:
         self.pubsegs: list[Segment] = []  # segments with publish records, by first seq
         self.firsts: list[int] = []  # first seq of each pubseg (for bisect)
         self.next_lsn = 1
+        self.appended_lsn = 0  # the lsn of the newest record (a plain attribute: read per publish)
         self.committed_lsn = 0  # moved by GroupCommit (advance, or at append with fsync off)
         self.epoch = config.epoch  # recovered from the segment headers; records carry it
         self.unlogged_removes = 0  # acks that could not be logged (disk full)
@@ -124,10 +125,6 @@ class QueueLog:
 
     # ---- the CommitLog port ------------------------------------------------------------------
     @property
-    def appended_lsn(self) -> int:
-        return self.next_lsn - 1
-
-    @property
     def failed(self) -> BaseException | None:
         return self.flusher.failed
 
@@ -147,7 +144,7 @@ class QueueLog:
             path = os.path.join(self.directory, fname)
             self._open_segment(path, base, last=i == len(names) - 1)
         self._reclaim([s for s in self.segments[:-1]])
-        self.committed_lsn = self.next_lsn - 1  # what recovery found is what the disk has
+        self.appended_lsn = self.committed_lsn = self.next_lsn - 1  # recovered: what the disk has
         if self.segments:
             last = self.segments[-1]
             if last.write_pos < last.size:
@@ -318,7 +315,7 @@ class QueueLog:
         if seg is None or seg.room() < len(rec):
             seg = self._rotate(len(rec))
         off = seg.append(rec)
-        lsn = self.next_lsn
+        lsn = self.appended_lsn = self.next_lsn
         self.next_lsn = lsn + 1
         self.flusher.appended(seg, self, lsn)
         if seg.write_pos * 2 > seg.size and self.spare is None and self.worker is not None:

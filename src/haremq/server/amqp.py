@@ -580,7 +580,10 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             result = broker.publish(ch.session, e.exchange, msg)
             # the confirm waits for the log positions this publish appended (none: at once)
             token = ch.confirm_seq if result != REJECTED else -ch.confirm_seq
-            if len(written) == 1:  # one durable queue: Answers.add inlined (once per message)
+            n = len(written)  # Answers.add inlined for no log / one log (once per message)
+            if n == 0:
+                ch.outcomes.items.append((token, None, 0))
+            elif n == 1:
                 for log in written:
                     ch.outcomes.items.append((token, log, written[log]))
             else:

@@ -8,6 +8,11 @@ one socket read costs one dispatch pass per queue, not one per message.
 Timers (message TTL at the queue head, ``x-expires``) live in one heap; the server sleeps until
 ``next_deadline`` and calls ``run_timers``. ``on_schedule`` tells it when an earlier deadline
 appeared.
+
+Durability: every record a command appends to a durable queue's log lands in ``written`` (highest
+lsn per ``CommitLog``). The server clears it before a command whose answer must wait for the disk
+(publish with confirms, tx.commit, a receipted STOMP frame, an SQS request) and reads it after:
+that is the command's outcome, the positions its answer waits for (server/durability.py).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFaile
 from haremq.message import Message, Properties
 from haremq.security.access import vhost_refusal
 from haremq.security.users import Access, Permission, User, UserStore
-from haremq.store.api import MetadataStore, RecoverableQueueStore
+from haremq.store.api import MetadataStore, Positions, RecoverableQueueStore, RecoveredMessage
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
 
 ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
@@ -43,6 +48,8 @@ class Broker:
         # STOMP ERROR text); cleared when the disk alarm clears
         self.store_failed = False
         self.store_broken = False  # an fsync failed: nothing can be made durable any more
+        # (log, highest lsn) appended since the server last cleared it: a command's outcome
+        self.written: Positions = {}
         # ready bytes per queue above which persistent bodies stay only in the store (paged out)
         self.page_out_bytes = 1 << 62
         self.metadata: MetadataStore = metadata or MemoryMetadataStore()
@@ -295,6 +302,15 @@ class Broker:
             if not q.enqueue(msg):
                 ok = False
         return ROUTED if ok else REJECTED
+
+    # ---- storage, for the server ----------------------------------------------------------------
+    def read_message(self, q: Queue, seq: int) -> RecoveredMessage:
+        """A paged-out message read back from the store (management's get-messages)."""
+        return self.store.read_message(q, seq)
+
+    def storage_stats(self, q: Queue) -> Any:
+        """The queue log's storage statistics (management), None without a log."""
+        return self.store.stats(q.vhost.name, q.name)
 
     # ---- restart -------------------------------------------------------------------------------
     def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:

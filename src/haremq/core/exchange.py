@@ -16,6 +16,7 @@ EXCHANGE_TYPES: dict[str, Callable[[], RoutingTable]] = {
 
 
 class Exchange:
+    kind = "exchange"  # a binding destination's type, as definitions store it
     __slots__ = ("alternate", "arguments", "auto_delete", "bindings", "durable", "internal", "name",
                  "table", "type")
 

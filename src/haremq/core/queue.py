@@ -151,6 +151,8 @@ class ReadyList:
 class Queue:
     """A queue in a vhost. Created and deleted only through ``VHost``."""
 
+    kind = "queue"  # a binding destination's type, as definitions store it
+
     def __init__(
         self,
         vhost: VHost,
@@ -252,7 +254,8 @@ class Queue:
             if broker.store_broken:
                 return False  # an fsync failed: a confirm could never be honest, so refuse (nack)
             try:
-                broker.store.publish(self, e)
+                log = broker.store.publish(self, e)
+                broker.written[log] = log.appended_lsn
             except ResourceError:
                 # disk full or failed: refuse the message (publisher gets a nack), keep serving
                 self.published -= 1
@@ -306,7 +309,10 @@ class Queue:
         # a deleted queue's log is gone; the store is keyed by name, so touching it now would
         # remove a record of a new queue of the same name (a late nack of an old lease)
         if self.persist and not self.deleted and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
-            self.vhost.broker.store.remove(self, e)
+            broker = self.vhost.broker
+            log = broker.store.remove(self, e)
+            if log is not None:
+                broker.written[log] = log.appended_lsn
 
     # ---- consumers ---------------------------------------------------------------------------
     def add_consumer(self, c: Consumer) -> None:
@@ -437,7 +443,10 @@ class Queue:
         if owner is not None:
             owner.unacked += 1
         if deadline is None and self.persist and e.msg.props.delivery_mode == 2:
-            self.vhost.broker.store.mark_delivered(self, e)
+            broker = self.vhost.broker
+            log = broker.store.mark_delivered(self, e)
+            if log is not None:
+                broker.written[log] = log.appended_lsn
         return Lease(self, e, owner, deadline, group)
 
     def ack(self, lease: Lease) -> None:
@@ -454,7 +463,10 @@ class Queue:
         self.acked += 1
         e = lease.entry
         if self.persist and e.msg.props.delivery_mode == 2:
-            self.vhost.broker.store.remove(self, e)
+            broker = self.vhost.broker
+            log = broker.store.remove(self, e)
+            if log is not None:
+                broker.written[log] = log.appended_lsn
 
     def release(self, lease: Lease) -> None:
         """A lease ended (settled, requeued, expired, or its entry dropped): the one place unacked counts
@@ -489,7 +501,10 @@ class Queue:
         """The entry was acknowledged (or delivered with no-ack): it is gone."""
         self.acked += 1
         if self.persist and e.msg.props.delivery_mode == 2:
-            self.vhost.broker.store.remove(self, e)
+            broker = self.vhost.broker
+            log = broker.store.remove(self, e)
+            if log is not None:
+                broker.written[log] = log.appended_lsn
 
     def requeue(self, entries: list[Entry]) -> None:
         """Unacked entries come back to their place at the head, flagged redelivered."""

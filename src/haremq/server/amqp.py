@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from haremq.protocol.amqp import connection as ev
 from haremq.security import audit
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
+from haremq.server.durability import Answers
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ class Channel:
         self.session: Session = conn.node.broker.open_session(conn.vhost, conn.user, conn, self)
         self.confirm = False
         self.confirm_seq = 0
-        # (seq, ok, ticket) in publish order: confirms (and, seq 0, a deferred tx.commit-ok) not yet sent;
-        # one whose message went to the disk waits until the store's durable ticket reaches ``ticket``
-        self.outcomes: deque[tuple[int, bool, int]] = deque()
+        # answers not yet sent, in publish order, each behind the log positions it wrote: a confirm
+        # (token seq: ack, -seq: nack) or a deferred tx.commit-ok (token 0); see server/durability.py
+        self.outcomes = Answers()
         self.tx = False
         self.tx_publishes: list[ev.Publish] = []
         self.tx_acks: list[ev.Settle] = []
@@ -118,10 +118,10 @@ class Channel:
             return
         out = conn.proto._out
         commit_waiting = False
-        for seq, _ok, ticket in self.outcomes:
-            if ticket and seq:
-                out.append(codec.confirm_frame(self.number, seq, False, nack=True))
-            elif ticket:
+        for token in self.outcomes.tokens():
+            if token:
+                out.append(codec.confirm_frame(self.number, abs(token), False, nack=True))
+            else:
                 commit_waiting = True
         self.outcomes.clear()
         if commit_waiting:
@@ -129,8 +129,8 @@ class Channel:
             conn.channels.pop(self.number, None)
             self.session.close()
 
-    def flush_confirms(self, durable: int) -> bool:
-        """Send what is durable, coalesced: one ``ack multiple`` per run of successes.
+    def flush_confirms(self) -> bool:
+        """Send what is committed, coalesced: one ``ack multiple`` per run of successes.
 
         Returns True when outcomes remain that wait for the disk.
         """
@@ -141,19 +141,22 @@ class Channel:
             return False
         out = self.conn.proto._out
         run_end = 0
-        while outcomes:
-            seq, ok, ticket = outcomes[0]
-            if ticket > durable:
+        items = outcomes.items  # Answers.pop_ready, inlined: this runs once per confirm
+        while items:
+            token, log, lsn = items[0]
+            if log is not None and log.committed_lsn < lsn:
                 break
-            outcomes.popleft()
-            if ok and seq:
-                run_end = seq
+            items.popleft()
+            if token is None:
+                continue  # a barrier: a later answer also wrote to this log
+            if token > 0:
+                run_end = token
                 continue
             if run_end:
                 out.append(codec.confirm_frame(self.number, run_end, True))
                 run_end = 0
-            if seq:
-                out.append(codec.confirm_frame(self.number, seq, False, nack=True))
+            if token:
+                out.append(codec.confirm_frame(self.number, -token, False, nack=True))
             else:
                 out.append(codec.method_frame(self.number, codec.build(C.Tx.CommitOk)))
         if run_end:
@@ -238,10 +241,9 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 if self.closing:
                     break
             node.broker.flush()
-            durable = node.broker.store.durable_ticket
-            for ch in self.channels.values():
-                if ch.outcomes and ch.flush_confirms(durable):
-                    node.waiting[ch] = None
+            for ch in list(self.channels.values()):
+                if ch.outcomes and ch.flush_confirms():
+                    node.durability.hold(ch)
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
@@ -280,7 +282,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 timer.cancel()
         for ch in list(self.channels.values()):
             ch.session.close()
-            self.node.waiting.pop(ch, None)
+            self.node.durability.forget(ch)
         self.channels.clear()
         self.node.connections.discard(self)
         self.node.broker.connection_closed(self)
@@ -539,11 +541,19 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         broker = self.node.broker
         if ch.confirm:
             ch.confirm_seq += 1
-            before = broker.store.ticket
+            written = broker.written
+            written.clear()
             result = broker.publish(ch.session, e.exchange, msg)
-            after = broker.store.ticket
-            # wait for the disk only if this publish appended to the log
-            ch.outcomes.append((ch.confirm_seq, result != REJECTED, after if after != before else 0))
+            # the confirm waits for the log positions this publish appended (none: at once)
+            token = ch.confirm_seq if result != REJECTED else -ch.confirm_seq
+            n = len(written)  # Answers.add inlined for no log / one log (once per message)
+            if n == 0:
+                ch.outcomes.items.append((token, None, 0))
+            elif n == 1:
+                for log in written:
+                    ch.outcomes.items.append((token, log, written[log]))
+            else:
+                ch.outcomes.add(token, written)
         else:
             result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:
@@ -697,14 +707,14 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             raise PreconditionFailed("channel is not transactional")
         publishes, acks = ch.tx_publishes, ch.tx_acks
         ch.tx_publishes, ch.tx_acks = [], []
-        store = self.node.broker.store
-        before = store.ticket
+        written = self.node.broker.written
+        written.clear()
         for p in publishes:
-            self._route(ch, p)
+            self._route(ch, p)  # (not in confirm mode: ``written`` gathers the whole transaction)
         for a in acks:
             self._apply_settle(ch, a)
-        if store.ticket != before:
-            ch.outcomes.append((0, True, store.ticket))  # commit-ok once the transaction is on disk
+        if written or ch.outcomes:
+            ch.outcomes.add(0, written)  # commit-ok once the transaction is on disk (and after an earlier one)
         else:
             self.proto.send_method(ch.number, codec.build(C.Tx.CommitOk))
 

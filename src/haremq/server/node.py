@@ -25,6 +25,8 @@ from haremq.protocol.amqp import codec
 from haremq.security.auth import Authenticator
 from haremq.security.users import UserStore
 from haremq.server.definitions import Definitions
+from haremq.server.durability import Durability, Waiter
+from haremq.store.api import Positions, QueueId
 from haremq.store.file import FileQueueStore
 from haremq.store.lock import DataDirLock
 from haremq.store.metadata import SqliteMetadataStore
@@ -41,19 +43,6 @@ class Writer(Protocol):
     """A connection with buffered output (AMQP, STOMP): ``flush_output`` writes it once per pass."""
 
     def write_pending(self) -> None: ...
-
-
-class ConfirmWaiter(Protocol):
-    """What holds confirms (AMQP channel) or receipts (STOMP connection) until the disk has them."""
-
-    @property
-    def conn(self) -> Writer: ...
-
-    def flush_confirms(self, durable: int) -> bool: ...
-
-    def fail_confirms(self, err: HareError) -> None:
-        """The store can no longer make anything durable: refuse what waits (nack, ERROR)."""
-        ...
 
 
 class LatencyHistogram:
@@ -78,14 +67,6 @@ class LatencyHistogram:
             running += n
             out.append((bound, running))
         return out
-
-
-class _QueueRef:
-    """Names a queue log whose queue is gone (the store's delete_queue takes any queue-like)."""
-
-    def __init__(self, vhost: str, name: str) -> None:
-        self.vhost = type("V", (), {"name": vhost})()
-        self.name = name
 
 
 # The broker allocates short-lived objects per message; the default generation-0 threshold (700)
@@ -155,12 +136,12 @@ class Node:
         self.auth = Authenticator(broker.users, broker.clock, default_login=(
             (settings.stomp_default_user, settings.stomp_default_pass) if settings.stomp_default_user else None))
         self.definitions = Definitions(broker)
-        # AMQP channels with confirms, STOMP connections with receipts, waiting for the disk
-        self.waiting: dict[ConfirmWaiter, None] = {}
+        # AMQP confirms and tx.commit-ok, STOMP receipts, HTTP answers: held until their log
+        # positions are committed (server/durability.py)
+        self.durability = Durability(self._released)
         self.disk_alarm = False
         self.memory_alarm = False
         self.sync_latency = LatencyHistogram()
-        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.cluster_name = settings.node_name
         self.connections: set[AmqpServerProtocol] = set()
@@ -200,7 +181,7 @@ class Node:
                             name, vhost, report.torn_bytes, report.quarantined or "nothing")
         orphans = broker.restore_messages(recovered)
         for vhost, name in orphans:
-            store.delete_queue(_QueueRef(vhost, name))
+            store.delete_queue(QueueId(vhost, name))
         count = sum(len(v) for v in recovered.values())
         if count:
             log.info("recovered %d messages in %d queues in %.2f s", count, len(recovered),
@@ -332,43 +313,27 @@ class Node:
             if flusher.pending:
                 wake.set()
 
-    async def wait_durable(self, ticket: int) -> None:
-        """Until the store's group commit has made ``ticket`` durable (HTTP answers wait on this)."""
-        if self.broker.store.durable_ticket >= ticket:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._durable_waiters.append((ticket, fut))
-        await fut
+    @property
+    def waiting(self) -> dict[Waiter, None]:
+        """AMQP channels and STOMP connections holding answers for the disk."""
+        return self.durability.waiting
+
+    def _released(self, w: Waiter) -> None:
+        self.want_flush(w.conn)
+
+    async def wait_durable(self, positions: Positions) -> None:
+        """Until the log positions a request wrote are committed (HTTP answers wait on this)."""
+        await self.durability.wait(positions)
 
     def fail_confirms(self, err: HareError) -> None:
         """Everything waiting for the disk is refused: nacks, STOMP ERRORs, HTTP 503s."""
-        waiting, self.waiting = self.waiting, {}
-        for w in waiting:
-            w.fail_confirms(err)
-            self.want_flush(w.conn)
-        waiters, self._durable_waiters = self._durable_waiters, []
-        for _, fut in waiters:
-            if not fut.done():
-                fut.set_exception(err)
+        self.durability.fail(err)
         self.flush_output()
 
     def release_confirms(self) -> None:
-        durable = self.broker.store.durable_ticket
-        if self._durable_waiters:
-            still = []
-            for ticket, fut in self._durable_waiters:
-                if ticket <= durable:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    still.append((ticket, fut))
-            self._durable_waiters = still
-        waiting = self.waiting
-        self.waiting = {}
-        for ch in waiting:
-            if ch.flush_confirms(durable):
-                self.waiting[ch] = None
-            self.want_flush(ch.conn)
+        """A group commit is done (and the definitions written before it): move the logs'
+        committed positions and release the answers waiting for them."""
+        self.durability.committed(self.broker.store.advance_commits())
         self.flush_output()
 
     @property

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import logging
 import os
-from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,9 @@ from haremq.protocol.stomp.frames import V12, Frame
 from haremq.security import audit
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
+from haremq.server.durability import WAIT, Answers, Durability, Gate
 from haremq.server.transport import accept
+from haremq.store.api import Positions
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
@@ -63,7 +64,7 @@ QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "
               "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
               "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
 _MAX_GONE = 1024
-_HELD = 1 << 62  # the ticket of a RECEIPT that waits for a definition, not the message log
+_NOTHING: Positions = {}  # the positions of a frame that wrote nothing (never mutated)
 
 
 def _flag(h: dict[str, str], name: str, default: bool = False) -> bool:
@@ -176,9 +177,9 @@ class StompServerProtocol(asyncio.Protocol):
         self.bytes_out = 0
         self._hb: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
-        # RECEIPTs in frame order, each with the store ticket it waits for (0: none): the receipt
-        # of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
-        self._receipts: deque[tuple[int, Frame]] = deque()
+        # RECEIPTs in frame order, each behind the log positions its frame wrote (server/durability.py):
+        # the receipt of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
+        self._receipts = Answers()
         self._error: tuple[HareError, str | None, tuple[tuple[str, str], ...]] | None = None  # sent after them
 
     @property
@@ -244,7 +245,7 @@ class StompServerProtocol(asyncio.Protocol):
         self._end_sessions()
         self._receipts.clear()
         self._error = None
-        self.node.waiting.pop(self, None)
+        self.node.durability.forget(self)
         self.node.stomp_connections.discard(self)
         self.node.broker.connection_closed(self)
         self.node.flush_output()
@@ -310,10 +311,10 @@ class StompServerProtocol(asyncio.Protocol):
         self.close_reason = f"broker {reason}"
         if self.vhost is not None and not self.closing:
             self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
-            if self.flush_confirms(self.node.broker.store.durable_ticket):
+            if self.flush_confirms():
                 # no time to wait for the disk: the receipts still waiting are not sent, the ERROR is
                 self._receipts.clear()
-                self.flush_confirms(0)
+                self.flush_confirms()
             self.write_pending()
         else:
             self._abort()
@@ -361,7 +362,7 @@ class StompServerProtocol(asyncio.Protocol):
         elif t is S.Held:
             assert isinstance(event, S.Held)
             if event.frame.command != "SEND":  # a held SEND is receipted at COMMIT, once its message is kept
-                self._receipt(event.frame, 0)
+                self._receipt(event.frame, _NOTHING)
         elif t is S.Commit:
             assert isinstance(event, S.Commit)
             self._guard(event.frame, self._commit, event)
@@ -370,7 +371,7 @@ class StompServerProtocol(asyncio.Protocol):
             self._guard(event.frame, self._connect, event)
         elif t is S.Disconnect:
             assert isinstance(event, S.Disconnect)
-            self._receipt(event.frame, 0)
+            self._receipt(event.frame, _NOTHING)
             self.close_reason = "client sent DISCONNECT"
             self.closing = True
             self._end_sessions()
@@ -379,56 +380,61 @@ class StompServerProtocol(asyncio.Protocol):
             self.fail(event.error, event.receipt, event.headers)
 
     def _guard(self, frame: Frame, fn: Any, arg: Any) -> None:
-        store = self.node.broker.store
-        metadata = self.node.broker.metadata
-        before, revision = store.ticket, metadata.revision
+        broker = self.node.broker
+        metadata = broker.metadata
+        written = broker.written
+        written.clear()
+        revision = metadata.revision
         try:
             fn(arg)
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
-        after = store.ticket
         pending = metadata.pending() if metadata.revision != revision else None
         if pending is not None and "receipt" in frame.headers:
-            self._hold_receipt(frame, after if after != before else 0, pending)
+            self._hold_receipt(frame, written, pending)
         else:
-            self._receipt(frame, after if after != before else 0)
+            self._receipt(frame, written)
 
-    def _hold_receipt(self, frame: Frame, ticket: int, pending: Future[int]) -> None:
+    def _hold_receipt(self, frame: Frame, written: Positions, pending: Future[int]) -> None:
         """The frame declared a durable queue: its RECEIPT (and later ones) also waits for the
         definition to be on disk (the metadata store's writer thread)."""
-        self._receipts.append((_HELD, frame))
-        self.node.waiting[self] = None
+        gate = Gate()
+        self._receipts.add_gate(None, gate)
+        self._receipts.add(frame, written)
+        self.node.durability.hold(self)
 
         def release(done: asyncio.Future[int]) -> None:
             if done.cancelled() or done.exception() is not None:
                 self.fail(ResourceError("queue definition not durable"))
             else:
-                self._receipts = deque((ticket if f is frame else t, f) for t, f in self._receipts)
-                if self.flush_confirms(self.node.broker.store.durable_ticket):
-                    self.node.waiting[self] = None
+                gate.open()
+                if self.flush_confirms():
+                    self.node.durability.hold(self)
             self.node.want_flush(self)
             self.node.flush_output()
 
         asyncio.wrap_future(pending).add_done_callback(release)
 
-    def _receipt(self, frame: Frame, ticket: int) -> None:
-        """RECEIPT now, or once ``ticket`` is durable; never ahead of an earlier held one."""
+    def _receipt(self, frame: Frame, written: Positions) -> None:
+        """RECEIPT now, or once the positions the frame wrote are committed; never ahead of an
+        earlier held one."""
         if "receipt" not in frame.headers:
             return
-        if not self._receipts and ticket <= self.node.broker.store.durable_ticket:
+        if not self._receipts and Durability.is_committed(written):
             self.proto.send_receipt(frame)
             return
-        self._receipts.append((ticket, frame))
-        self.node.waiting[self] = None
+        self._receipts.add(frame, written)
+        self.node.durability.hold(self)
 
     def fail_confirms(self, err: HareError) -> None:
         """Receipts that wait for the disk will never come: end the connection with an ERROR that
         names the first of them (the client must not take it, or any later one, as kept)."""
-        if not self._receipts:
-            return
-        first = self._receipts[0][1].headers.get("receipt")
+        tokens = self._receipts.tokens()
         self._receipts.clear()
+        if not tokens:
+            return
+        first = tokens[0].headers.get("receipt")
         self._error = None  # an ERROR held behind those receipts: this one replaces it
         error = ResourceError(f"message not durable: {err.text}")
         if self.closing:  # already ending (DISCONNECT, or that held ERROR): only the ERROR is left to say
@@ -436,12 +442,12 @@ class StompServerProtocol(asyncio.Protocol):
         else:
             self.fail(error, first)
 
-    def flush_confirms(self, durable: int) -> bool:
-        """Send the held receipts that are durable, then a held ERROR once none is left; True when
-        some still wait for the disk."""
+    def flush_confirms(self) -> bool:
+        """Send the held receipts that are committed, then a held ERROR once none is left; True
+        when some still wait for the disk."""
         receipts = self._receipts
-        while receipts and receipts[0][0] <= durable:
-            self.proto.send_receipt(receipts.popleft()[1])
+        while (frame := receipts.pop_ready()) is not WAIT:
+            self.proto.send_receipt(frame)
         if not receipts and self._error is not None:
             err, receipt, headers = self._error
             self._error = None
@@ -452,13 +458,18 @@ class StompServerProtocol(asyncio.Protocol):
         """Apply the held frames in order; each SEND gets its receipt here (as RabbitMQ). A refused
         SEND raises: the COMMIT gets the ERROR, the frames after it are dropped, and the SENDs before
         it are kept (STOMP transactions are not atomic across queues, in RabbitMQ either)."""
-        store = self.node.broker.store
+        written = self.node.broker.written
+        total: Positions = {}  # what the whole transaction wrote: the COMMIT's own receipt waits for it
         for r in e.frames:
-            before = store.ticket
-            self._apply(r)
+            written.clear()
+            try:
+                self._apply(r)
+            finally:
+                total.update(written)  # (lsns only grow: the newest per log wins)
             if r.action is S.Action.SEND:
-                after = store.ticket
-                self._receipt(r.frame, after if after != before else 0)
+                self._receipt(r.frame, written)
+        written.clear()
+        written.update(total)
 
     def _apply(self, e: S.Received) -> None:
         a = e.action

@@ -1,11 +1,18 @@
 """The interfaces the core persists through. ``core`` never sees a file.
 
-Both are written against duck-typed arguments (``Any``): the store layer sits below ``core`` and
-must not import it. A queue passed in has ``vhost.name``, ``name``; an entry has ``seq`` and
-``msg`` (exchange, routing_key, props, body).
+The store layer sits below ``core`` and must not import it, so what it reads from core objects is
+spelled as small protocols here (``QueueRef``: ``vhost.name`` and ``name``; ``StoredEntry``: ``seq``
+and ``msg``), and a queue whose core object is gone is named by a ``QueueId``.
 
 ``QueueStore`` holds only persistent messages of durable queues. Calls are synchronous and must
 not block on the disk: a file store appends to its mmap and lets the group-commit flusher fsync.
+
+Durability is per queue: each durable queue owns a ``CommitLog`` (its log as a port). Every append
+returns that log and moves its ``appended_lsn``; the record is kept once ``committed_lsn`` reaches
+its lsn. On one node "committed" means fsynced (the file store's group commit still covers many
+queues with one fsync); a replicated log wraps the same port so that it means "a majority of the
+replicas fsynced". The server collects the (log, lsn) positions a command wrote and holds its
+answer (confirm, commit-ok, receipt, HTTP 200) until they are committed (server/durability.py).
 """
 
 from __future__ import annotations
@@ -16,16 +23,92 @@ from concurrent.futures import Future
 from typing import Any, Literal, Protocol
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueId:
+    """Names a queue's log by (vhost, queue name), e.g. one whose queue no longer exists."""
+
+    vhost: str
+    name: str
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class QueueRef(Protocol):
+    """What the store reads from a queue: its vhost's name and its own."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def vhost(self) -> Named: ...
+
+
+class StoredMessage(Protocol):
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def routing_key(self) -> str: ...
+
+    @property
+    def props(self) -> Any: ...  # AMQP basic properties (attributes by field name) or a dict
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class StoredEntry(Protocol):
+    """What the store reads from a queue entry."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def msg(self) -> StoredMessage: ...
+
+
+class CommitLog(Protocol):
+    """One durable queue's log as a port: positions (LSNs) go up by one per record appended.
+
+    ``committed_lsn`` only moves forward, on the event-loop thread, after the records up to it are
+    kept (one node: fsynced; replicated: a majority fsynced); the owner of the commit then tells the
+    server which logs moved (``QueueStore.advance_commits``). ``failed`` is set when the log can no
+    longer commit anything (an fsync failed): whatever waits on it must be refused. ``epoch`` is
+    the leader epoch the records are written with (0 on a single node; a cluster bumps it).
+    """
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def appended_lsn(self) -> int: ...
+
+    @property
+    def committed_lsn(self) -> int: ...
+
+    @property
+    def failed(self) -> BaseException | None: ...
+
+
+Positions = dict[CommitLog, int]
+"""The highest lsn a command appended per log it touched: what its answer waits for."""
+
+
 class QueueStore(Protocol):
-    def publish(self, queue: Any, entry: Any) -> None:
-        """A persistent message entered a durable queue."""
+    def publish(self, queue: QueueRef, entry: StoredEntry) -> CommitLog:
+        """A persistent message entered a durable queue; returns the log it was appended to (its
+        ``appended_lsn`` is the record's position)."""
         ...
 
-    def remove(self, queue: Any, entry: Any) -> None:
-        """The entry left the queue for good (acked, expired, dropped, dead-lettered)."""
+    def remove(self, queue: QueueRef, entry: StoredEntry) -> CommitLog | None:
+        """The entry left the queue for good (acked, expired, dropped, dead-lettered); returns the
+        log a REMOVE record went to, or None when nothing was appended."""
         ...
 
-    def delete_queue(self, queue: Any) -> None:
+    def delete_queue(self, queue: QueueRef | QueueId) -> None:
         """The queue is gone with all its messages."""
         ...
 
@@ -54,20 +137,19 @@ class RecoveredMessage:
 class RecoverableQueueStore(QueueStore, Protocol):
     """What the memory and the file queue store both offer beyond ``QueueStore``.
 
-    ``ticket`` / ``durable_ticket``: every append takes a ticket; a publisher confirm for a
-    persistent message may be sent once ``durable_ticket >=`` the value ``ticket`` had right after
-    its ``publish`` (the memory store keeps both equal: nothing to wait for).
+    The memory store commits at append (``committed_lsn == appended_lsn``: nothing to wait for).
     """
 
-    def mark_delivered(self, queue: Any, entry: Any) -> None:
-        """The entry was handed to a consumer (a lease): after a crash it comes back redelivered."""
+    def mark_delivered(self, queue: QueueRef, entry: StoredEntry) -> CommitLog | None:
+        """The entry was handed to a consumer (a lease): after a crash it comes back redelivered.
+        Returns the log a DELIVERED record went to, or None."""
         ...
 
-    def read_body(self, queue: Any, seq: int) -> bytes:
+    def read_body(self, queue: QueueRef, seq: int) -> bytes:
         """The body of a live persistent message (raises NotFound otherwise)."""
         ...
 
-    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+    def read_message(self, queue: QueueRef, seq: int) -> RecoveredMessage:
         """A live persistent message, whole, read back from the store (paged-out entries)."""
         ...
 
@@ -86,11 +168,18 @@ class RecoverableQueueStore(QueueStore, Protocol):
         """The highest seq the queue ever logged: restart its counter above it."""
         ...
 
-    @property
-    def ticket(self) -> int: ...
+    def log(self, queue: QueueId) -> CommitLog | None:
+        """The queue's log, if it has one."""
+        ...
 
-    @property
-    def durable_ticket(self) -> int: ...
+    def advance_commits(self) -> list[CommitLog]:
+        """Event-loop thread, after a group commit (and anything its answers also wait for) is
+        done: move each synced log's ``committed_lsn``; returns the logs that moved."""
+        ...
+
+    def stats(self, vhost: str, name: str) -> Any:
+        """Storage statistics of a queue's log (None without one), for management."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,17 +235,28 @@ class MetadataStore(Protocol):
 
     def delete_queue(self, vhost: str, name: str) -> None: ...
 
-    def save_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+    def save_binding(self, vhost: str, source: str, dest: BindingDest, routing_key: str,
                      arguments: dict[str, Any]) -> None: ...
 
-    def delete_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+    def delete_binding(self, vhost: str, source: str, dest: BindingDest, routing_key: str,
                        arguments: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 
 
-def dest_type(dest: Any) -> str:
-    return "queue" if hasattr(dest, "consumers") else "exchange"
+class BindingDest(Protocol):
+    """A binding's destination as definitions store it: its name and ``kind`` ("queue" or
+    "exchange", RabbitMQ's destination_type)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+def dest_type(dest: BindingDest) -> str:
+    return dest.kind
 
 
 class OneChangeCommits:
@@ -182,12 +282,12 @@ class OneChangeCommits:
     def delete_queue(self, vhost: str, name: str) -> None:
         self.commit([Change("delete", "queue", (vhost, name))])
 
-    def save_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+    def save_binding(self, vhost: str, source: str, dest: BindingDest, routing_key: str,
                      arguments: dict[str, Any]) -> None:
         self.commit([Change("put", "binding", (vhost, source, dest.name, dest_type(dest), routing_key),
                             {"arguments": dict(arguments)})])
 
-    def delete_binding(self, vhost: str, source: str, dest: Any, routing_key: str,
+    def delete_binding(self, vhost: str, source: str, dest: BindingDest, routing_key: str,
                        arguments: dict[str, Any]) -> None:
         self.commit([Change("delete", "binding", (vhost, source, dest.name, dest_type(dest), routing_key),
                             {"arguments": dict(arguments)})])

@@ -22,9 +22,10 @@ worker.py): directory removal on queue delete, compaction (``next_compaction`` -
 Without it (tests, tools, startup) all of that runs inline.
 
 Integration, in short: ``recover()`` once at startup (before any publish), then ``publish`` /
-``mark_delivered`` / ``remove`` as the core moves entries; confirms wait for ``durable_ticket``;
-the server runs ``sync()`` in an executor every ``flusher.delay`` seconds and ``maintain()`` now
-and then to compact.
+``mark_delivered`` / ``remove`` as the core moves entries (each returns the queue's ``QueueLog``,
+a ``CommitLog``: answers wait for its ``committed_lsn``); the server runs ``sync()`` in an executor
+every ``flusher.delay`` seconds, then ``advance_commits()`` on the loop, and ``maintain()`` now and
+then to compact.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Collection
-from typing import Any
 
 from haremq.errors import NotFound, ResourceError
 from haremq.store import compaction
-from haremq.store.api import RecoveredMessage
+from haremq.store.api import CommitLog, QueueId, QueueRef, RecoveredMessage, StoredEntry
 from haremq.store.compaction import CompactJob
 from haremq.store.groupcommit import GroupCommit
 from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport, drop_spare, reserve_spare
@@ -172,7 +172,10 @@ class FileQueueStore:
         return 0 if qlog is None else qlog.max_seq
 
     # ---- the QueueStore protocol (event-loop thread) -----------------------------------------
-    def _log(self, queue: Any) -> QueueLog:
+    def log(self, queue: QueueId) -> QueueLog | None:
+        return self.logs.get((queue.vhost, queue.name))
+
+    def _log(self, queue: QueueRef) -> QueueLog:
         key = (queue.vhost.name, queue.name)
         qlog = self.logs.get(key)
         if qlog is None:
@@ -215,40 +218,42 @@ class FileQueueStore:
         self.logs[key] = qlog
         return qlog
 
-    def publish(self, queue: Any, entry: Any) -> None:
-        """Append the entry's message (no fsync; see ``ticket``). Raises ResourceError on a full disk."""
+    def publish(self, queue: QueueRef, entry: StoredEntry) -> QueueLog:
+        """Append the entry's message (no fsync: wait for the log's ``committed_lsn``). Raises
+        ResourceError on a full disk."""
         msg = entry.msg
-        self._log(queue).publish(entry.seq, msg.exchange, msg.routing_key, msg.props, msg.body)
+        qlog = self._log(queue)
+        qlog.publish(entry.seq, msg.exchange, msg.routing_key, msg.props, msg.body)
+        return qlog
 
-    def mark_delivered(self, queue: Any, entry: Any) -> None:
+    def mark_delivered(self, queue: QueueRef, entry: StoredEntry) -> QueueLog | None:
         qlog = self.logs.get((queue.vhost.name, queue.name))
-        if qlog is not None:
-            qlog.mark_delivered(entry.seq)
+        return qlog if qlog is not None and qlog.mark_delivered(entry.seq) else None
 
-    def remove(self, queue: Any, entry: Any) -> None:
+    def remove(self, queue: QueueRef, entry: StoredEntry) -> QueueLog | None:
         qlog = self.logs.get((queue.vhost.name, queue.name))
-        if qlog is not None:
-            qlog.remove(entry.seq)
+        return qlog if qlog is not None and qlog.remove(entry.seq) else None
 
     @property
     def can_page(self) -> bool:
         return True
 
-    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+    def read_message(self, queue: QueueRef, seq: int) -> RecoveredMessage:
         qlog = self.logs.get((queue.vhost.name, queue.name))
         if qlog is None:
             raise NotFound(f"no log for queue {queue.name!r}")
         return qlog.read_message(seq)
 
-    def read_body(self, queue: Any, seq: int) -> bytes:
+    def read_body(self, queue: QueueRef, seq: int) -> bytes:
         qlog = self.logs.get((queue.vhost.name, queue.name))
         if qlog is None:
             raise NotFound(f"no log for queue {queue.name!r}")
         return qlog.read_body(seq)
 
-    def delete_queue(self, queue: Any) -> None:
+    def delete_queue(self, queue: QueueRef | QueueId) -> None:
         self._ensure_open()
-        qlog = self.logs.pop((queue.vhost.name, queue.name), None)
+        key = (queue.vhost, queue.name) if isinstance(queue, QueueId) else (queue.vhost.name, queue.name)
+        qlog = self.logs.pop(key, None)
         if qlog is None:
             return
         qlog.close()
@@ -276,6 +281,10 @@ class FileQueueStore:
     def sync(self) -> int:
         """fsync everything appended so far (any thread); returns the durable ticket."""
         return self.flusher.sync()
+
+    def advance_commits(self) -> list[CommitLog]:
+        """Loop thread, after ``sync()`` returned: move the synced logs' ``committed_lsn``."""
+        return [qlog for qlog in self.flusher.advance() if isinstance(qlog, QueueLog)]
 
     # ---- space ---------------------------------------------------------------------------------
     def maintain(self, budget_bytes: int | None = None) -> int:

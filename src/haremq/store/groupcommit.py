@@ -20,6 +20,11 @@ Sync protocol
   delete a segment (closing its descriptor, under ``_lock``) while a sync is in progress; an
   fsync on the dup of a deleted file is harmless.
 * ``_sync_lock`` serialises whole syncs so ``durable_ticket`` only moves forward.
+* Per queue log: ``appended`` also notes, under the same lock, the log and the lsn of the record
+  (``_touched``: highest lsn per log since the last snapshot). ``sync()`` takes that map with its
+  snapshot and, once the fsyncs succeeded, hands it to ``_synced``; the loop thread then calls
+  ``advance()`` (after whatever else the answers wait for, e.g. definitions) to move each log's
+  ``committed_lsn``. So ``committed_lsn`` only changes on the loop thread, after the disk has it.
 * A failed fsync is fatal for durability (after an error Linux may mark the pages clean and a
   retry would "succeed"): the flusher turns ``failed``, every later ``sync()`` raises
   ``ResourceError`` and ``durable_ticket`` never moves again; the node should stop confirming.
@@ -45,6 +50,12 @@ class Syncable(Protocol):
     fd: int
 
 
+class Committable(Protocol):
+    """A queue log as the flusher sees it: its ``committed_lsn`` is moved by ``advance``."""
+
+    committed_lsn: int
+
+
 class GroupCommit:
     """The node-wide flusher shared by every file queue store of a node."""
 
@@ -58,6 +69,8 @@ class GroupCommit:
         self._dirty: dict[int, Syncable] = {}
         self._dirs: set[str] = set()
         self._files: set[str] = set()
+        self._touched: dict[Committable, int] = {}  # log -> highest lsn appended since the last snapshot
+        self._synced: dict[Committable, int] = {}  # fsynced, committed_lsn not moved yet (see advance)
         self.ticket = 0
         self.durable_ticket = 0
         self.syncs = 0  # statistics
@@ -72,8 +85,9 @@ class GroupCommit:
         """Held around segment rotation/close so no descriptor is closed while being dup'ed."""
         return self._lock
 
-    def appended(self, seg: Syncable) -> int:
-        """A record was copied into ``seg``: mark it dirty and return the record's ticket."""
+    def appended(self, seg: Syncable, log: Committable | None = None, lsn: int = 0) -> int:
+        """A record (``log``'s ``lsn``) was copied into ``seg``: mark it dirty and return the
+        record's ticket."""
         with self._lock:
             was_clean = not self._dirty
             self._dirty[id(seg)] = seg
@@ -81,6 +95,10 @@ class GroupCommit:
             t = self.ticket
             if self.policy == "off":
                 self.durable_ticket = t
+                if log is not None:
+                    log.committed_lsn = lsn
+            elif log is not None:
+                self._touched[log] = lsn
         if was_clean and self.on_dirty is not None:
             self.on_dirty()
         return t
@@ -128,6 +146,8 @@ class GroupCommit:
                 dirs = list(self._dirs)
                 self._dirs.clear()
                 fds = [os.dup(s.fd) for s in segs if s.fd >= 0] if self.policy != "off" else []
+                touched = self._touched
+                self._touched = {}
             if self.policy == "off":
                 self.durable_ticket = max(self.durable_ticket, target)
                 return self.durable_ticket
@@ -151,6 +171,22 @@ class GroupCommit:
                 for fd in fds:
                     os.close(fd)
             self.syncs += 1
+            if touched:
+                with self._lock:
+                    self._synced.update(touched)  # syncs are serialised: later lsns win
             if target > self.durable_ticket:
                 self.durable_ticket = target
             return self.durable_ticket
+
+    # ---- loop-thread side, after a sync ------------------------------------------------------
+    def advance(self) -> list[Committable]:
+        """Move ``committed_lsn`` of every log the finished syncs covered; returns those logs."""
+        with self._lock:
+            synced = self._synced
+            if not synced:
+                return []
+            self._synced = {}
+        for log, lsn in synced.items():
+            if lsn > log.committed_lsn:
+                log.committed_lsn = lsn
+        return list(synced)

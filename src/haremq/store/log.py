@@ -70,7 +70,7 @@ class LogConfig:
         self.min_segment_size = min(min_segment_size, segment_size)
         self.compact_ratio = compact_ratio
         self.compact_min_bytes = segment_size // 4 if compact_min_bytes is None else compact_min_bytes
-        self.epoch = epoch
+        self.epoch = epoch  # the epoch of a new queue's log (a recovered log keeps its own)
 
 
 class RecoveryReport:
@@ -87,6 +87,9 @@ class RecoveryReport:
 
 
 class QueueLog:
+    """One durable queue's log; implements the ``CommitLog`` port (store/api.py): ``appended_lsn``
+    moves with each record, ``committed_lsn`` when the group commit that covered it is done."""
+
     def __init__(self, directory: str, vhost: str, name: str, flusher: GroupCommit, config: LogConfig,
                  worker: Housekeeper | None = None) -> None:
         self.directory = directory
@@ -99,6 +102,9 @@ class QueueLog:
         self.pubsegs: list[Segment] = []  # segments with publish records, by first seq
         self.firsts: list[int] = []  # first seq of each pubseg (for bisect)
         self.next_lsn = 1
+        self.appended_lsn = 0  # the lsn of the newest record (a plain attribute: read per publish)
+        self.committed_lsn = 0  # moved by GroupCommit (advance, or at append with fsync off)
+        self.epoch = config.epoch  # recovered from the segment headers; records carry it
         self.unlogged_removes = 0  # acks that could not be logged (disk full)
         self.max_seq = 0
         self.report = RecoveryReport()
@@ -111,10 +117,22 @@ class QueueLog:
         self.spare: concurrent.futures.Future[int] | None = None
         self.spare_path = ""
         self.spare_size = 0
+        self.closed = False
 
     @property
     def active(self) -> Segment | None:
         return self.segments[-1] if self.segments else None
+
+    # ---- the CommitLog port ------------------------------------------------------------------
+    @property
+    def failed(self) -> BaseException | None:
+        return self.flusher.failed
+
+    def set_epoch(self, epoch: int) -> None:
+        """Records appended from now on carry ``epoch`` (a new leader; never goes back)."""
+        if epoch < self.epoch:
+            raise InternalError(f"store {self.vhost}/{self.name}: epoch {epoch} < {self.epoch}")
+        self.epoch = epoch
 
     # ---- recovery ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -126,6 +144,7 @@ class QueueLog:
             path = os.path.join(self.directory, fname)
             self._open_segment(path, base, last=i == len(names) - 1)
         self._reclaim([s for s in self.segments[:-1]])
+        self.appended_lsn = self.committed_lsn = self.next_lsn - 1  # recovered: what the disk has
         if self.segments:
             last = self.segments[-1]
             if last.write_pos < last.size:
@@ -154,6 +173,7 @@ class QueueLog:
         self.segments.append(seg)
         self.by_base[base] = seg
         self.max_seq = max(self.max_seq, res.seq_floor)
+        self.epoch = max(self.epoch, res.epoch)
         for off, total, rtype, lsn, seq in entries:
             self.next_lsn = lsn + 1
             if seq > self.max_seq:
@@ -288,15 +308,16 @@ class QueueLog:
 
     # ---- appends (event-loop thread) ---------------------------------------------------------
     def _append(self, rtype: int, payload: bytes) -> tuple[Segment, int, int]:
-        rec = R.encode_record(rtype, self.config.epoch, self.next_lsn, payload)
+        rec = R.encode_record(rtype, self.epoch, self.next_lsn, payload)
         if len(rec) > R.MAX_RECORD:
             raise ResourceError(f"record of {len(rec)} bytes is too large for the store")
         seg = self.active
         if seg is None or seg.room() < len(rec):
             seg = self._rotate(len(rec))
         off = seg.append(rec)
-        self.next_lsn += 1
-        self.flusher.appended(seg)
+        lsn = self.appended_lsn = self.next_lsn
+        self.next_lsn = lsn + 1
+        self.flusher.appended(seg, self, lsn)
         if seg.write_pos * 2 > seg.size and self.spare is None and self.worker is not None:
             self.prepare_spare()
         return seg, off, len(rec)
@@ -343,7 +364,7 @@ class QueueLog:
             return None
         fd = fut.result()
         try:
-            return Segment.adopt(path, fd, self.next_lsn, self.max_seq, self.config.epoch, self.spare_size)
+            return Segment.adopt(path, fd, self.next_lsn, self.max_seq, self.epoch, self.spare_size)
         except OSError:
             os.close(fd)
             self._discard_spare(None, path)
@@ -373,13 +394,13 @@ class QueueLog:
             if expected and self.worker is not None:
                 self.worker.prealloc_missed += 1
             try:
-                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
+                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.epoch, size,
                                      ".new" if replace else "")
             except ResourceError:
                 if size <= smallest:
                     raise
                 # nearly full disk: a smaller segment may still fit where the doubled one does not
-                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, smallest,
+                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.epoch, smallest,
                                      ".new" if replace else "")
         if replace:
             assert old is not None and not old.seqs and not old.refs
@@ -409,6 +430,8 @@ class QueueLog:
         return new
 
     def publish(self, seq: int, exchange: str, routing_key: str, props: Any, body: bytes) -> None:
+        if self.closed:
+            raise InternalError(f"store {self.vhost}/{self.name}: publish to a deleted queue's log")
         if seq <= self.max_seq:
             if self._live(seq) is not None:
                 return  # idempotent: already logged (e.g. a recovered message put back)
@@ -420,9 +443,10 @@ class QueueLog:
         seg.add(seq, off, n)
         self.max_seq = seq
 
-    def remove(self, seq: int) -> None:
+    def remove(self, seq: int) -> bool:
+        """Log that ``seq`` is gone; True when a REMOVE record was appended."""
         if self._live(seq) is None:
-            return
+            return False
         try:
             at: Segment | None = self._append(R.REMOVE, R.SEQ.pack(seq))[0]
         except ResourceError:
@@ -432,16 +456,19 @@ class QueueLog:
             self.unlogged_removes += 1
             at = None
         self._reclaim(self._apply_remove(seq, at))
+        return at is not None
 
-    def mark_delivered(self, seq: int) -> None:
+    def mark_delivered(self, seq: int) -> bool:
+        """Log that ``seq`` was handed out; True when a DELIVERED record was appended."""
         loc = self._live(seq)
         if loc is None:
-            return
+            return False
         try:
             at, _, _ = self._append(R.DELIVERED, R.SEQ.pack(seq))
         except ResourceError:
-            return  # disk full: after a crash this delivery is just not flagged redelivered
+            return False  # disk full: after a crash this delivery is just not flagged redelivered
         self._reclaim(self._apply_delivered(seq, at))
+        return True
 
     def read_message(self, seq: int) -> RecoveredMessage:
         loc = self._locate(seq)
@@ -548,6 +575,7 @@ class QueueLog:
         return None if seg is None else (seg.name, seg.live)
 
     def close(self) -> None:
+        self.closed = True
         if self.spare is not None:
             fut, self.spare = self.spare, None
             self._discard_spare(fut, self.spare_path)

@@ -13,7 +13,16 @@ from typing import Any
 
 from haremq.errors import NotFound
 from haremq.message import PROPERTY_NAMES
-from haremq.store.api import Change, OneChangeCommits, RecoveredMessage, Watcher
+from haremq.store.api import (
+    Change,
+    CommitLog,
+    OneChangeCommits,
+    QueueId,
+    QueueRef,
+    RecoveredMessage,
+    StoredEntry,
+    Watcher,
+)
 
 
 def _props_dict(props: Any) -> dict[str, Any]:
@@ -24,6 +33,28 @@ def _props_dict(props: Any) -> dict[str, Any]:
     return {n: v for n in PROPERTY_NAMES if (v := getattr(props, n, None)) is not None}
 
 
+class MemoryLog:
+    """A memory queue's ``CommitLog``: every append is committed at once (nothing to wait for)."""
+
+    __slots__ = ("appended_lsn", "epoch")
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.appended_lsn = 0
+        self.epoch = epoch
+
+    @property
+    def committed_lsn(self) -> int:
+        return self.appended_lsn
+
+    @property
+    def failed(self) -> BaseException | None:
+        return None
+
+    def append(self) -> MemoryLog:
+        self.appended_lsn += 1
+        return self
+
+
 class MemoryQueueStore:
     """Keeps the persistent entries of each durable queue by sequence number."""
 
@@ -31,36 +62,54 @@ class MemoryQueueStore:
         self.queues: dict[tuple[str, str], dict[int, Any]] = {}
         self.delivered: dict[tuple[str, str], set[int]] = {}
         self.max_seq: dict[tuple[str, str], int] = {}
+        self.logs: dict[tuple[str, str], MemoryLog] = {}
 
-    def publish(self, queue: Any, entry: Any) -> None:
+    def _log(self, key: tuple[str, str]) -> MemoryLog:
+        qlog = self.logs.get(key)
+        if qlog is None:
+            qlog = self.logs[key] = MemoryLog()
+        return qlog
+
+    def log(self, queue: QueueId) -> MemoryLog | None:
+        return self.logs.get((queue.vhost, queue.name))
+
+    def advance_commits(self) -> list[CommitLog]:
+        return []  # committed at append
+
+    def publish(self, queue: QueueRef, entry: StoredEntry) -> MemoryLog:
         key = (queue.vhost.name, queue.name)
         self.queues.setdefault(key, {})[entry.seq] = entry
         if entry.seq > self.max_seq.get(key, 0):
             self.max_seq[key] = entry.seq
+        return self._log(key).append()
 
-    def mark_delivered(self, queue: Any, entry: Any) -> None:
+    def mark_delivered(self, queue: QueueRef, entry: StoredEntry) -> MemoryLog | None:
         key = (queue.vhost.name, queue.name)
         if entry.seq in self.queues.get(key, ()):
             self.delivered.setdefault(key, set()).add(entry.seq)
+            return self._log(key).append()
+        return None
 
-    def remove(self, queue: Any, entry: Any) -> None:
+    def remove(self, queue: QueueRef, entry: StoredEntry) -> MemoryLog | None:
         key = (queue.vhost.name, queue.name)
         q = self.queues.get(key)
-        if q is not None:
-            q.pop(entry.seq, None)
+        if q is not None and q.pop(entry.seq, None) is not None:
             self.delivered.get(key, set()).discard(entry.seq)
+            return self._log(key).append()
+        return None
 
-    def delete_queue(self, queue: Any) -> None:
-        key = (queue.vhost.name, queue.name)
+    def delete_queue(self, queue: QueueRef | QueueId) -> None:
+        key = (queue.vhost, queue.name) if isinstance(queue, QueueId) else (queue.vhost.name, queue.name)
         self.queues.pop(key, None)
         self.delivered.pop(key, None)
         self.max_seq.pop(key, None)
+        self.logs.pop(key, None)
 
     @property
     def can_page(self) -> bool:
         return False  # the memory store holds entries, not copies: nothing to read back from
 
-    def read_message(self, queue: Any, seq: int) -> RecoveredMessage:
+    def read_message(self, queue: QueueRef, seq: int) -> RecoveredMessage:
         entry = self.queues.get((queue.vhost.name, queue.name), {}).get(seq)
         if entry is None or entry.msg is None:
             raise NotFound(f"message {seq} is not in the memory store")
@@ -68,7 +117,7 @@ class MemoryQueueStore:
         return RecoveredMessage(seq, msg.exchange, msg.routing_key, _props_dict(msg.props), bytes(msg.body),
                                 False, len(msg.body))
 
-    def read_body(self, queue: Any, seq: int) -> bytes:
+    def read_body(self, queue: QueueRef, seq: int) -> bytes:
         entry = self.queues.get((queue.vhost.name, queue.name), {}).get(seq)
         if entry is None:
             raise NotFound(f"message {seq} is not stored for queue {queue.name!r}")
@@ -90,13 +139,8 @@ class MemoryQueueStore:
     def last_seq(self, vhost: str, name: str) -> int:
         return self.max_seq.get((vhost, name), 0)
 
-    @property
-    def ticket(self) -> int:
-        return 0
-
-    @property
-    def durable_ticket(self) -> int:
-        return 0
+    def stats(self, vhost: str, name: str) -> None:
+        return None  # nothing on disk
 
     def close(self) -> None:
         self.queues.clear()

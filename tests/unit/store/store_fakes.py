@@ -45,6 +45,8 @@ class FakeVhost:
 class FakeQueue:
     """A durable queue as the store sees it; hands out seqs like core's Queue.next_seq."""
 
+    kind = "queue"
+
     def __init__(self, name: str, vhost: str = "/", next_seq: int = 1) -> None:
         self.name = name
         self.vhost = FakeVhost(vhost)

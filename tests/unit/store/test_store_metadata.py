@@ -19,6 +19,8 @@ from haremq.store.metadata import SqliteMetadataStore
 
 
 class FakeExchange:
+    kind = "exchange"
+
     def __init__(self, name: str, type_: str = "direct", arguments: dict[str, Any] | None = None) -> None:
         self.name, self.type, self.arguments = name, type_, arguments or {}
         self.durable, self.auto_delete, self.internal = True, False, False

@@ -499,8 +499,7 @@ class ManagementApp:
         }
         if r is not None:
             info["messages_delayed"] = len(q.delayed)
-        stats = getattr(q.vhost.broker.store, "stats", None)
-        st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None
+        st = q.vhost.broker.storage_stats(q) if q.persist else None
         if st is not None:
             # the durable log: what it costs on disk and which segment pins its tail
             info["disk"] = {"bytes": st.bytes_on_disk, "segments": st.segments, "live_messages": st.live_messages,
@@ -610,7 +609,7 @@ class ManagementApp:
                 break
             msg = e.msg
             if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
-                r = q.vhost.broker.store.read_message(q, e.seq)
+                r = q.vhost.broker.read_message(q, e.seq)
                 msg = Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
             out.append(self._message(msg, e.delivery_count, q.message_count - i - 1))
         return _json(out)

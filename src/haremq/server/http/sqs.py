@@ -11,7 +11,9 @@ from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs import query
 from haremq.protocol.sqs.api import TARGET_PREFIX, error_response, query_error_response
+from haremq.server.durability import Durability
 from haremq.server.sqs_api import LongPoll, SqsApi
+from haremq.store.api import Positions
 
 SEND_ACTIONS = frozenset({"SendMessage", "SendMessageBatch"})
 
@@ -40,9 +42,10 @@ class SqsEndpoint:
             refused = self._refuse_send(req)
             if refused is not None:
                 return refused
-        store = self.node.broker.store
-        before = store.ticket
-        metadata = self.node.broker.metadata
+        broker = self.node.broker
+        written = broker.written
+        written.clear()
+        metadata = broker.metadata
         revision = metadata.revision
         try:
             out = self.api.handle(req)
@@ -53,12 +56,11 @@ class SqsEndpoint:
             return self._wait(out)
         if metadata.revision != revision and metadata.pending() is not None:
             # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
-            return self._settled(req, out, store.ticket if store.ticket != before else 0)
-        after = store.ticket
-        if after != before and store.durable_ticket < after:
-            # the request wrote to the log (a send, a delete): answer once it is on disk, as a
+            return self._settled(req, out, dict(written))
+        if written and not Durability.is_committed(written):
+            # the request wrote to queue logs (a send, a delete): answer once they committed, as a
             # publisher confirm would be, so a 200 means the message survives a crash
-            return self._durable(req, out, after)
+            return self._durable(req, out, dict(written))
         return out
 
     def _refuse_send(self, req: HttpRequest) -> HttpResponse | None:
@@ -86,19 +88,19 @@ class SqsEndpoint:
         """A body over the listener's limit: SQS's error for it, in the request's protocol."""
         return self.api.too_large(req)
 
-    async def _settled(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+    async def _settled(self, req: HttpRequest, out: HttpResponse, written: Positions) -> HttpResponse:
         try:
             await self.node.definitions.settle()
         except Exception as exc:  # the definition did not reach the disk: a 5xx, never the 200
             log.error("SQS definition change not durable: %s", exc)
             return self.api.failure(req, ResourceError(f"definition not durable: {exc}"))
-        if ticket:
-            return await self._durable(req, out, ticket)
+        if written:
+            return await self._durable(req, out, written)
         return out
 
-    async def _durable(self, req: HttpRequest, out: HttpResponse, ticket: int) -> HttpResponse:
+    async def _durable(self, req: HttpRequest, out: HttpResponse, written: Positions) -> HttpResponse:
         try:
-            await self.node.wait_durable(ticket)
+            await self.node.wait_durable(written)
         except HareError as err:  # the write did not reach the disk (fsync failed): a 5xx, never the 200
             return self.api.failure(req, err)
         return out

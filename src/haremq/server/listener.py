@@ -54,7 +54,6 @@ class ClientListener:
         self.peer = ("?", 0)
         self.peer_name = "?:0"
         self.loopback = False
-        self.tls = False
         self.closing = False
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
         self.opened = False  # handshake finished and audited: its close is audited too
@@ -97,7 +96,6 @@ class ClientListener:
         host, port, self.loopback = accept(transport)
         self.peer = (host, port)
         self.peer_name = f"{host}:{port}"
-        self.tls = transport.get_extra_info("sslcontext") is not None
         self.node.register(self)
         if self.AUDIT_UNOPENED:
             self.opened = True
@@ -119,6 +117,12 @@ class ClientListener:
         self.node.unregister(self)
         self.node.broker.connection_closed(self)
         self.node.flush_output()
+
+    @property
+    def tls(self) -> bool:
+        """The connection came in on a TLS listener (``Node.tls_context``)."""
+        t = self.transport
+        return t is not None and t.get_extra_info("sslcontext") is not None
 
     def handshake_done(self, vhost: str) -> None:
         """The client is authenticated and in its vhost: stop the handshake timer, audit the open."""

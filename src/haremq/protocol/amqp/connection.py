@@ -230,7 +230,7 @@ class AmqpConnection:
         split at this connection's negotiated ``frame_max``."""
         out = self._out
         out.append(method_frame)
-        out.extend(codec.content_frames(channel, props_raw, body, self.frame_max))
+        codec.append_content(out, channel, props_raw, body, self.frame_max)
 
     def send_method(self, channel: int, method: Any) -> None:
         self._out.append(codec.method_frame(channel, method))

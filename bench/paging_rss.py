@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from haremq.core.broker import Broker
-from haremq.core.message import Message, Properties
+from haremq.message import Message, Properties
 from haremq.store.file import FileQueueStore
 from haremq.store.memory import MemoryMetadataStore
 from haremq.testing import session_for

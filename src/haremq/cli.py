@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -41,12 +40,7 @@ async def _serve(settings: Settings) -> None:
     from haremq.server.node import Node
 
     node = Node(settings)
-    await node.start()
-    # The broker allocates short-lived objects per message; the default generation-0 threshold
-    # (700) makes the cyclic GC run thousands of times a second and cost ~25% CPU (bench profile).
-    # Freeze what startup built and collect less often: per-message objects form no cycles.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    await node.start()  # (tunes the GC as every node does)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before "ready": a signal right after it must stop us cleanly

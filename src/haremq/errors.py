@@ -144,16 +144,6 @@ class StartupError(HareError):
     """The node cannot start (a port in use, a data dir locked or not writable); one line, status 2."""
 
 
-REGISTRY: dict[int, type[HareError]] = {
-    cls.reply_code: cls
-    for cls in (
-        ContentTooLarge, NoRoute, NoConsumers, AccessRefused, NotFound, ResourceLocked,
-        PreconditionFailed, ConnectionForced, InvalidPath, FrameError, SyntaxError_, CommandInvalid,
-        ChannelError, UnexpectedFrame, ResourceError, NotAllowed, NotImplementedByBroker, InternalError,
-    )
-}
-
-
 # ---- SQS API errors --------------------------------------------------------------------------
 # ``sqs_code`` is the query-protocol code (sent in ``x-amzn-query-error``, what boto3 shows as
 # ``Error.Code``); ``sqs_shape`` is the JSON ``__type`` shape name, which boto3 maps to its modeled

@@ -22,10 +22,11 @@ from haremq.core.consumer import Consumer, DeliverySink, Session
 from haremq.core.delay import DELAY_HEADER
 from haremq.core.exchange import Exchange
 from haremq.core.lease import TimerTarget
-from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
+from haremq.message import Message, Properties
+from haremq.security.access import vhost_refusal
 from haremq.security.users import Access, Permission, User, UserStore
 from haremq.store.api import MetadataStore, RecoverableQueueStore
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
@@ -38,7 +39,9 @@ class Broker:
                  metadata: MetadataStore | None = None, users: UserStore | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store: RecoverableQueueStore = store or MemoryQueueStore()
-        self.store_failed = False  # a persistent write failed (disk full): the node blocks publishers
+        # a persistent write failed (disk full): refusals blame the store, not a queue limit (SQS 5xx,
+        # STOMP ERROR text); cleared when the disk alarm clears
+        self.store_failed = False
         self.store_broken = False  # an fsync failed: nothing can be made durable any more
         # ready bytes per queue above which persistent bodies stay only in the store (paged out)
         self.page_out_bytes = 1 << 62
@@ -111,10 +114,10 @@ class Broker:
     # ---- connections ---------------------------------------------------------------------------
     def open_vhost(self, user: User, name: str) -> VHost:
         vh = self.vhosts.get(name)
-        if vh is None:
-            raise NotAllowed(f"vhost {name} not found")
-        if name not in user.permissions:
-            raise NotAllowed(f"access to vhost '{name}' refused for user '{user.name}'")
+        refusal = vhost_refusal(user, name, vh is not None)
+        if refusal is not None:
+            raise NotAllowed(refusal[0])
+        assert vh is not None
         return vh
 
     def open_session(self, vhost: VHost, user: User, connection: object, sink: DeliverySink) -> Session:

@@ -11,15 +11,14 @@ back-pressure, and flow is on. No-ack consumers ignore prefetch but still honour
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from haremq.errors import PreconditionFailed
 
 if TYPE_CHECKING:
-    from haremq.core.message import Message
     from haremq.core.queue import Entry, Queue
     from haremq.core.vhost import VHost
+    from haremq.message import Message
     from haremq.security.users import User
 
 
@@ -180,9 +179,6 @@ class Session:
         leases = list(self.leases.values())
         self.leases.clear()
         self._settle_negative(leases, requeue=True)
-
-    def iter_leases(self) -> Iterator[tuple[int, Lease]]:
-        return iter(self.leases.items())
 
     # ---- consumers -----------------------------------------------------------------------------
     def cancel(self, tag: str) -> Consumer | None:

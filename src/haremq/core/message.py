@@ -1,91 +1,9 @@
-"""Messages: immutable properties + headers + body, routed to many queues by reference.
+"""The message model moved to ``haremq.message`` (protocols and the store use it without the core).
 
-A message is never copied when it fans out; each queue holds a small ``Entry`` that points at
-the shared ``Message``. ``encoded_props`` caches the AMQP content-header property bytes the
-message arrived with, so an AMQP-to-AMQP delivery re-sends them without a decode/encode round.
-Whoever changes properties (dead-lettering, direct reply-to) makes a new message without it.
+Re-exported here only for code written against the old path (branches in flight); import
+``haremq.message`` in new code.
 """
 
-from __future__ import annotations
+from haremq.message import EMPTY_PROPERTIES, Headers, Message, Properties
 
-import dataclasses
-from typing import Any
-
-Headers = dict[str, Any]
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class Properties:
-    """The AMQP basic properties, the common denominator of every protocol we speak."""
-
-    content_type: str | None = None
-    content_encoding: str | None = None
-    headers: Headers | None = None
-    delivery_mode: int | None = None
-    priority: int | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    expiration: str | None = None
-    message_id: str | None = None
-    timestamp: int | None = None
-    type: str | None = None
-    user_id: str | None = None
-    app_id: str | None = None
-    cluster_id: str | None = None
-
-    def replace(self, **changes: Any) -> Properties:
-        return dataclasses.replace(self, **changes)
-
-
-EMPTY_PROPERTIES = Properties()
-
-
-class Message:
-    """One published message. Treat as immutable once routed."""
-
-    __slots__ = ("body", "encoded_props", "exchange", "props", "routing_key")
-
-    def __init__(
-        self,
-        exchange: str,
-        routing_key: str,
-        props: Properties,
-        body: bytes,
-        encoded_props: bytes | None = None,
-    ) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.props = props
-        self.body = body
-        self.encoded_props = encoded_props
-
-    @property
-    def persistent(self) -> bool:
-        return self.props.delivery_mode == 2
-
-    @property
-    def size(self) -> int:
-        return len(self.body)
-
-    def ttl_ms(self) -> int | None:
-        """The per-message TTL from ``expiration`` (milliseconds), or None when absent/invalid."""
-        exp = self.props.expiration
-        if exp is None:
-            return None
-        try:
-            value = int(exp)
-        except ValueError:
-            return None
-        return value if value >= 0 else None
-
-    def with_props(self, props: Properties, *, exchange: str | None = None,
-                   routing_key: str | None = None) -> Message:
-        return Message(
-            self.exchange if exchange is None else exchange,
-            self.routing_key if routing_key is None else routing_key,
-            props,
-            self.body,
-        )
-
-    def __repr__(self) -> str:
-        return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
+__all__ = ["EMPTY_PROPERTIES", "Headers", "Message", "Properties"]

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
-from haremq.core.message import Message, Properties
 from haremq.errors import ResourceError
+from haremq.message import Message, Properties
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
@@ -235,7 +235,7 @@ class Queue:
             # RabbitMQ: a zero TTL means "deliver now or expire"; delivered in this very flush
             if not self._consumer_available():
                 self.published += 1
-                self.vhost.dead_letter(self, [msg], "expired", original_expiration=msg.props.expiration)
+                self.vhost.dead_letter(self, [msg], "expired")
                 return True
             ttl = None
         e = Entry(msg, self.next_seq, None if ttl is None else now + ttl / 1000, prio)
@@ -323,10 +323,6 @@ class Queue:
         else:
             self.vhost.broker.mark_dirty(self)
 
-    def active_consumer(self) -> Consumer | None:
-        """With ``x-single-active-consumer``, the one consumer that gets messages."""
-        return self.consumers[0] if self.consumers else None
-
     def _consumer_available(self) -> bool:
         return any(c.has_credit() for c in self._eligible())
 
@@ -384,11 +380,7 @@ class Queue:
             if e.msg is PAGED and self.args.dlx is not None:
                 self.load(e)
             self._forget(e)
-        by_exp: dict[str | None, list[Message]] = {}
-        for e in entries:
-            by_exp.setdefault(e.msg.props.expiration, []).append(e.msg)
-        for exp, msgs in by_exp.items():
-            self.vhost.dead_letter(self, msgs, "expired", original_expiration=exp)
+        self.vhost.dead_letter(self, [e.msg for e in entries], "expired")
 
     def dispatch(self) -> None:
         """Hand ready entries to consumers with credit, until either runs out."""

@@ -12,10 +12,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.exchange import EXCHANGE_TYPES, Exchange
-from haremq.core.message import Message
 from haremq.core.queue import Queue
 from haremq.core.routing.table import canonical
 from haremq.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from haremq.message import Message
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
@@ -296,8 +296,7 @@ class VHost:
                 self._route_into(ae, ae.table.route(msg.routing_key, msg.props.headers), msg, out, seen)
 
     # ---- dead-lettering ------------------------------------------------------------------------
-    def dead_letter(self, q: Queue, msgs: list[Message], reason: str,
-                    original_expiration: str | None = None) -> None:
+    def dead_letter(self, q: Queue, msgs: list[Message], reason: str) -> None:
         """Republish to the queue's dead-letter exchange with ``x-death`` as RabbitMQ writes it."""
         dlx_name = q.args.dlx
         if dlx_name is None or not msgs:

@@ -92,12 +92,3 @@ class UserStore:
             if secret is not None:
                 return u, secret
         return None
-
-    def authenticate(self, name: str, password: str, *, loopback: bool) -> User | None:
-        """The user when the password matches and the peer may use it; None otherwise."""
-        user = self.users.get(name)
-        if user is None or not check_password(password, user.password_hash):
-            return None
-        if user.loopback_only and not loopback:
-            return None
-        return user

@@ -16,12 +16,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
-from pamqp import decode
 
 from haremq import __version__
 from haremq.core.broker import REJECTED, UNROUTABLE
 from haremq.core.consumer import Session
-from haremq.core.message import Message
 from haremq.errors import (
     AuthenticationFailed,
     ConnectionForced,
@@ -33,9 +31,10 @@ from haremq.errors import (
     PreconditionFailed,
     ResourceError,
 )
+from haremq.message import Message
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
-from haremq.security import audit
+from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.server.listener import ClientListener
 
 if TYPE_CHECKING:
@@ -175,7 +174,8 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         s = node.settings
         self.proto = ev.AmqpConnection(
             server_properties(node.cluster_name), channel_max=s.channel_max, frame_max=s.frame_max,
-            heartbeat=s.heartbeat, max_message_size=s.max_message_size)
+            heartbeat=s.heartbeat, max_message_size=s.max_message_size, mechanisms=node.auth.sasl_mechanisms,
+            properties_cache=node.amqp_properties)
         self.channels: dict[int, Channel] = {}
         self.client_properties: dict[str, Any] = {}
         self.blocked_sent = False
@@ -374,50 +374,20 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
                 ch.session.close()
 
     def _authenticate(self, e: ev.StartOk) -> None:
-        """PLAIN / AMQPLAIN; every refusal is audited (the client is told to see the broker log)."""
+        """PLAIN / AMQPLAIN through the node's authentication service (which audits every refusal);
+        the client is told to see the broker log, as RabbitMQ does."""
         self.client_properties = e.client_properties
-        user = None
-        login: Any = None
-        mech = e.mechanism
         try:
-            if mech == "PLAIN":
-                parts = e.response.split(b"\x00")
-                if len(parts) == 3:
-                    login = parts[1].decode()
-                    user = self.node.broker.users.authenticate(login, parts[2].decode(), loopback=self.loopback)
-            elif mech == "AMQPLAIN":
-                raw = e.response
-                _, table = decode.field_table(len(raw).to_bytes(4, "big") + raw)
-                login, password = table.get("LOGIN"), table.get("PASSWORD")
-                if isinstance(login, bytes):
-                    login = login.decode()
-                if isinstance(password, bytes):
-                    password = password.decode()
-                if isinstance(login, str) and isinstance(password, str):
-                    user = self.node.broker.users.authenticate(login, password, loopback=self.loopback)
-            else:
-                audit.login_refused("amqp", self.peer_name, None, f"unsupported authentication mechanism {mech}")
-                self._fail(AuthenticationFailed(f"unsupported authentication mechanism '{mech}'"))
-                return
-        except (UnicodeDecodeError, ValueError, IndexError, KeyError, TypeError):
-            user = None
-        if user is None:
-            name = login if isinstance(login, str) else None
-            audit.login_refused("amqp", self.peer_name, name, self._refusal_reason(mech, name))
-            self._fail(AuthenticationFailed(
-                f"Login was refused using authentication mechanism {mech}. For details see the broker logfile."))
+            self.user = self.node.auth.sasl(e.mechanism, e.response, self._peer())
+        except LoginRefused as refused:
+            self._fail(AuthenticationFailed(refused.detail if refused.reason is Reason.UNSUPPORTED_MECHANISM else
+                                            f"Login was refused using authentication mechanism {e.mechanism}. "
+                                            "For details see the broker logfile."))
             return
-        self.user = user
         self.proto.send_tune()
 
-    def _refusal_reason(self, mech: str, name: str | None) -> str:
-        """Why a login failed, for the log only (the client just hears 403)."""
-        if name is None:
-            return f"malformed {mech} response"
-        known = self.node.broker.users.users.get(name)
-        if known is not None and known.loopback_only and not self.loopback:
-            return "user can only connect via localhost"
-        return "invalid credentials"
+    def _peer(self) -> Peer:
+        return Peer("amqp", self.peer_name, self.loopback)
 
     def _update_secret(self, e: ev.UpdateSecret) -> None:
         """connection.update-secret (RabbitMQ): re-authenticate this connection's user with the new
@@ -425,12 +395,9 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         assert self.user is not None
         name = self.user.name
         try:
-            user = self.node.broker.users.authenticate(name, e.new_secret.decode(), loopback=self.loopback)
-        except UnicodeDecodeError:
-            user = None
-        if user is None:
-            reason = self._refusal_reason("update-secret", name)
-            audit.login_refused("amqp", self.peer_name, name, f"update-secret refused: {reason}")
+            user = self.node.auth.password(name, e.new_secret.decode("utf-8", "replace"), self._peer(),
+                                           action="update-secret")
+        except LoginRefused:
             self._fail(NotAllowed("New secret was refused by one of the backends", class_id=10, method_id=70))
             return
         self.user = user
@@ -443,11 +410,9 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _open_vhost(self, name: str) -> None:
         assert self.user is not None
         try:
-            self.vhost = self.node.broker.open_vhost(self.user, name)
-        except HareError as err:
-            audit.login_refused("amqp", self.peer_name, self.user.name, err.text)
-            err.class_id, err.method_id = 10, 40
-            self._fail(err)
+            self.vhost = self.node.auth.vhost(self.user, name, self.node.broker.vhosts, self._peer())
+        except LoginRefused as refused:
+            self._fail(NotAllowed(refused.detail, class_id=10, method_id=40))
             return
         self.proto.send_open_ok()
         self.handshake_done(name)

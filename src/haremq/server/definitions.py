@@ -128,13 +128,6 @@ class Definitions:
     async def clear_permission(self, user: str, vhost: str) -> int:
         return await self.commit([Change("delete", "permission", (user, vhost))])
 
-    async def put_access_key(self, user: str, key_id: str, secret: str) -> int:
-        return await self.commit([access_key_change(user, key_id, secret)])
-
-
-def user_change(user: User) -> Change:
-    return Change("put", "user", (user.name,), {"password_hash": user.password_hash, "tags": list(user.tags)})
-
 
 def permission_change(user: str, vhost: str, perm: Permission) -> Change:
     return Change("put", "permission", (user, vhost),

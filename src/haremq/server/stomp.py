@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from haremq import __version__
 from haremq.core.broker import REJECTED
 from haremq.core.consumer import Session
-from haremq.core.message import Message
 from haremq.core.queue import Entry, Queue
 from haremq.core.vhost import VHost
 from haremq.errors import (
@@ -38,16 +37,18 @@ from haremq.errors import (
     ConnectionForced,
     HareError,
     InternalError,
+    NotAllowed,
     NotFound,
     PreconditionFailed,
     ResourceError,
     SyntaxError_,
 )
+from haremq.message import Message
 from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
-from haremq.security import audit
-from haremq.security.users import User, check_password
+from haremq.security.refusal import LoginRefused, Peer, Reason
+from haremq.security.users import User
 from haremq.server.listener import ClientListener
 
 if TYPE_CHECKING:
@@ -388,34 +389,22 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
     def _connect(self, e: S.Connect) -> None:
         """Authenticate: ``login``/``passcode``, or without ``login`` the ``stomp_default_user`` when one
         is configured (RabbitMQ's ``stomp.default_user``), else refused. Loopback rules apply either way."""
-        s = self.node.settings
         broker = self.node.broker
-        if e.login is not None:
-            login, passcode = e.login, e.passcode or ""
-        elif s.stomp_default_user:
-            login, passcode = s.stomp_default_user, s.stomp_default_pass
-        else:
-            self._refuse(None, "no credentials (no login header, and no stomp_default_user is configured)")
-            raise AuthenticationFailed("CONNECT without login is refused: send login and passcode")
-        user = broker.users.authenticate(login, passcode, loopback=self.loopback)
-        if user is None:
-            known = broker.users.users.get(login)
-            if known is None:
-                reason = "unknown user"
-            elif not check_password(passcode, known.password_hash):
-                reason = "invalid password"
-            else:
-                reason = "user may only connect from loopback"
-            self._refuse(login, reason)
-            raise AuthenticationFailed(f"login was refused for user '{login}'")
-        # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
-        # it mandatory), which means "the default vhost"
-        vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
+        peer = Peer("stomp", self.peer_name, self.loopback)
         try:
-            self.vhost = broker.open_vhost(user, vhost_name)
-        except HareError:
-            self._refuse(login, f"no access to vhost '{vhost_name}'")
-            raise
+            user = (self.node.auth.password(e.login, e.passcode or "", peer) if e.login is not None
+                    else self.node.auth.default_user(peer))
+            # ``host`` names a vhost when it is one; clients put the server's host name there (1.2 makes
+            # it mandatory), which means "the default vhost"
+            vhost_name = e.host if e.host is not None and e.host in broker.vhosts else "/"
+            self.vhost = self.node.auth.vhost(user, vhost_name, broker.vhosts, peer)
+        except LoginRefused as refused:
+            self.close_reason = "login refused"
+            if refused.reason is Reason.NO_CREDENTIALS:
+                raise AuthenticationFailed("CONNECT without login is refused: send login and passcode") from None
+            if refused.reason is Reason.NOT_ALLOWED:
+                raise NotAllowed(refused.detail) from None
+            raise AuthenticationFailed(f"login was refused for user '{refused.user}'") from None
         self.user = user
         self.handshake_done(vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
@@ -423,9 +412,6 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
 
-    def _refuse(self, login: str | None, reason: str) -> None:
-        audit.login_refused("stomp", self.peer_name, login, reason)
-        self.close_reason = "login refused"
 
     # ---- SEND ---------------------------------------------------------------------------------------
     def _send(self, frame: Frame) -> None:

@@ -7,13 +7,19 @@ Layout::
         00000000000000000001.seg        segments, named by base LSN (see records.py)
         00000000000000004711.seg
         00000000000000000001.seg.quarantined   a damaged file kept for forensics (never read)
-    DATA_DIR/queues/.trash/             deleted queues on their way out
+        <uuid>.prealloc                 the next segment, reserved ahead by the store worker
+    DATA_DIR/queues/.trash/             deleted queues on their way out (and the first segment of the
+                                        next new queue, reserved ahead); emptied at startup
 
 Names are encoded to ``[A-Za-z0-9_-]`` plus ``%XX`` escapes (``""`` is ``%``); long names are
 cut and suffixed with a hash, ``queue.json`` keeps the truth.
 
 Threading: every method except ``sync()`` runs on the event-loop thread. ``sync()`` (= the shared
-``GroupCommit.sync``) may run on a worker thread; see groupcommit.py for the protocol.
+``GroupCommit.sync``) may run on a worker thread; see groupcommit.py for the protocol. After
+``start_worker()`` the store keeps blocking housekeeping off the loop on its own thread (see
+worker.py): directory removal on queue delete, compaction (``next_compaction`` ->
+``CompactJob.run`` there -> ``finish_compaction``) and preallocation of the next segment.
+Without it (tests, tools, startup) all of that runs inline.
 
 Integration, in short: ``recover()`` once at startup (before any publish), then ``publish`` /
 ``mark_delivered`` / ``remove`` as the core moves entries; confirms wait for ``durable_ticket``;
@@ -23,6 +29,7 @@ and then to compact.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -30,13 +37,16 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from haremq.errors import NotFound, ResourceError
 from haremq.store import compaction
 from haremq.store.api import RecoveredMessage
+from haremq.store.compaction import CompactJob
 from haremq.store.groupcommit import GroupCommit
-from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport
+from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport, drop_spare, reserve_spare
+from haremq.store.worker import Housekeeper
 
 log = logging.getLogger("haremq.store")
 
@@ -80,6 +90,35 @@ class FileQueueStore:
         self.logs: dict[tuple[str, str], QueueLog] = {}
         self._opened = False
         self._closed = False
+        self.worker: Housekeeper | None = None
+        # with a worker: the first segment of the next new queue, reserved ahead in the trash
+        # directory (strays there are removed at startup); its future descriptor and path
+        self._first: concurrent.futures.Future[int] | None = None
+        self._first_path = ""
+
+    def start_worker(self) -> Housekeeper:
+        """From now on run blocking housekeeping on a worker thread (the node calls this once its
+        loop runs); ``close()`` drains and stops it."""
+        if self.worker is None:
+            self._ensure_open()
+            self.worker = Housekeeper()
+            for qlog in self.logs.values():
+                qlog.worker = self.worker
+            self._reserve_first()
+        return self.worker
+
+    def _reserve_first(self) -> None:
+        if self.worker is None or self.worker.closed:
+            return
+        trash = os.path.join(self.root, TRASH)
+        try:
+            os.makedirs(trash, exist_ok=True)
+            dfd = os.open(trash, os.O_RDONLY)
+        except OSError:
+            return  # new queues reserve their first segment synchronously
+        name = f"{uuid.uuid4().hex}.prealloc"
+        self._first_path = os.path.join(trash, name)
+        self._first = self.worker.submit(reserve_spare, name, self.config.min_segment_size, dfd)
 
     # ---- startup -----------------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -108,9 +147,10 @@ class FileQueueStore:
             log.error("store: skipping %s: unreadable %s (%s)", qpath, META, exc)
             return
         for fname in os.listdir(qpath):
-            if fname.endswith((".compact", ".salvage", ".new")):  # a rewrite cut by a crash: the original is intact
+            if fname.endswith((".compact", ".salvage", ".new", ".prealloc")):  # a rewrite cut by a crash: the
+                # original is intact (or an unused spare segment)
                 os.unlink(os.path.join(qpath, fname))
-        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config)
+        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config, self.worker)
         qlog.open()
         self.logs[key] = qlog
 
@@ -159,13 +199,19 @@ class FileQueueStore:
         tmp = os.path.join(qpath, META + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"vhost": key[0], "name": key[1]}, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.rename(tmp, os.path.join(qpath, META))
+        # No fsync here (on the loop): the group commit fsyncs the file and the directories before
+        # it declares durable any record appended from now on, i.e. before the first confirm of a
+        # message in this queue. A crash before that loses only unconfirmed messages.
+        self.flusher.file_changed(os.path.join(qpath, META))
         self.flusher.dir_changed(qpath)
         self.flusher.dir_changed(vpath)
         self.flusher.dir_changed(self.root)
-        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config)
+        qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config, self.worker)
+        if self._first is not None:  # its first segment: the one reserved ahead (see _rotate)
+            qlog.give_spare(self._first, self._first_path, self.config.min_segment_size)
+            self._first = None
+            self._reserve_first()
         self.logs[key] = qlog
         return qlog
 
@@ -211,7 +257,12 @@ class FileQueueStore:
         dest = os.path.join(trash, uuid.uuid4().hex)
         os.rename(qlog.directory, dest)  # atomic: a crash leaves the queue either whole or gone
         self.flusher.dir_changed(os.path.dirname(qlog.directory))
-        shutil.rmtree(dest, ignore_errors=True)
+        # the files are closed and the directory is out of the way: removing it may take long
+        # (see worker.py for why no job can race it)
+        if self.worker is not None:
+            self.worker.background(shutil.rmtree, dest, True)
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
 
     # ---- durability ----------------------------------------------------------------------------
     @property
@@ -242,6 +293,29 @@ class FileQueueStore:
                 reclaimed += compaction.compact(qlog, seg)
         return reclaimed
 
+    def next_compaction(self, exclude: Collection[object] = ()) -> CompactJob | None:
+        """The next segment worth compacting (not in ``exclude``), as a job: run ``job.run`` on a
+        worker thread, then ``finish_compaction(job)`` here. One job at a time (the node awaits each)."""
+        for qlog in self.logs.values():
+            for seg in compaction.candidates(qlog):
+                if seg not in exclude:
+                    return CompactJob(qlog, seg)
+        return None
+
+    def finish_compaction(self, job: CompactJob) -> int:
+        """Apply a job whose ``run`` returned; returns the bytes reclaimed."""
+        return job.commit()
+
+    @property
+    def prealloc_used(self) -> int:
+        """Segment rotations that found their successor preallocated by the worker."""
+        return 0 if self.worker is None else self.worker.prealloc_used
+
+    @property
+    def prealloc_missed(self) -> int:
+        """Rotations that had to reserve the next segment on the loop thread (the worker was late)."""
+        return 0 if self.worker is None else self.worker.prealloc_missed
+
     def stats(self, vhost: str, name: str) -> QueueStoreStats | None:
         qlog = self.logs.get((vhost, name))
         if qlog is None:
@@ -256,6 +330,11 @@ class FileQueueStore:
         if self._closed:
             return
         self._closed = True
+        if self.worker is not None:
+            self.worker.close()  # finish queued jobs first: they may hold descriptors of our files
+            if self._first is not None:
+                drop_spare(self._first, self._first_path)
+                self._first = None
         try:
             if self.flusher.failed is None:
                 self.flusher.sync()

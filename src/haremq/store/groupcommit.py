@@ -57,6 +57,7 @@ class GroupCommit:
         self._sync_lock = threading.Lock()
         self._dirty: dict[int, Syncable] = {}
         self._dirs: set[str] = set()
+        self._files: set[str] = set()
         self.ticket = 0
         self.durable_ticket = 0
         self.syncs = 0  # statistics
@@ -89,6 +90,12 @@ class GroupCommit:
         with self._lock:
             self._dirs.add(path)
 
+    def file_changed(self, path: str) -> None:
+        """A small file (e.g. a queue's ``queue.json``) was written: fsync it next time, before
+        its directory and before any later ticket is declared durable."""
+        with self._lock:
+            self._files.add(path)
+
     def forget(self, seg: Syncable) -> None:
         """``seg`` is about to be closed; callers hold ``lock``."""
         self._dirty.pop(id(seg), None)
@@ -116,6 +123,8 @@ class GroupCommit:
                 target = self.ticket
                 segs = list(self._dirty.values())
                 self._dirty.clear()
+                files = list(self._files)
+                self._files.clear()
                 dirs = list(self._dirs)
                 self._dirs.clear()
                 fds = [os.dup(s.fd) for s in segs if s.fd >= 0] if self.policy != "off" else []
@@ -126,7 +135,7 @@ class GroupCommit:
                 for fd in fds:
                     os.fsync(fd)
                     self.fsyncs += 1
-                for d in dirs:
+                for d in [*files, *dirs]:
                     try:
                         dfd = os.open(d, os.O_RDONLY)
                     except FileNotFoundError:

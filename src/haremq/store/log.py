@@ -26,17 +26,21 @@ remembers the highest seq the queue used (its header's seq floor and its records
 that is mostly garbage is rewritten by ``compaction.py``.
 
 Ordering on disk: REMOVE(m) is always appended after PUBLISH(m), so "older segment" above is
-exactly "smaller base LSN". Unlinks are not fsynced one by one; a crash may bring a deleted file
-back, which is safe: a resurrected file only holds records whose effect is already void (its
-messages were removed by records in files that were removed *after* it, and on ext4/xfs the
-journal commits unlinks in order).
+exactly "smaller base LSN". With a store worker the unlinks run there, in the order they were
+decided (one FIFO thread), after the segment left the index and its descriptor was closed; a file
+whose unlink is still queued is exactly a file a crash could resurrect. Unlinks are not fsynced one
+by one; a crash may bring a deleted file back, which is safe: a resurrected file only holds records
+whose effect is already void (its messages were removed by records in files that were removed
+*after* it, and on ext4/xfs the journal commits unlinks in order).
 """
 
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +49,8 @@ from haremq.store import records as R
 from haremq.store.api import RecoveredMessage
 from haremq.store.groupcommit import GroupCommit
 from haremq.store.recovery import ScanResult, base_lsn_of, map_readonly, scan, segment_name
-from haremq.store.segment import DELIVERED, LIVE, Segment
+from haremq.store.segment import DELIVERED, LIVE, Segment, reserve
+from haremq.store.worker import Housekeeper
 
 log = logging.getLogger("haremq.store")
 
@@ -82,7 +87,8 @@ class RecoveryReport:
 
 
 class QueueLog:
-    def __init__(self, directory: str, vhost: str, name: str, flusher: GroupCommit, config: LogConfig) -> None:
+    def __init__(self, directory: str, vhost: str, name: str, flusher: GroupCommit, config: LogConfig,
+                 worker: Housekeeper | None = None) -> None:
         self.directory = directory
         self.vhost = vhost
         self.name = name
@@ -98,6 +104,13 @@ class QueueLog:
         self.report = RecoveryReport()
         self.compactions = 0
         self.deleted_segments = 0
+        self._props = R.PropsCache()  # the last properties encoded by this log's appends
+        self.worker = worker
+        # the next segment's file, being reserved on the worker (see prepare_spare): its future
+        # descriptor, file name and size
+        self.spare: concurrent.futures.Future[int] | None = None
+        self.spare_path = ""
+        self.spare_size = 0
 
     @property
     def active(self) -> Segment | None:
@@ -284,33 +297,100 @@ class QueueLog:
         off = seg.append(rec)
         self.next_lsn += 1
         self.flusher.appended(seg)
+        if seg.write_pos * 2 > seg.size and self.spare is None and self.worker is not None:
+            self.prepare_spare()
         return seg, off, len(rec)
+
+    def _next_size(self, old: Segment | None) -> int:
+        if old is None:
+            return self.config.min_segment_size
+        return min(self.config.segment_size, max(self.config.min_segment_size, old.size * 2))
+
+    # ---- preallocation -----------------------------------------------------------------------
+    # With a worker, once the active segment is half full the next one's file is reserved there
+    # (``posix_fallocate``, the slow part) under a temporary ``<uuid>.prealloc`` name; the
+    # rotation then only writes the header, renames and maps it. If the spare is not ready (or
+    # too small, or failed, e.g. disk full) the rotation reserves synchronously, as without a
+    # worker, and counts a miss. Stray ``.prealloc`` files are removed at startup.
+    def prepare_spare(self) -> None:
+        """Start reserving the file the next rotation will need (loop thread)."""
+        worker = self.worker
+        if worker is None or worker.closed or self.spare is not None:
+            return
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return  # the rotation will reserve synchronously (and report any real problem)
+        name = f"{uuid.uuid4().hex}.prealloc"
+        self.spare_path = os.path.join(self.directory, name)
+        self.spare_size = self._next_size(self.active)
+        self.spare = worker.submit(reserve_spare, name, self.spare_size, dfd)
+
+    def give_spare(self, fut: concurrent.futures.Future[int], path: str, size: int) -> None:
+        """Use a file reserved elsewhere (the store's spare for new queues) as the next segment."""
+        assert self.spare is None
+        self.spare, self.spare_path, self.spare_size = fut, path, size
+
+    def _take_spare(self, size: int) -> Segment | None:
+        """The preallocated file as the new active segment (still under its spare name), if it is
+        ready and big enough; otherwise None (and the spare is discarded)."""
+        fut, self.spare = self.spare, None
+        if fut is None:
+            return None
+        path = self.spare_path
+        if not fut.done() or fut.exception() is not None or self.spare_size < size:
+            self._discard_spare(fut, path)
+            return None
+        fd = fut.result()
+        try:
+            return Segment.adopt(path, fd, self.next_lsn, self.max_seq, self.config.epoch, self.spare_size)
+        except OSError:
+            os.close(fd)
+            self._discard_spare(None, path)
+            return None
+
+    def _discard_spare(self, fut: concurrent.futures.Future[int] | None, path: str) -> None:
+        if self.worker is not None and not self.worker.closed:
+            self.worker.background(drop_spare, fut, path)  # FIFO: runs after the reserve job
+        else:
+            drop_spare(fut, path)
 
     def _rotate(self, need: int) -> Segment:
         old = self.active
-        if old is None:
-            size = self.config.min_segment_size
-        else:
-            size = min(self.config.segment_size, max(self.config.min_segment_size, old.size * 2))
-        size = max(size, R.FILE_HEADER_SIZE + need)
+        size = max(self._next_size(old), R.FILE_HEADER_SIZE + need)
         # An active segment without a single record (a recovered file cut right after its
         # header) has the name the new one needs: write the new file aside, then rename it over
         # the empty one, so the seq floor in its header is never missing from disk.
         replace = old is not None and old.base_lsn == self.next_lsn
         smallest = max(self.config.min_segment_size, R.FILE_HEADER_SIZE + need)
-        try:
-            new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
-                                 ".new" if replace else "")
-        except ResourceError:
-            if size <= smallest:
-                raise
-            # nearly full disk: a smaller segment may still fit where the doubled one does not
-            new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, smallest,
-                                 ".new" if replace else "")
+        expected = self.spare is not None or old is not None
+        new = self._take_spare(size)
+        rename = new is not None or replace
+        if new is not None:
+            assert self.worker is not None
+            self.worker.prealloc_used += 1
+        else:
+            if expected and self.worker is not None:
+                self.worker.prealloc_missed += 1
+            try:
+                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, size,
+                                     ".new" if replace else "")
+            except ResourceError:
+                if size <= smallest:
+                    raise
+                # nearly full disk: a smaller segment may still fit where the doubled one does not
+                new = Segment.create(self.directory, self.next_lsn, self.max_seq, self.config.epoch, smallest,
+                                     ".new" if replace else "")
         if replace:
             assert old is not None and not old.seqs and not old.refs
-            final = old.path
-            os.rename(new.path, final)
+        if rename:  # a file made aside (header written): give it its name, atomically
+            final = os.path.join(self.directory, segment_name(new.base_lsn))
+            try:
+                os.rename(new.path, final)
+            except OSError as exc:
+                with self.flusher.lock:
+                    new.close()
+                raise ResourceError(f"cannot create segment {final}: {exc}") from exc
             new.path = final
         self.flusher.dir_changed(self.directory)
         with self.flusher.lock:
@@ -333,7 +413,7 @@ class QueueLog:
             if self._live(seq) is not None:
                 return  # idempotent: already logged (e.g. a recovered message put back)
             raise InternalError(f"store {self.vhost}/{self.name}: seq {seq} <= last logged seq {self.max_seq}")
-        payload = R.encode_publish_payload(seq, exchange, routing_key, props, bytes(body))
+        payload = R.encode_publish_payload(seq, exchange, routing_key, props, bytes(body), self._props)
         seg, off, n = self._append(R.PUBLISH, payload)
         if not seg.seqs:
             self._add_pubseg(seg, seq)
@@ -387,8 +467,9 @@ class QueueLog:
         """Delete every candidate sealed segment nothing depends on any more (cascading)."""
         while work:
             seg = work.pop()
-            if seg.live or seg.refs or seg is self.active or self.by_base.get(seg.base_lsn) is not seg:
-                continue
+            if (seg.live or seg.refs or seg.compacting or seg is self.active
+                    or self.by_base.get(seg.base_lsn) is not seg):
+                continue  # (a segment being compacted is reclaimed when its job commits)
             self._delete_segment(seg, work)
 
     def _delete_segment(self, seg: Segment, work: list[Segment]) -> None:
@@ -402,10 +483,23 @@ class QueueLog:
             del self.by_base[seg.base_lsn]
         if seg.seqs:
             self._drop_pubseg(seg)
-        try:
-            os.unlink(seg.path)
-        except FileNotFoundError:
-            pass
+        dfd = -1
+        if self.worker is not None and not self.worker.closed:
+            try:
+                dfd = os.open(self.directory, os.O_RDONLY)
+            except OSError:
+                dfd = -1
+        if dfd >= 0:
+            # freeing a big file's blocks can take milliseconds: unlink on the worker, relative to
+            # a descriptor of this directory (a queue re-created under the same name gets a new
+            # directory, which a late unlink can never reach); FIFO keeps the unlink order
+            assert self.worker is not None
+            self.worker.background(_unlink_at, dfd, seg.name)
+        else:
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
         self.flusher.dir_changed(self.directory)
         self.deleted_segments += 1
 
@@ -454,6 +548,9 @@ class QueueLog:
         return None if seg is None else (seg.name, seg.live)
 
     def close(self) -> None:
+        if self.spare is not None:
+            fut, self.spare = self.spare, None
+            self._discard_spare(fut, self.spare_path)
         with self.flusher.lock:
             for seg in self.segments:
                 self.flusher.forget(seg)
@@ -464,8 +561,38 @@ class QueueLog:
         self.firsts.clear()
 
 
-def _write_file(path: str, chunks: list[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def reserve_spare(name: str, size: int, dir_fd: int) -> int:
+    """Worker thread: reserve a spare segment file in the directory ``dir_fd`` names."""
+    try:
+        return reserve(name, size, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _unlink_at(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def drop_spare(fut: concurrent.futures.Future[int] | None, path: str) -> None:
+    """Close and remove an unused spare (its reserve job has finished: same FIFO worker)."""
+    if fut is not None:
+        try:
+            os.close(fut.result(timeout=60))
+        except Exception:  # the reservation failed: it left no file
+            return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _write_file(path: str, chunks: list[bytes], dir_fd: int | None = None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
     try:
         for c in chunks:
             view = memoryview(c)

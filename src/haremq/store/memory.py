@@ -12,12 +12,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from haremq.errors import NotFound
+from haremq.message import PROPERTY_NAMES
 from haremq.store.api import Change, OneChangeCommits, RecoveredMessage, Watcher
-
-_PROPERTY_NAMES = (
-    "content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
-    "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
-)
 
 
 def _props_dict(props: Any) -> dict[str, Any]:
@@ -25,7 +21,7 @@ def _props_dict(props: Any) -> dict[str, Any]:
         return {}
     if isinstance(props, dict):
         return {k: v for k, v in props.items() if v is not None}
-    return {n: v for n in _PROPERTY_NAMES if (v := getattr(props, n, None)) is not None}
+    return {n: v for n in PROPERTY_NAMES if (v := getattr(props, n, None)) is not None}
 
 
 class MemoryQueueStore:

@@ -4,7 +4,8 @@ The *active* (newest) segment is mapped read-write and records are copied into t
 older (*sealed*) segments are unmapped and read with ``pread``, so a backlog far larger than RAM
 costs neither resident memory nor address space, and only one mapping per queue exists.
 
-Space is reserved with ``posix_fallocate`` when a segment is created. That turns "disk full"
+Space is reserved with ``posix_fallocate`` when a segment is created (with a store worker, ahead
+of time: see ``reserve`` and ``QueueLog.prepare_spare``). That turns "disk full"
 into an ``OSError(ENOSPC)`` at creation time, which we report as ``ResourceError``; writing into a
 sparse mapping would instead kill the process with SIGBUS when the disk fills.
 
@@ -33,7 +34,7 @@ DELIVERED = 2
 
 class Segment:
     __slots__ = (
-        "base_lsn", "fd", "flags", "lens", "live", "live_bytes", "marks", "mm", "offs", "path", "refs",
+        "base_lsn", "compacting", "fd", "flags", "lens", "live", "live_bytes", "marks", "mm", "offs", "path", "refs",
         "seq_floor", "seqs", "size", "write_pos",
     )
 
@@ -53,6 +54,7 @@ class Segment:
         self.live = 0  # publish records of messages still in the queue
         self.live_bytes = 0
         self.refs = 0  # other records in this file that must survive (see log.py)
+        self.compacting = False  # a compaction job is rewriting the file: do not delete it
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -60,28 +62,25 @@ class Segment:
                suffix: str = "") -> Segment:
         """Create, reserve and map a new empty segment. Raises ResourceError when the disk is full."""
         path = os.path.join(directory, segment_name(base_lsn) + suffix)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
+            fd = reserve(path, size)
             try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:
-                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # e.g. some network filesystems
-                    os.ftruncate(fd, size)
-                else:
-                    raise
-            os.pwrite(fd, R.encode_file_header(base_lsn, seq_floor, epoch), 0)
-            seg = cls(path, fd, base_lsn, seq_floor, size, R.FILE_HEADER_SIZE)
-            seg.map()
-            return seg
-        except OSError as exc:
-            os.close(fd)
-            try:
-                os.unlink(path)
+                return cls.adopt(path, fd, base_lsn, seq_floor, epoch, size)
             except OSError:
-                pass
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ResourceError(f"disk full: cannot create a {size}-byte segment in {directory}") from exc
-            raise ResourceError(f"cannot create segment {path}: {exc}") from exc
+                os.close(fd)
+                _unlink_quietly(path)
+                raise
+        except OSError as exc:
+            raise _resource_error(exc, path, size) from exc
+
+    @classmethod
+    def adopt(cls, path: str, fd: int, base_lsn: int, seq_floor: int, epoch: int, size: int) -> Segment:
+        """Turn a reserved, still empty file (``reserve``) into the segment ``path``: write its
+        header and map it. Raises OSError (the caller owns ``fd`` then)."""
+        os.pwrite(fd, R.encode_file_header(base_lsn, seq_floor, epoch), 0)
+        seg = cls(path, fd, base_lsn, seq_floor, size, R.FILE_HEADER_SIZE)
+        seg.map()
+        return seg
 
     @classmethod
     def open(cls, path: str, base_lsn: int, seq_floor: int, write_pos: int) -> Segment:
@@ -140,3 +139,39 @@ class Segment:
 
     def __repr__(self) -> str:
         return f"Segment({self.name}, live={self.live}, refs={self.refs}, used={self.write_pos})"
+
+
+def reserve(path: str, size: int, dir_fd: int | None = None) -> int:
+    """Create ``path`` (exclusively) with ``size`` bytes reserved on disk; returns its descriptor.
+
+    The slow part of making a segment (``posix_fallocate`` of up to ``segment_size``), so the
+    node runs it ahead of need on its store worker thread (see ``QueueLog.prepare_spare``).
+    Raises OSError, and leaves no file behind.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # e.g. some network filesystems
+                os.ftruncate(fd, size)
+            else:
+                raise
+    except OSError:
+        os.close(fd)
+        _unlink_quietly(path, dir_fd)
+        raise
+    return fd
+
+
+def _unlink_quietly(path: str, dir_fd: int | None = None) -> None:
+    try:
+        os.unlink(path, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _resource_error(exc: OSError, path: str, size: int) -> ResourceError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceError(f"disk full: cannot create a {size}-byte segment in {os.path.dirname(path)}")
+    return ResourceError(f"cannot create segment {path}: {exc}")

@@ -6,7 +6,7 @@ from typing import Any
 
 from haremq.core.broker import Broker
 from haremq.core.consumer import Session
-from haremq.core.message import Message
+from haremq.message import Message
 from haremq.security.users import User
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from haremq.core.broker import Broker
-from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED
+from haremq.message import Message, Properties
 from haremq.store.file import FileQueueStore
 from haremq.store.memory import MemoryMetadataStore
 from haremq.testing import FakeClock, session_for

@@ -6,8 +6,8 @@ import pytest
 
 from haremq.core.broker import REJECTED, ROUTED, UNROUTABLE, Broker
 from haremq.core.consumer import Session
-from haremq.core.message import Message, Properties
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
+from haremq.message import Message, Properties
 from haremq.testing import FakeClock, RecordingSink, session_for
 
 

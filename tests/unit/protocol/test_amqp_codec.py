@@ -12,7 +12,7 @@ from pamqp import commands as C
 from pamqp import frame as pframe
 from pamqp import header as pheader
 
-from haremq.core.message import Properties
+from haremq.message import Properties
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
 

@@ -17,7 +17,7 @@ from haremq.errors import (
     RequestExpired,
     SignatureDoesNotMatch,
 )
-from haremq.protocol.sqs import sigv4
+from haremq.security import sigv4
 
 SECRETS = {"AKID": "s3cret", "guest": "guest"}
 

@@ -16,8 +16,9 @@ from botocore.credentials import Credentials
 from haremq.core.broker import Broker
 from haremq.errors import MissingParameter, RequestExpired, SignatureDoesNotMatch
 from haremq.protocol.http import HttpRequest, HttpResponse
-from haremq.protocol.sqs import query, sigv4
+from haremq.protocol.sqs import query
 from haremq.protocol.sqs.api import LongPoll, SqsApi
+from haremq.security import sigv4
 from haremq.security.users import UserStore
 from haremq.testing.fakes import FakeClock
 

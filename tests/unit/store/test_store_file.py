@@ -139,12 +139,14 @@ def test_compaction_unpins_slow_message(tmp_path: Path) -> None:
     s.close()
 
 
-def test_stray_rewrite_files_are_removed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stray_name", ["00000000000000000001.seg.compact", "0123abcd.prealloc"])
+def test_stray_rewrite_files_are_removed(tmp_path: Path, stray_name: str) -> None:
+    """A rewrite cut by a crash, or a spare segment reserved ahead and never used."""
     s = make(tmp_path)
     q = FakeQueue("q")
     s.publish(q, q.entry(b"a"))
     s.close()
-    stray = qdir(tmp_path, q) / "00000000000000000001.seg.compact"
+    stray = qdir(tmp_path, q) / stray_name
     stray.write_bytes(b"half written")
     s = make(tmp_path)
     assert not stray.exists() and [m.body for m in s.recover()[("/", "q")]] == [b"a"]

@@ -48,3 +48,17 @@ def test_publish_payload_roundtrip(seq: int, ex: str, rk: str, body: bytes) -> N
     v = R.PublishView(rec)
     assert (v.seq, v.exchange, v.routing_key, rec[v.body_off:]) == (seq, ex, rk, body)
     assert R.body_offset(rec) == v.body_off and R.decode_properties(v.props_raw) == {}
+
+
+def test_props_cache_reuses_the_encoding_of_the_same_properties_object() -> None:
+    """The encoding cache is an object's state (one per queue log), not module state."""
+    from haremq.message import Properties
+
+    props = Properties(content_type="text/plain", delivery_mode=2, headers={"k": 1})
+    a, b = R.PropsCache(), R.PropsCache()
+    enc = a.encode(props)
+    assert enc == R.encode_properties(props) and a.props is props and b.props is None
+    assert a.encode(props) is enc  # the same object: the cached bytes
+    other = Properties(content_type="text/plain", delivery_mode=2)
+    assert a.encode(other) == R.encode_properties(other) and a.props is other
+    assert not hasattr(R, "_last_props")

@@ -21,8 +21,8 @@ from typing import Any
 
 from pamqp import commands, decode, encode
 
-from haremq.core.message import Properties
 from haremq.errors import CommandInvalid, FrameError, SyntaxError_
+from haremq.message import BASIC_PROPERTIES, Properties
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
@@ -40,11 +40,6 @@ _u64 = struct.Struct(">Q")
 _content_hdr = struct.Struct(">HHQH")
 _deliver_tail = struct.Struct(">QB")
 _ack = struct.Struct(">HHQB")  # class, method, delivery tag, bits
-
-M_BASIC_PUBLISH = (60 << 16) | 40
-M_BASIC_ACK = (60 << 16) | 80
-M_BASIC_NACK = (60 << 16) | 120
-M_BASIC_REJECT = (60 << 16) | 90
 
 
 # ---- frames -----------------------------------------------------------------------------------
@@ -144,28 +139,62 @@ def decode_ack(payload: Buf) -> tuple[int, int, int]:
 
 
 # ---- content header ---------------------------------------------------------------------------
-# property flag bits, most significant first, as in the spec's Basic class
-_PROPS = (
-    ("content_type", 0x8000, "s"), ("content_encoding", 0x4000, "s"), ("headers", 0x2000, "F"),
-    ("delivery_mode", 0x1000, "o"), ("priority", 0x0800, "o"), ("correlation_id", 0x0400, "s"),
-    ("reply_to", 0x0200, "s"), ("expiration", 0x0100, "s"), ("message_id", 0x0080, "s"),
-    ("timestamp", 0x0040, "T"), ("type", 0x0020, "s"), ("user_id", 0x0010, "s"),
-    ("app_id", 0x0008, "s"), ("cluster_id", 0x0004, "s"),
-)
+# property flag bits and field types: the one list, owned by the message model
+_PROPS = BASIC_PROPERTIES
 
 
 def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
-    """(class id, body size, properties, raw property bytes incl. flags) from a header frame."""
+    """(class id, body size, properties, raw property bytes incl. flags) from a header frame.
+
+    Decodes every time; a connection decodes through its ``PropertiesCache``.
+    """
     if len(payload) < 14:
         raise FrameError("content header too short")
     class_id, _weight, body_size, flags = _content_hdr.unpack_from(payload, 0)
     raw = bytes(payload[12:])
     if flags == 0:
         return class_id, body_size, EMPTY, raw
-    # publishers repeat the same properties: decoded Properties are immutable, so share them
-    cached = _PROPS_CACHE.get(raw)
-    if cached is not None:
-        return class_id, body_size, cached, raw
+    return class_id, body_size, _decode_properties(payload, flags), raw
+
+
+class PropertiesCache:
+    """Decoded content-header properties by their raw bytes, for the connections of one node.
+
+    Publishers repeat the same properties, so most headers decode to an object already made:
+    decoded ``Properties`` are immutable and shared, which also lets the store's identity check
+    skip re-encoding them. At most ``limit`` entries; emptied when full (a churn of distinct
+    headers, as per-message ids make, costs one decode each, as without a cache).
+    """
+
+    __slots__ = ("_by_raw", "limit")
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self._by_raw: dict[bytes, Properties] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_raw)
+
+    def decode_content_header(self, payload: Buf) -> tuple[int, int, Properties, bytes]:
+        """As the module's ``decode_content_header``, answering repeated headers from the cache."""
+        if len(payload) < 14:
+            raise FrameError("content header too short")
+        class_id, _weight, body_size, flags = _content_hdr.unpack_from(payload, 0)
+        raw = bytes(payload[12:])
+        if flags == 0:
+            return class_id, body_size, EMPTY, raw
+        by_raw = self._by_raw
+        props = by_raw.get(raw)
+        if props is None:
+            props = _decode_properties(payload, flags)
+            if len(by_raw) >= self.limit:
+                by_raw.clear()
+            by_raw[raw] = props
+        return class_id, body_size, props, raw
+
+
+def _decode_properties(payload: Buf, flags: int) -> Properties:
+    """The property list after the 14-byte content header prefix (``flags`` already read)."""
     if flags & 1:
         raise SyntaxError_("property flag continuation is not supported")
     values: dict[str, Any] = {}
@@ -191,15 +220,10 @@ def decode_content_header(payload: Buf) -> tuple[int, int, Properties, bytes]:
                 pos += used
     except (IndexError, struct.error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SyntaxError_(f"cannot decode content header: {exc}") from None
-    props = Properties(**values)
-    if len(_PROPS_CACHE) >= 512:
-        _PROPS_CACHE.clear()
-    _PROPS_CACHE[raw] = props
-    return class_id, body_size, props, raw
+    return Properties(**values)
 
 
 EMPTY = Properties()
-_PROPS_CACHE: dict[bytes, Properties] = {}
 
 
 def encode_properties(p: Properties) -> bytes:

@@ -20,7 +20,6 @@ from typing import Any
 
 from pamqp import commands as C
 
-from haremq.core.message import Properties
 from haremq.errors import (
     ChannelError,
     CommandInvalid,
@@ -30,6 +29,7 @@ from haremq.errors import (
     PreconditionFailed,
     UnexpectedFrame,
 )
+from haremq.message import Properties
 from haremq.protocol.amqp import codec
 
 _frame_hdr = struct.Struct(">BHI")
@@ -190,7 +190,9 @@ class _Channel:
 class AmqpConnection:
     def __init__(self, server_properties: dict[str, Any], *, channel_max: int = 2047,
                  frame_max: int = 131072, heartbeat: int = 60, max_message_size: int = 128 * 1024 * 1024,
-                 mechanisms: str = "PLAIN AMQPLAIN") -> None:
+                 mechanisms: str = "PLAIN AMQPLAIN", properties_cache: codec.PropertiesCache | None = None) -> None:
+        """``properties_cache``: decoded content headers shared with the node's other connections
+        (its own when None)."""
         self.state = State.AWAIT_HEADER
         self.server_properties = server_properties
         self.channel_max = channel_max
@@ -210,6 +212,8 @@ class AmqpConnection:
         self._out: list[bytes] = []
         self._close_last: bytes | None = None  # connection.close for a parse error: sent after earlier replies
         self.channels: dict[int, _Channel] = {}
+        cache = codec.PropertiesCache() if properties_cache is None else properties_cache
+        self._decode_header = cache.decode_content_header
 
     # ---- output ---------------------------------------------------------------------------------
     def data_to_send(self) -> list[bytes]:
@@ -468,7 +472,7 @@ class AmqpConnection:
             return
         if ch.pending is None or ch.body_size != -1:
             raise UnexpectedFrame("expected method frame, got unexpected content header")
-        class_id, size, props, raw = codec.decode_content_header(payload)
+        class_id, size, props, raw = self._decode_header(payload)
         if class_id != 60:
             raise FrameError(f"content header for class {class_id}, expected 60")
         ch.props, ch.raw_props, ch.body_size, ch.got = props, raw, size, 0

@@ -20,9 +20,10 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from haremq.clock import SystemClock
 from haremq.core.broker import Broker
 from haremq.core.lease import TimedLease
 from haremq.core.message import Message, Properties
@@ -44,25 +45,33 @@ from haremq.errors import (
     BatchRequestTooLong,
     EmptyBatchRequest,
     HareError,
+    IncompleteSignature,
     InvalidAction,
     InvalidBatchEntryId,
     InvalidClientTokenId,
     InvalidParameterValue,
     MalformedRequest,
     MessageTooLong,
+    MissingAuthenticationToken,
     MissingParameter,
     NotFound,
     PeerError,
     QueueDoesNotExist,
+    RequestExpired,
+    SignatureDoesNotMatch,
     TooManyEntriesInBatchRequest,
     UnsupportedOperation,
 )
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import mapping as M
-from haremq.protocol.sqs import query, sigv4
-from haremq.security import audit
+from haremq.protocol.sqs import query
+from haremq.security import sigv4
+from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
+
+if TYPE_CHECKING:
+    from haremq.security.auth import Authenticator
 
 JSON = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
@@ -265,8 +274,13 @@ def error_response(err: HareError, request_id: str) -> HttpResponse:
 
 class SqsApi:
     def __init__(self, broker: Broker, *, any_credentials: bool = False, default_user: str = "guest",
-                 max_wait: float | None = None) -> None:
+                 max_wait: float | None = None, auth: Authenticator | None = None) -> None:
         self.broker = broker
+        if auth is None:  # standalone (unit tests): a service of its own on the wall clock
+            from haremq.security.auth import Authenticator
+
+            auth = Authenticator(broker.users, SystemClock())
+        self.auth = auth  # the node's authentication service: it verifies and audits, this maps refusals
         self.service = SqsService(broker)
         self.any_credentials = any_credentials
         self.default_user = default_user
@@ -361,41 +375,14 @@ class SqsApi:
                             [("x-amzn-RequestId", rid)])
 
     def _authenticate(self, req: Request) -> tuple[User, str]:
-        users = self.broker.users
-        if self.any_credentials:
-            user = users.users.get(self.default_user)
-            if user is None:
-                audit.login_refused("sqs", req.peer, self.default_user, "--sqs-any-credentials: no default user")
-                raise AccessDenied("no default user to act as")
-            return user, _region_of(req)
-        found: list[tuple[User, str]] = []
-
-        def secret_of(key_id: str) -> str | None:
-            hit = users.by_access_key(key_id)
-            if hit is None:
-                return None
-            found.append(hit)
-            return hit[1]
-
+        """The caller and the region it signed for; a refusal (already audited) becomes its AWS error."""
+        peer = Peer("sqs", req.peer, req.loopback)
         try:
-            if "authorization" not in req.headers and sigv4.is_presigned(req.query):
-                _, region = sigv4.verify_presigned(req.method, req.path, req.query, req.headers, req.body,
-                                                   secret_of)
-            else:
-                _, region = sigv4.verify(req.method, req.path, req.query, req.headers, req.body, secret_of)
-            user = found[0][0]
-            if user.loopback_only and not req.loopback:
-                raise AccessDenied(f"User {user.name} can only connect via localhost")
-        except AccessRefused as err:
-            key = _access_key_of(req)
-            who = f"{found[0][0].name} (access key {key})" if found else key
-            reason = f"{err.sqs_code}: {err.text}"
-            if isinstance(err, InvalidClientTokenId):
-                reason += (" (unknown access key: give a user this key with the management API, or start haremq "
-                           "with --sqs-any-credentials to accept any key)")
-            audit.login_refused("sqs", req.peer, who, reason)
-            raise
-        return user, region
+            if self.any_credentials:
+                return self.auth.trusted(self.default_user, peer, "--sqs-any-credentials"), _region_of(req)
+            return self.auth.sigv4(req, peer)
+        except LoginRefused as refused:
+            raise _AWS_REFUSALS.get(refused.reason, AccessDenied)(refused.detail) from None
 
     def url(self, req: Request, name: str) -> str:
         host = req.headers.get("host", "localhost")
@@ -741,16 +728,12 @@ def _untoken(token: str) -> str:
         raise InvalidParameterValue("Invalid NextToken.") from None
 
 
-def _access_key_of(req: Request) -> str | None:
-    """The access key id a request claims (Authorization header or presigned query), for the audit log."""
-    auth = req.headers.get("authorization")
-    if auth is not None:
-        cred = auth.partition("Credential=")[2]
-        return cred.split("/", 1)[0][:128] or None
-    for part in req.query.split("&"):
-        if part.startswith("X-Amz-Credential="):
-            return unquote(part[len("X-Amz-Credential="):]).split("/", 1)[0][:128] or None
-    return None
+# the AWS error for each refusal reason (the message is the service's ``detail``, AWS's own text)
+_AWS_REFUSALS: dict[Reason, Callable[[str], HareError]] = {
+    Reason.NO_CREDENTIALS: MissingAuthenticationToken, Reason.MALFORMED: IncompleteSignature,
+    Reason.EXPIRED: RequestExpired, Reason.UNKNOWN_KEY: InvalidClientTokenId,
+    Reason.BAD_SIGNATURE: SignatureDoesNotMatch,
+}
 
 
 def _region_of(req: Request) -> str:

@@ -107,19 +107,19 @@ class FrameParser:
                         self.heartbeats += 1
                         pos += 2
                         continue
-                    return self._fail(out, FrameError("bare CR outside a frame"), pos)
+                    return self._fail(out, FrameError("bare CR outside a frame"))
                 end = self._header_end(buf, pos)
                 if end is None:
                     if n - pos > self.max_header_size:
                         return self._fail(out, FrameError(
-                            f"header block exceeds {self.max_header_size} bytes"), pos)
+                            f"header block exceeds {self.max_header_size} bytes"))
                     break
                 head_end, body_start = end
                 if head_end - pos > self.max_header_size:
-                    return self._fail(out, FrameError(f"header block exceeds {self.max_header_size} bytes"), pos)
+                    return self._fail(out, FrameError(f"header block exceeds {self.max_header_size} bytes"))
                 parsed = self._parse_head(bytes(buf[pos:head_end]))
                 if isinstance(parsed, ParseError):
-                    return self._fail(out, parsed.error, pos, parsed.receipt)
+                    return self._fail(out, parsed.error, parsed.receipt)
                 command, headers, length = parsed
                 pending = self._pending = (command, headers, body_start, length)
                 self._scan = body_start
@@ -130,17 +130,17 @@ class FrameParser:
                     break
                 if buf[stop] != 0:
                     return self._fail(out, FrameError("frame body not terminated by NUL after content-length"),
-                                      pos, headers.get("receipt"))
+                                      headers.get("receipt"))
             else:
                 stop = buf.find(b"\x00", self._scan)
                 if stop < 0:
                     self._scan = n
                     if n - body_start > self.max_body:
                         return self._fail(out, ContentTooLarge(
-                            f"frame body exceeds {self.max_body} bytes"), pos, headers.get("receipt"))
+                            f"frame body exceeds {self.max_body} bytes"), headers.get("receipt"))
                     break
                 if stop - body_start > self.max_body:
-                    return self._fail(out, ContentTooLarge(f"frame body exceeds {self.max_body} bytes"), pos,
+                    return self._fail(out, ContentTooLarge(f"frame body exceeds {self.max_body} bytes"),
                                       headers.get("receipt"))
             out.append(Frame(command, headers, bytes(buf[body_start:stop])))
             self._pending = None
@@ -161,7 +161,7 @@ class FrameParser:
         """Parse what is already buffered (after ``feed`` stopped at a CONNECT)."""
         return self.feed(b"")
 
-    def _fail(self, out: list[Frame | ParseError], err: HareError, pos: int,
+    def _fail(self, out: list[Frame | ParseError], err: HareError,
               receipt: str | None = None) -> list[Frame | ParseError]:
         out.append(ParseError(err, receipt))
         self.failed = True

@@ -27,8 +27,8 @@ import dataclasses
 from typing import Any
 from urllib.parse import unquote
 
-from haremq.core.message import Message, Properties
 from haremq.errors import SyntaxError_
+from haremq.message import Message, Properties
 
 QUEUE, TOPIC, EXCHANGE, AMQ_QUEUE, TEMP_QUEUE, REPLY_QUEUE = (
     "queue", "topic", "exchange", "amq/queue", "temp-queue", "reply-queue")

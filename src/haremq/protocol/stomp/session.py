@@ -306,9 +306,6 @@ class StompConnection:
         self._out = []
         return out
 
-    def has_output(self) -> bool:
-        return bool(self._out)
-
     def send_connected(self, session: str, server: str) -> None:
         headers = [("version", self.version), ("session", session), ("server", server)]
         if self.version != V10:

@@ -35,12 +35,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from haremq import __version__
 from haremq.core.consumer import Session
 from haremq.core.exchange import EXCHANGE_TYPES
-from haremq.core.message import Message, Properties
 from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
+from haremq.message import Message, Properties
 from haremq.protocol.http import HttpRequest, HttpResponse
-from haremq.security import audit
+from haremq.security.access import may_open_vhost
+from haremq.security.refusal import LoginRefused, Peer
 from haremq.security.users import Permission, User, hash_password
 from haremq.server.definitions import access_key_change, permission_change
 from haremq.server.http.metrics import Metrics
@@ -300,7 +301,7 @@ class ManagementApp:
             try:
                 name, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
-                audit.login_refused("http", req.peer, None, "malformed basic auth")
+                self.node.auth.refuse(self._peer(req), None, "malformed basic auth")
                 raise HttpError(401, "malformed basic auth") from None
             user = self._login(req, name, password)
         else:
@@ -317,14 +318,18 @@ class ManagementApp:
 
     def _login(self, req: HttpRequest, name: str, password: str) -> User:
         """Check credentials of a management login; every refusal is logged to the audit log."""
-        user = self.broker.users.authenticate(name, password, loopback=req.loopback)
-        if user is None:
-            audit.login_refused("http", req.peer, name, "invalid credentials")
-            raise HttpError(401, "Login failed")
+        try:
+            user = self.node.auth.password(name, password, self._peer(req))
+        except LoginRefused:
+            raise HttpError(401, "Login failed") from None
         if not any(t in VIEW_TAGS for t in user.tags):
-            audit.login_refused("http", req.peer, name, "not a management user")
+            self.node.auth.refuse(self._peer(req), name, "not a management user")
             raise HttpError(403, "Not management user")
         return user
+
+    @staticmethod
+    def _peer(req: HttpRequest) -> Peer:
+        return Peer("http", req.peer, req.loopback)
 
     def _cookie_session(self, req: HttpRequest) -> tuple[str, DashboardSession, User] | None:
         token = ""
@@ -440,7 +445,7 @@ class ManagementApp:
         return any(t in SEE_ALL_TAGS for t in user.tags)
 
     def _sees(self, user: User, vhost: str) -> bool:
-        return self._sees_all(user) or vhost in user.permissions
+        return self._sees_all(user) or may_open_vhost(user, vhost)
 
     def _own(self, user: User, conn_user: User | None) -> bool:
         return self._sees_all(user) or (conn_user is not None and conn_user.name == user.name)

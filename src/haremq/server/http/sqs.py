@@ -25,7 +25,8 @@ class SqsEndpoint:
     def __init__(self, node: Node) -> None:
         s = node.settings
         self.node = node
-        self.api = SqsApi(node.broker, any_credentials=s.sqs_any_credentials, default_user=s.default_user)
+        self.api = SqsApi(node.broker, any_credentials=s.sqs_any_credentials, default_user=s.default_user,
+                          auth=node.auth)
         self.waiting = 0
         users = node.broker.users
         user = users.users.get(s.default_user)

@@ -8,7 +8,7 @@ before sending (botocore ``SigV4Auth``):
 
 String to sign: ``AWS4-HMAC-SHA256\\n<X-Amz-Date>\\n<date>/<region>/<service>/aws4_request\\n
 hex(sha256(canonical request))``; key: HMAC chain over "AWS4"+secret, date, region, service,
-"aws4_request" (cached per key and day). Requests older or newer than 15 minutes are refused, as
+"aws4_request" (a verifier may cache it through ``derive``). Requests older or newer than 15 minutes are refused, as
 AWS does, so a captured request cannot be replayed later.
 """
 
@@ -26,20 +26,19 @@ from haremq.errors import SignatureDoesNotMatch as _BadSignature
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 15 * 60
-_key_cache: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 signing key (uncached: the authentication service keeps the node's cache)."""
+    k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    ck = (secret, date, region, service)
-    key = _key_cache.get(ck)
-    if key is None:
-        k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-        for part in (region, service, "aws4_request"):
-            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-        if len(_key_cache) > 1024:
-            _key_cache.clear()
-        key = _key_cache[ck] = k
-    return key
+    """The SigV4 signing key, derived afresh (a verifier that wants a cache passes ``derive``)."""
+    return derive_signing_key(secret, date, region, service)
 
 
 def canonical_query(query: str) -> str:
@@ -75,10 +74,12 @@ def parse_authorization(value: str) -> tuple[str, str, str, str, str, list[str],
 
 
 def verify(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-           secret_of: Callable[[str], str | None], now: float | None = None) -> tuple[str, str]:
+           secret_of: Callable[[str], str | None], now: float | None = None, *,
+           derive: Callable[[str, str, str, str], bytes] = signing_key) -> tuple[str, str]:
     """Check a request's SigV4 signature; returns (access key id, region). Raises the AWS error otherwise.
 
-    ``headers`` has lower-case names. ``secret_of`` maps an access key id to its secret (None = unknown).
+    ``headers`` has lower-case names. ``secret_of`` maps an access key id to its secret (None = unknown);
+    ``derive`` makes the signing key (the authentication service passes its own cache).
     """
     auth = headers.get("authorization")
     if auth is None:
@@ -103,13 +104,14 @@ def verify(method: str, path: str, query: str, headers: dict[str, str], body: by
     elif payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
         raise _BadSignature("The provided 'x-amz-content-sha256' header does not match what was computed.")
     _check(method, path, canonical_query(query), headers, signed, (payload_hash,), key_id, amz_date, date, region,
-           service, signature, secret_of)
+           service, signature, secret_of, derive)
     return key_id, region
 
 
 def _check(method: str, path: str, canon_query: str, headers: dict[str, str], signed: list[str],
            payload_hashes: tuple[str, ...], key_id: str, amz_date: str, date: str, region: str, service: str,
-           signature: str, secret_of: Callable[[str], str | None]) -> None:
+           signature: str, secret_of: Callable[[str], str | None],
+           derive: Callable[[str, str, str, str], bytes] = signing_key) -> None:
     """Rebuild the canonical request and compare signatures (any of ``payload_hashes`` may have been signed)."""
     secret = secret_of(key_id)
     if secret is None:
@@ -124,7 +126,7 @@ def _check(method: str, path: str, canon_query: str, headers: dict[str, str], si
                                 f"Signed header '{name[:40]}' is missing.")
         canon_headers.append(f"{name}:{' '.join(v.split())}\n")
     scope = f"{date}/{region}/{service}/aws4_request"
-    key = signing_key(secret, date, region, service)
+    key = derive(secret, date, region, service)
     for payload_hash in payload_hashes:
         canonical = "\n".join((method, quote(unquote(path) or "/", safe="/~"), canon_query, "".join(canon_headers),
                                ";".join(signed), payload_hash))
@@ -143,7 +145,8 @@ def is_presigned(query: str) -> bool:
 
 
 def verify_presigned(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-                     secret_of: Callable[[str], str | None], now: float | None = None) -> tuple[str, str]:
+                     secret_of: Callable[[str], str | None], now: float | None = None, *,
+                     derive: Callable[[str, str, str, str], bytes] = signing_key) -> tuple[str, str]:
     """Check a query-string (presigned) SigV4 signature: ``X-Amz-Algorithm``, ``X-Amz-Credential``,
     ``X-Amz-Date``, ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ``X-Amz-Signature``. Returns (key id, region).
 
@@ -182,5 +185,5 @@ def verify_presigned(method: str, path: str, query: str, headers: dict[str, str]
     unsigned = "&".join(p for p in query.split("&") if unquote(p.partition("=")[0]) != "X-Amz-Signature")
     hashes = (hashlib.sha256(body).hexdigest(),) + (() if body else ("UNSIGNED-PAYLOAD",))
     _check(method, path, canonical_query(unsigned), headers, params["X-Amz-SignedHeaders"].split(";"), hashes,
-           key_id, amz_date, date, region, service, params["X-Amz-Signature"], secret_of)
+           key_id, amz_date, date, region, service, params["X-Amz-Signature"], secret_of, derive)
     return key_id, region

@@ -1,4 +1,5 @@
-"""The lean HTTP server's connection handling, with a fake transport."""
+"""The HTTP server closes a connection it can no longer serve (a bad request behind a long poll, a
+half-sent request past its timeout), with a fake transport."""
 
 from __future__ import annotations
 

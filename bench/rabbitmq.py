@@ -1,7 +1,7 @@
 """Start and stop a private RabbitMQ node for side-by-side benchmarks (AMQP now, STOMP later).
 
-All node state lives in one folder; ports default to ones that do not collide with haremq (see
-/work/shared/PEERS.md). The node is stopped by the PID of its Erlang VM, never by name, and the shared
+All node state lives in one folder; ports default to ones that do not collide with haremq (AMQP 5673, STOMP 61614,
+management 15673). The node is stopped by the PID of its Erlang VM, never by name, and the shared
 ``epmd`` daemon is left alone.
 
 Usage from code::

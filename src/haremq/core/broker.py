@@ -76,8 +76,8 @@ class Broker:
             for q in dirty:
                 if not q.deleted:
                     q.dispatch()
-                if q.sqs is not None and q.sqs.waiters:
-                    q.sqs.wake()  # SQS long polls waiting on this queue
+                if q.receiver is not None and q.receiver.waiters:
+                    q.receiver.wake()  # long polls waiting on this queue
 
     def schedule(self, deadline: float, q: TimerTarget) -> None:
         due = self._timer_due.get(q)

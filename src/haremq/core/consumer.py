@@ -1,7 +1,8 @@
 """Sessions, consumers and leases: the one model behind AMQP channels and STOMP subscriptions.
 
 A ``Session`` is what an AMQP channel or a STOMP connection is to the core: it owns consumers,
-numbers deliveries with tags, and holds a ``Lease`` for every delivered-but-unsettled entry.
+numbers deliveries with tags, and holds a ``Lease`` (``core/lease.py``, made by ``Queue.lease``)
+for every delivered-but-unsettled entry.
 When the session ends, its leases end and their entries are requeued, flagged redelivered.
 
 Credit: a consumer may take a message when its own unacked count is under its prefetch, the
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haremq.errors import PreconditionFailed
 
 if TYPE_CHECKING:
+    from haremq.core.lease import Lease
     from haremq.core.queue import Entry, Queue
     from haremq.core.vhost import VHost
     from haremq.message import Message
@@ -35,15 +37,14 @@ class DeliverySink(Protocol):
         ...
 
 
-class Lease:
-    """A delivered entry awaiting settlement."""
+class NoDeliveries:
+    """Sink of sessions that never consume (polling front ends, the management API)."""
 
-    __slots__ = ("consumer", "entry", "queue")
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
+        raise AssertionError("this session has no consumers")
 
-    def __init__(self, queue: Queue, entry: Entry, consumer: Consumer | None) -> None:
-        self.queue = queue
-        self.entry = entry
-        self.consumer = consumer
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        return None
 
 
 class Consumer:
@@ -100,11 +101,7 @@ class Session:
         if c.no_ack:
             queue.settle(e)
         else:
-            self.leases[tag] = Lease(queue, e, c)
-            c.unacked += 1
-            queue.unacked += 1
-            if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+            self.leases[tag] = queue.lease(e, c)
         self.sink.deliver(c.tag, tag, e.delivery_count > 1, queue.name, e.msg)
 
     def take_get(self, queue: Queue, e: Entry, no_ack: bool) -> int:
@@ -114,10 +111,7 @@ class Session:
         if no_ack:
             queue.settle(e)
         else:
-            self.leases[tag] = Lease(queue, e, None)
-            queue.unacked += 1
-            if queue.persist and e.msg.props.delivery_mode == 2:
-                self.vhost.broker.store.mark_delivered(queue, e)
+            self.leases[tag] = queue.lease(e)
         return tag
 
     # ---- settlement ----------------------------------------------------------------------------
@@ -141,20 +135,9 @@ class Session:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
         return [lease]
 
-    def _release(self, lease: Lease) -> None:
-        q = lease.queue
-        q.unacked -= 1
-        c = lease.consumer
-        if c is not None:
-            c.unacked -= 1
-            if not q.deleted:
-                self.vhost.broker.mark_dirty(q)
-
     def ack(self, tag: int, multiple: bool) -> None:
         for lease in self._take(tag, multiple):
-            self._release(lease)
-            if not lease.queue.deleted:
-                lease.queue.settle(lease.entry)
+            lease.queue.ack(lease)
         if self.global_prefetch:
             self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch
 
@@ -164,7 +147,7 @@ class Session:
     def _settle_negative(self, leases: list[Lease], requeue: bool) -> None:
         by_queue: dict[Queue, list[Entry]] = {}
         for lease in leases:
-            self._release(lease)
+            lease.queue.release(lease)
             by_queue.setdefault(lease.queue, []).append(lease.entry)
         if self.global_prefetch and leases:
             self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch

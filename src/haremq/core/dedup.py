@@ -1,4 +1,4 @@
-"""A deduplication window: keys remembered for a fixed time (SQS FIFO: 5 minutes).
+"""A deduplication window: keys remembered for a fixed time (for example 5 minutes).
 
 Insertion order is expiry order (the window is constant), so pruning pops from the front of a
 deque: O(1) amortized per key, no timer needed; ``prune`` runs on every lookup.

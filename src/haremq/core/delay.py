@@ -1,4 +1,4 @@
-"""Delayed entries (SQS ``DelaySeconds``): in the queue and in its log, but not ready until due.
+"""Delayed entries: in the queue and in its log, but not ready until due.
 
 A delayed message is enqueued at once (so it is persisted before the sender is answered) and held
 in this heap instead of the ready list. Its due time is also written into the message as the

@@ -2,7 +2,11 @@
 
 Invariants:
 - every ``Entry`` is in exactly one place: ``ready`` (waiting), a ``Lease`` (delivered, unacked),
-  or gone (acked, dropped, expired, dead-lettered);
+  or gone (acked, dropped, expired, dead-lettered); the optional features hold entries too: ``delayed``
+  (not due yet) and the receiver's group backlogs (``core/receiver.py``, ``core/groups.py``);
+- leases are made only by ``lease`` and ended only by ``ack``/``release``, and deliveries are counted
+  only here (``dispatch``, ``count_delivery``): the unacked, delivered and redelivered counts of the
+  queue and of its consumers never change anywhere else;
 - ``ready`` is ordered by ``seq`` within a priority level, so requeued messages go back to their
   original position (as RabbitMQ's classic queues do);
 - only the head can expire (RabbitMQ semantics for per-message TTL), so expiry costs O(1) per
@@ -14,6 +18,7 @@ per batch of input, which hands entries to consumers with credit.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
+from haremq.core.lease import Lease
 from haremq.errors import ResourceError
 from haremq.message import Message, Properties
 
 if TYPE_CHECKING:
     from haremq.core.consumer import Consumer
-    from haremq.core.sqs import SqsQueue
+    from haremq.core.receiver import Receiver
     from haremq.core.vhost import VHost
 
 
@@ -173,7 +179,7 @@ class Queue:
         self.unacked = 0
         self.next_seq = 1
         self.deleted = False
-        self.sqs: SqsQueue | None = None  # SQS state (core/sqs.py), once the SQS API uses this queue
+        self.receiver: Receiver | None = None  # pull receives (core/receiver.py), once a poller uses this queue
         self.last_used = vhost.broker.clock.monotonic()
         self.has_consumer_priorities = False
         self._mean_size = 0  # last known mean ready message size (memory_estimate)
@@ -284,7 +290,7 @@ class Queue:
             assert e is not None
             if e.msg is PAGED and args.dlx is not None:
                 self.load(e)
-            self._forget(e)
+            self.drop(e)
             dropped.append(e.msg)
         if dropped:
             self.vhost.dead_letter(self, dropped, "maxlen")
@@ -294,8 +300,9 @@ class Queue:
             return False
         return True
 
-    def _forget(self, e: Entry) -> None:
-        """The entry leaves the queue for good (not via ack): tell the store."""
+    def drop(self, e: Entry) -> None:
+        """The entry (taken out of the ready list or a lease) leaves the queue for good, not via ack:
+        tell the store."""
         # a deleted queue's log is gone; the store is keyed by name, so touching it now would
         # remove a record of a new queue of the same name (a late nack of an old lease)
         if self.persist and not self.deleted and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
@@ -379,7 +386,7 @@ class Queue:
         for e in entries:
             if e.msg is PAGED and self.args.dlx is not None:
                 self.load(e)
-            self._forget(e)
+            self.drop(e)
         self.vhost.dead_letter(self, [e.msg for e in entries], "expired")
 
     def dispatch(self) -> None:
@@ -399,9 +406,9 @@ class Queue:
                 self.redelivered += 1
             e.delivery_count += 1
             c.session.deliver(c, self, e)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
 
-    def _schedule_head_expiry(self) -> None:
+    def schedule_head_expiry(self) -> None:
         head = self.ready.peek()
         if head is not None and head.expires_at is not None:
             self.vhost.broker.schedule(head.expires_at, self)
@@ -411,11 +418,71 @@ class Queue:
         self.touch()
         e = self.take_head(self.vhost.broker.clock.monotonic())
         if e is not None:
-            self.delivered += 1
-            if e.delivery_count:
-                self.redelivered += 1
-            e.delivery_count += 1
+            self.count_delivery(e)
         return e
+
+    def count_delivery(self, e: Entry) -> None:
+        """A taken entry is handed out (once more): count it (``dispatch`` does the same inline)."""
+        self.delivered += 1
+        if e.delivery_count:
+            self.redelivered += 1
+        e.delivery_count += 1
+
+    # ---- leases ------------------------------------------------------------------------------
+    def lease(self, e: Entry, owner: Consumer | None = None, deadline: float | None = None,
+              group: str | None = None) -> Lease:
+        """A handed-out entry awaits settlement: the one place unacked counts go up. A lease without a
+        deadline is recorded as delivered in the store (a restart flags the entry redelivered)."""
+        self.unacked += 1
+        if owner is not None:
+            owner.unacked += 1
+        if deadline is None and self.persist and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.mark_delivered(self, e)
+        return Lease(self, e, owner, deadline, group)
+
+    def ack(self, lease: Lease) -> None:
+        """A lease was acknowledged: it ends and its entry is gone (``release`` + ``settle`` in one call,
+        for the hot ack path)."""
+        self.unacked -= 1
+        c = lease.owner
+        if c is not None:
+            c.unacked -= 1
+        if self.deleted:
+            return
+        if c is not None:
+            self.vhost.broker.mark_dirty(self)
+        self.acked += 1
+        e = lease.entry
+        if self.persist and e.msg.props.delivery_mode == 2:
+            self.vhost.broker.store.remove(self, e)
+
+    def release(self, lease: Lease) -> None:
+        """A lease ended (settled, requeued, expired, or its entry dropped): the one place unacked counts
+        go down. The owner's freed credit may let the queue dispatch again."""
+        self.unacked -= 1
+        c = lease.owner
+        if c is not None:
+            c.unacked -= 1
+            if not self.deleted:
+                self.vhost.broker.mark_dirty(self)
+
+    def take_ready(self, e: Entry) -> bool:
+        """Take a particular entry out of the ready list (deleted while waiting); False if it is not
+        there. Linear, but entries whose lease expired go back near the head."""
+        ready = self.ready
+        for level in ready.levels:
+            try:
+                level.d.remove(e)
+            except ValueError:
+                continue
+            ready.count -= 1
+            ready.bytes -= e.size
+            return True
+        return False
+
+    def set_message_ttl(self, ttl_ms: int | None) -> None:
+        """Change the queue's message TTL (retention) for entries enqueued from now on."""
+        self.args = dataclasses.replace(self.args, message_ttl_ms=ttl_ms)
 
     # ---- settlement --------------------------------------------------------------------------
     def settle(self, e: Entry) -> None:
@@ -431,19 +498,19 @@ class Queue:
         entries.sort()
         self.ready.requeue(entries)
         self.vhost.broker.mark_dirty(self)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
 
     def reject(self, entries: list[Entry]) -> None:
         """Rejected without requeue: dead-letter (reason ``rejected``) or drop."""
         for e in entries:
-            self._forget(e)
+            self.drop(e)
         if not self.deleted:
             self.vhost.dead_letter(self, [e.msg for e in entries], "rejected")
 
     def purge(self) -> int:
         entries = self.ready.clear() + self.delayed.clear()
         for e in entries:
-            self._forget(e)
+            self.drop(e)
         return len(entries)
 
     # ---- timers ------------------------------------------------------------------------------
@@ -467,11 +534,11 @@ class Queue:
         if due:
             for e in due:
                 self.ready.append(e)
-            self.vhost.broker.mark_dirty(self)  # the flush also wakes SQS long polls
+            self.vhost.broker.mark_dirty(self)  # the flush also wakes long polls
         nxt = self.delayed.next_due()
         if nxt is not None:
             self.vhost.broker.schedule(nxt, self)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
         if self.args.expires_ms is not None:
             deadline = self.last_used + self.args.expires_ms / 1000
             if not self.consumers and deadline <= now:
@@ -492,7 +559,7 @@ class Queue:
         for e in entries:
             self.ready.append(e)
         self.next_seq = max(self.next_seq, next_seq)
-        self._schedule_head_expiry()
+        self.schedule_head_expiry()
         self.vhost.broker.mark_dirty(self)
 
     def entries(self) -> Iterable[Entry]:

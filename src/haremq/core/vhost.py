@@ -219,8 +219,8 @@ class VHost:
             c.session.sink.consumer_cancelled(c.tag)
         q.consumers.clear()
         q.purge()
-        if q.sqs is not None and q.sqs.waiters:
-            q.sqs.wake()  # parked SQS long polls answer now (the queue is gone), whoever deleted it
+        if q.receiver is not None and q.receiver.waiters:
+            q.receiver.wake()  # parked long polls answer now (the queue is gone), whoever deleted it
         if self.queues.get(q.name) is q:
             del self.queues[q.name]
         for ex in list(self.exchanges.values()):

@@ -8,7 +8,7 @@ from haremq.testing import FakeClock, session_for
 
 
 def test_sqs_purge_keeps_amqp_get_leases_counted() -> None:
-    from haremq.core.sqs_service import SqsService
+    from haremq.server.sqs_service import SqsService
 
     b = Broker(clock=FakeClock())
     user = b.users.add("guest", "guest")

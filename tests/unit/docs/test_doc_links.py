@@ -9,6 +9,9 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# every text a reader or a script of the repository sees: no absolute path into the folder around the clone
+TEXTS = [*PAGES, *sorted((ROOT / "bench").glob("*.md")), *sorted((ROOT / "bench").glob("*.py")),
+         *sorted((ROOT / "src").rglob("*.py"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 UP_PATH = re.compile(r"(?<![\w/.])((?:\.\./)+[\w./-]+)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -56,3 +59,10 @@ def test_docs_pages_are_not_copies_of_readme_sections() -> None:
     for page in PAGES[1:]:
         shared = readme & units(page.read_text())
         assert not shared, f"{page.relative_to(ROOT)} repeats README: {sorted(shared)[:3]}"
+
+
+def test_no_absolute_path_outside_the_repository() -> None:
+    outside = str(ROOT.parent) + "/"
+    bad = [str(t.relative_to(ROOT)) for t in TEXTS
+           if outside in t.read_text().replace(str(ROOT) + "/", "") or "shared/PEERS.md" in t.read_text()]
+    assert bad == []

@@ -17,9 +17,9 @@ from haremq.core.broker import Broker
 from haremq.errors import MissingParameter, RequestExpired, SignatureDoesNotMatch
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs import query
-from haremq.protocol.sqs.api import LongPoll, SqsApi
 from haremq.security import sigv4
 from haremq.security.users import UserStore
+from haremq.server.sqs_api import LongPoll, SqsApi
 from haremq.testing.fakes import FakeClock
 
 NS = {"q": query.XMLNS}

@@ -10,8 +10,8 @@ import pytest
 
 from haremq.core.broker import Broker
 from haremq.protocol.http import HttpRequest, HttpResponse
-from haremq.protocol.sqs.api import LongPoll, SqsApi
 from haremq.security.users import UserStore
+from haremq.server.sqs_api import LongPoll, SqsApi
 from haremq.testing.fakes import FakeClock, session_for
 
 

@@ -1,77 +1,57 @@
-"""The SQS API as a sans-IO function: ``SqsApi.handle(HttpRequest) -> HttpResponse | LongPoll``.
+"""The SQS wire protocol, sans-IO: requests into typed parameters, results and errors into responses.
 
 Wire format (AWS JSON 1.0, what boto3 speaks by default): ``POST /`` with
 ``X-Amz-Target: AmazonSQS.<Action>`` and a JSON body; answers are JSON. Errors are
 ``{"__type": "com.amazonaws.sqs#<Shape>", "message": ...}`` plus the header
 ``x-amzn-query-error: <query code>;Sender``, from which botocore picks the error code and its
-modeled exception class. Everything else (auth, parsing, validation, the action) happens here,
-synchronously, against the core; a ReceiveMessage that finds nothing and may wait returns a
-``LongPoll`` that the server parks until the queue wakes it or the wait time passes.
+modeled exception class. The Query protocol (form parameters in, XML out; no ``X-Amz-Target``)
+carries the same actions: ``query`` turns its flattened parameters into the JSON-shaped document
+read here, and renders results as XML.
 
-The Query protocol (form parameters in, XML out; no ``X-Amz-Target``) runs the same actions:
-``query`` turns its flattened parameters into the JSON-shaped document the actions read and
-renders their results as XML.
+This module knows no broker: ``Params`` reads a request document with SQS's validation errors,
+``parse_*`` build typed operations, ``error_response``/``ok`` encode answers. The server's SQS
+driver (``haremq.server.sqs_api``) authenticates, runs the actions against the core and answers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from haremq.clock import SystemClock
-from haremq.core.broker import Broker
-from haremq.core.lease import TimedLease
-from haremq.core.message import Message, Properties
-from haremq.core.sqs import (
-    ACCOUNT,
-    DEDUP_HEADER,
-    GROUP_HEADER,
-    MAX_MESSAGE_SIZE,
-    SOURCE_HEADER,
-    SqsQueue,
-    arn,
-    name_from_arn,
-)
-from haremq.core.sqs_service import SqsService
 from haremq.errors import (
-    AccessDenied,
     AccessRefused,
     BatchEntryIdsNotDistinct,
     BatchRequestTooLong,
     EmptyBatchRequest,
     HareError,
-    IncompleteSignature,
     InvalidAction,
+    InvalidAttributeName,
     InvalidBatchEntryId,
-    InvalidClientTokenId,
     InvalidParameterValue,
     MalformedRequest,
     MessageTooLong,
-    MissingAuthenticationToken,
     MissingParameter,
     NotFound,
     PeerError,
     QueueDoesNotExist,
-    RequestExpired,
-    SignatureDoesNotMatch,
     TooManyEntriesInBatchRequest,
-    UnsupportedOperation,
 )
 from haremq.protocol.http import HttpRequest as Request
 from haremq.protocol.http import HttpResponse
 from haremq.protocol.sqs import mapping as M
 from haremq.protocol.sqs import query
+from haremq.protocol.sqs.attributes import (
+    ACCOUNT,
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    MAX_MESSAGE_SIZE,
+    SOURCE_HEADER,
+    arn,
+    name_from_arn,
+)
 from haremq.security import sigv4
-from haremq.security.refusal import LoginRefused, Peer, Reason
-from haremq.security.users import User
-
-if TYPE_CHECKING:
-    from haremq.security.auth import Authenticator
 
 JSON = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
@@ -81,16 +61,6 @@ _BATCH_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 SYSTEM_ATTRIBUTES = ("SenderId", "SentTimestamp", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
                      "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "AWSTraceHeader",
                      "DeadLetterQueueSourceArn")
-
-
-@dataclasses.dataclass(slots=True)
-class LongPoll:
-    """A receive that found nothing yet: park it on ``queue.waiters`` and call ``retry`` when woken."""
-
-    queue: SqsQueue
-    wait_seconds: float
-    retry: Callable[[], HttpResponse | None]
-    empty: Callable[[], HttpResponse]
 
 
 # ---- typed operations ----------------------------------------------------------------------------
@@ -228,12 +198,125 @@ def parse_receive(p: Params) -> ReceiveMessage:
     names = p.str_list("MessageSystemAttributeNames") + p.str_list("AttributeNames")
     for n in names:
         if n != "All" and n not in SYSTEM_ATTRIBUTES:
-            from haremq.errors import InvalidAttributeName
-
             raise InvalidAttributeName(f"Unknown Attribute {n}.")
     return ReceiveMessage(p.integer("MaxNumberOfMessages", 1, 10) or 1, p.integer("VisibilityTimeout", 0, 43200),
                           p.integer("WaitTimeSeconds", 0, 20), names, p.str_list("MessageAttributeNames"),
                           p.text("ReceiveRequestAttemptId", max_len=128))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreateQueue:
+    name: str
+    attributes: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChangeVisibility:
+    receipt_handle: str
+    timeout: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartMove:
+    source: str
+    destination: str | None
+    rate: int | None
+
+
+def parse_create_queue(p: Params) -> CreateQueue:
+    name = p.req("QueueName")
+    tags = p.str_map("tags")
+    check_tags(tags)
+    return CreateQueue(name, p.str_map("Attributes"), tags)
+
+
+def parse_tags(p: Params) -> dict[str, str]:
+    """TagQueue's tags (their count against the queue's is checked with ``check_tags``)."""
+    tags = p.str_map("Tags")
+    if not tags:
+        raise MissingParameter("The request must contain the parameter Tags.")
+    return tags
+
+
+def parse_tag_keys(p: Params) -> list[str]:
+    keys = p.str_list("TagKeys")
+    if not keys:
+        raise MissingParameter("The request must contain the parameter TagKeys.")
+    return keys
+
+
+def parse_change_visibility(p: Params) -> ChangeVisibility:
+    """ChangeMessageVisibility, or one entry of its batch."""
+    timeout = p.integer("VisibilityTimeout", 0, 43200)
+    if timeout is None:
+        raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
+    return ChangeVisibility(p.req("ReceiptHandle"), timeout)
+
+
+def parse_start_move(p: Params) -> StartMove:
+    src = name_from_arn(p.req("SourceArn"))
+    dest_arn = p.text("DestinationArn")
+    dest = name_from_arn(dest_arn) if dest_arn else None
+    if src is None or (dest_arn and dest is None):
+        raise InvalidParameterValue("Value for parameter SourceArn or DestinationArn is not a valid ARN.")
+    return StartMove(src, dest, p.integer("MaxNumberOfMessagesPerSecond", 1, 500))
+
+
+def parse_list_moves(p: Params) -> tuple[str, int]:
+    """ListMessageMoveTasks: (source queue name, how many tasks at most)."""
+    src = name_from_arn(p.req("SourceArn"))
+    if src is None:
+        raise InvalidParameterValue("Value for parameter SourceArn is not a valid ARN.")
+    return src, p.integer("MaxResults", 1, 10) or 1
+
+
+def parse_send_batch(p: Params, fifo: bool, content_dedup: bool) -> list[tuple[str, Params]]:
+    """SendMessageBatch's entries as (Id, entry) after the checks AWS applies to the whole request (total
+    size; on a FIFO queue, group and deduplication ids); each entry is parsed by ``parse_send``."""
+    entries = p.entries("Entries")
+    total = sum(len(str(e.d.get("MessageBody", "")).encode()) + attributes_size(e.d.get("MessageAttributes"))
+                for e in entries)
+    if total > MAX_BATCH_BYTES:
+        raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
+                                  f"sent {total} bytes.")
+    if fifo:
+        # AWS fails the whole request here, not entry by entry
+        if any(not e.d.get("MessageGroupId") for e in entries):
+            raise MissingParameter("The request must contain the parameter MessageGroupId.")
+        if not content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
+            raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
+                                        "MessageDeduplicationId provided explicitly")
+    return [(e.req("Id"), e) for e in entries]
+
+
+def send_headers(op: SendMessage, fifo: bool, max_size: int) -> tuple[bytes, dict[str, Any]]:
+    """A send's body and the headers that carry its attributes, group, deduplication id and trace header,
+    checked against the queue's type and MaximumMessageSize."""
+    body = op.body.encode()
+    if len(body) + M.attributes_size(op.attributes) > max_size:
+        raise MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                             f"{max_size} bytes.")
+    headers = M.to_headers(op.attributes)
+    if op.group is not None:
+        headers[GROUP_HEADER] = op.group
+    if op.dedup is not None:
+        if not fifo:
+            raise InvalidParameterValue("The request include parameter MessageDeduplicationId that is not valid "
+                                        "for this queue type")
+        headers[DEDUP_HEADER] = op.dedup
+    if op.trace_header is not None:
+        headers[M.TRACE_HEADER] = op.trace_header
+    return body, headers
+
+
+def send_result(op: SendMessage, body: bytes, message_id: str, sequence: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": M.md5_hex(body)}
+    if op.attributes:
+        out["MD5OfMessageAttributes"] = M.md5_of_attributes(op.attributes)
+    if sequence is not None:
+        out["SequenceNumber"] = f"{sequence:020d}"
+    return out
 
 
 def queue_name(url: str) -> str:
@@ -272,435 +355,46 @@ def error_response(err: HareError, request_id: str) -> HttpResponse:
                         [("x-amzn-RequestId", request_id), ("x-amzn-query-error", f"{code};{fault}")])
 
 
-class SqsApi:
-    def __init__(self, broker: Broker, *, any_credentials: bool = False, default_user: str = "guest",
-                 max_wait: float | None = None, auth: Authenticator | None = None) -> None:
-        self.broker = broker
-        if auth is None:  # standalone (unit tests): a service of its own on the wall clock
-            from haremq.security.auth import Authenticator
-
-            auth = Authenticator(broker.users, SystemClock())
-        self.auth = auth  # the node's authentication service: it verifies and audits, this maps refusals
-        self.service = SqsService(broker)
-        self.any_credentials = any_credentials
-        self.default_user = default_user
-        self.max_wait = max_wait  # tests may cap long polls
-        self._rid = itertools.count(1)
-        self._rid_prefix = uuid.uuid4().hex[:20]
-        self.requests = 0
-        self.errors = 0
-        self._actions: dict[str, Callable[[User, Params, Request, str], Any]] = {
-            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("do_")
-        }
-
-    # ---- entry point -------------------------------------------------------------------------------
-    def handle(self, req: Request) -> HttpResponse | LongPoll:
-        self.requests += 1
-        rid = f"{self._rid_prefix}-{next(self._rid):012d}"
-        if query.is_query(req):
-            return self._handle_query(req, rid)
-        try:
-            if req.method != "POST":
-                raise InvalidAction("Only POST requests with the AWS JSON 1.0 protocol (X-Amz-Target) are "
-                                    "supported.")
-            target = req.headers.get("x-amz-target", "")
-            if not target.startswith(TARGET_PREFIX):
-                raise InvalidAction("Missing or unsupported X-Amz-Target; expected AmazonSQS.<Action>.")
-            action = self._actions.get(target[len(TARGET_PREFIX):])
-            if action is None:
-                raise InvalidAction(f"The action {target[len(TARGET_PREFIX):][:64]} is not valid for this "
-                                    "endpoint.")
-            user, region = self._authenticate(req)
-            try:
-                doc = json.loads(req.body) if req.body else {}
-            except (ValueError, UnicodeDecodeError):
-                raise MalformedRequest("Start of structure or map found where not expected.") from None
-            if not isinstance(doc, dict):
-                raise MalformedRequest("The request body must be a JSON object.")
-            out = action(user, Params(doc), req, region)
-        except HareError as err:
-            self.errors += 1
-            return error_response(err, rid)
-        if isinstance(out, LongPoll):
-            return out
-        return self.ok(out, rid)
-
-    def _handle_query(self, req: Request, rid: str) -> HttpResponse | LongPoll:
-        try:
-            if req.method not in ("GET", "POST"):
-                raise InvalidAction("Only GET and POST requests are supported.")
-            params = query.parse_params(req)
-            name = query.action_of(params)
-            action = self._actions.get(name)
-            if action is None:
-                raise InvalidAction(f"The action {name[:64]} is not valid for this endpoint.")
-            user, region = self._authenticate(req)
-            path = req.path.strip("/").split("/")
-            path_url = self.url(req, unquote(path[1])) if len(path) == 2 and path[1] else None
-            out = action(user, Params(query.to_doc(name, params, path_url)), req, region)
-        except HareError as err:
-            self.errors += 1
-            return query_error_response(err, rid)
-        if isinstance(out, LongPoll):
-            return out
-        return query.render(name, out, rid)
-
-    def failure(self, req: Request, err: HareError) -> HttpResponse:
-        """``err`` as the answer to ``req``, in its protocol (JSON or Query)."""
-        self.errors += 1
-        rid = f"{self._rid_prefix}-{next(self._rid):012d}"
-        return query_error_response(err, rid) if query.is_query(req) else error_response(err, rid)
-
-    def too_large(self, req: Request) -> HttpResponse:
-        """A request whose body is over the listener's limit (its body was dropped): the error SQS gives
-        an oversize message or batch, never a bare HTTP 413."""
-        if query.is_query(req):
-            # the query string, or the head of the dropped form body (SDKs put Action first)
-            text = req.query + "&" + req.body.decode("latin-1")
-            action = next((unquote(v) for k, _, v in (p.partition("=") for p in text.split("&"))
-                           if k == "Action"), "")
-        else:
-            action = req.headers.get("x-amz-target", "")[len(TARGET_PREFIX):]
-        err: HareError
-        if action.endswith("Batch"):
-            err = BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes.")
-        else:
-            err = MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
-                                 f"{MAX_MESSAGE_SIZE} bytes.")
-        return self.failure(req, err)
-
-    @staticmethod
-    def ok(doc: dict[str, Any], rid: str) -> HttpResponse:
-        return HttpResponse(200, json.dumps(doc, separators=(",", ":")).encode(), JSON,
-                            [("x-amzn-RequestId", rid)])
-
-    def _authenticate(self, req: Request) -> tuple[User, str]:
-        """The caller and the region it signed for; a refusal (already audited) becomes its AWS error."""
-        peer = Peer("sqs", req.peer, req.loopback)
-        try:
-            if self.any_credentials:
-                return self.auth.trusted(self.default_user, peer, "--sqs-any-credentials"), _region_of(req)
-            return self.auth.sigv4(req, peer)
-        except LoginRefused as refused:
-            raise _AWS_REFUSALS.get(refused.reason, AccessDenied)(refused.detail) from None
-
-    def url(self, req: Request, name: str) -> str:
-        host = req.headers.get("host", "localhost")
-        return f"http://{host}/{ACCOUNT}/{name}"
-
-    def _queue(self, user: User, p: Params, access: str = "read") -> SqsQueue:
-        return self.service.queue(user, queue_name(p.req("QueueUrl")), access)  # type: ignore[arg-type]
-
-    # ---- queues --------------------------------------------------------------------------------------
-    def do_CreateQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        name = p.req("QueueName")
-        tags = p.str_map("tags")
-        check_tags(tags)
-        sq = self.service.create(user, name, p.str_map("Attributes"), tags)
-        return {"QueueUrl": self.url(req, sq.name)}
-
-    def do_GetQueueUrl(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self.service.queue(user, p.req("QueueName"), None)  # any permission: producers look up too
-        return {"QueueUrl": self.url(req, sq.name)}
-
-    def do_ListQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        names, out = _page(self.service.names(user, p.text("QueueNamePrefix")), p)
-        if p.integer("MaxResults", 1, 1000) is None:
-            names = names[:1000]
-        if names:
-            out["QueueUrls"] = [self.url(req, n) for n in names]
-        return out
-
-    def do_DeleteQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        self.service.delete(user, queue_name(p.req("QueueUrl")))
-        return {}
-
-    def do_PurgeQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        self._queue(user, p).purge()
-        return {}
-
-    def do_GetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        wanted = self.service.attribute_names(p.str_list("AttributeNames"))
-        if wanted is not None and not wanted:
-            return {}
-        attrs = sq.attributes(region)
-        if wanted is not None:
-            attrs = {k: v for k, v in attrs.items() if k in wanted}
-        return {"Attributes": attrs} if attrs else {}
-
-    def do_SetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p, "configure")
-        sq.set_attributes(p.str_map("Attributes"))
-        return {}
-
-    def do_TagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p, "configure")
-        tags = p.str_map("Tags")
-        if not tags:
-            raise MissingParameter("The request must contain the parameter Tags.")
-        check_tags(tags, len(sq.tags.keys() - tags.keys()))
-        sq.tags.update(tags)
-        sq.persist()
-        return {}
-
-    def do_UntagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p, "configure")
-        keys = p.str_list("TagKeys")
-        if not keys:
-            raise MissingParameter("The request must contain the parameter TagKeys.")
-        for k in keys:
-            sq.tags.pop(k, None)
-        sq.persist()
-        return {}
-
-    def do_ListQueueTags(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        return {"Tags": dict(sq.tags)} if sq.tags else {}
-
-    def _no_policies(self, user: User, p: Params, action: str) -> dict[str, Any]:
-        self._queue(user, p, "configure")  # a missing or invisible queue answers as usual first
-        raise UnsupportedOperation(f"{action} is not supported: access is governed by haremq users' "
-                                   "configure/write/read permissions (management API), not queue policies.")
-
-    def do_AddPermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        return self._no_policies(user, p, "AddPermission")
-
-    def do_RemovePermission(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        return self._no_policies(user, p, "RemovePermission")
-
-    def do_ListDeadLetterSourceQueues(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        visible = [n for n in self.service.dead_letter_sources(sq.name) if self.service.visible(user, n)]
-        names, out = _page(visible, p)
-        out["queueUrls"] = [self.url(req, n) for n in names]
-        return out
-
-    # ---- message move tasks ----------------------------------------------------------------------------
-    def do_StartMessageMoveTask(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        src = name_from_arn(p.req("SourceArn"))
-        dest_arn = p.text("DestinationArn")
-        dest = name_from_arn(dest_arn) if dest_arn else None
-        if src is None or (dest_arn and dest is None):
-            raise InvalidParameterValue("Value for parameter SourceArn or DestinationArn is not a valid ARN.")
-        rate = p.integer("MaxNumberOfMessagesPerSecond", 1, 500)
-        task = self.service.start_move(user, src, dest, rate)
-        self.broker.flush()
-        return {"TaskHandle": task.handle}
-
-    def do_ListMessageMoveTasks(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        src = name_from_arn(p.req("SourceArn"))
-        if src is None:
-            raise InvalidParameterValue("Value for parameter SourceArn is not a valid ARN.")
-        limit = p.integer("MaxResults", 1, 10) or 1
-        tasks = self.service.list_moves(user, src)[:limit]
-        return {"Results": [t.describe(region) for t in tasks]}
-
-    def do_CancelMessageMoveTask(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        task = self.service.cancel_move(p.req("TaskHandle"))
-        return {"ApproximateNumberOfMessagesMoved": task.moved}
-
-    # ---- sending ---------------------------------------------------------------------------------------
-    def _send(self, user: User, sq: SqsQueue, op: SendMessage) -> dict[str, Any]:
-        body = op.body.encode()
-        if len(body) + M.attributes_size(op.attributes) > sq.config.max_size:
-            raise MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
-                                 f"{sq.config.max_size} bytes.")
-        headers = M.to_headers(op.attributes)
-        if op.group is not None:
-            headers[GROUP_HEADER] = op.group
-        if op.dedup is not None:
-            if not sq.config.fifo:
-                raise InvalidParameterValue("The request include parameter MessageDeduplicationId that is not valid "
-                                            "for this queue type")
-            headers[DEDUP_HEADER] = op.dedup
-        if op.trace_header is not None:
-            headers["x-amzn-trace-id"] = op.trace_header
-        props = Properties(headers=headers or None, delivery_mode=2, message_id=str(uuid.uuid4()),
-                           timestamp=int(self.broker.clock.time()), user_id=user.name)
-        message_id, seq = sq.send(Message("", sq.name, props, body), op.delay)
-        out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": M.md5_hex(body)}
-        if op.attributes:
-            out["MD5OfMessageAttributes"] = M.md5_of_attributes(op.attributes)
-        if sq.config.fifo and seq is not None:
-            out["SequenceNumber"] = f"{seq:020d}"
-        return out
-
-    def do_SendMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p, "write")
-        out = self._send(user, sq, parse_send(p))
-        self.broker.flush()
-        return out
-
-    def do_SendMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p, "write")
-        entries = p.entries("Entries")
-        total = sum(len(str(e.d.get("MessageBody", "")).encode()) + _attributes_size(e.d.get("MessageAttributes"))
-                    for e in entries)
-        if total > MAX_BATCH_BYTES:
-            raise BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have "
-                                      f"sent {total} bytes.")
-        if sq.config.fifo:
-            # AWS fails the whole request here, not entry by entry
-            if any(not e.d.get("MessageGroupId") for e in entries):
-                raise MissingParameter("The request must contain the parameter MessageGroupId.")
-            if not sq.config.content_dedup and any(not e.d.get("MessageDeduplicationId") for e in entries):
-                raise InvalidParameterValue("The queue should either have ContentBasedDeduplication enabled or "
-                                            "MessageDeduplicationId provided explicitly")
-        ok: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for e in entries:
-            eid = e.req("Id")
-            try:
-                res = self._send(user, sq, parse_send(e))
-            except HareError as err:  # a storage fault fails its entry with SenderFault false
-                failed.append(_failure(eid, err))
-                continue
-            res["Id"] = eid
-            ok.append(res)
-        self.broker.flush()
-        return {"Successful": ok, "Failed": failed}
-
-    # ---- receiving ---------------------------------------------------------------------------------------
-    def do_ReceiveMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any] | LongPoll:
-        sq = self._queue(user, p)
-        op = parse_receive(p)
-        rid = f"{self._rid_prefix}-{next(self._rid):012d}"
-        leases = sq.receive(op.max_messages, op.visibility, op.attempt_id)
-        self.broker.flush()  # a receive may have redriven messages: the DLQ's consumers and long polls
-        if leases:
-            return self._messages(sq, leases, op, region)
-        wait = op.wait if op.wait is not None else sq.config.wait_time
-        if self.max_wait is not None:
-            wait = min(wait, self.max_wait)  # type: ignore[assignment]
-        if wait <= 0:
-            return {}
-        xml = query.is_query(req)
-
-        def ok(doc: dict[str, Any]) -> HttpResponse:
-            return query.render("ReceiveMessage", doc, rid) if xml else self.ok(doc, rid)
-
-        def retry() -> HttpResponse | None:
-            if sq.queue.deleted:
-                err = QueueDoesNotExist("The specified queue does not exist.")
-                return query_error_response(err, rid) if xml else error_response(err, rid)
-            got = sq.receive(op.max_messages, op.visibility, op.attempt_id)
-            self.broker.flush()
-            return ok(self._messages(sq, got, op, region)) if got else None
-
-        return LongPoll(sq, float(wait), retry, lambda: ok({}))
-
-    def _messages(self, sq: SqsQueue, leases: list[TimedLease], op: ReceiveMessage, region: str) -> dict[str, Any]:
-        sys_names = op.attribute_names
-        all_sys = "All" in sys_names
-        out = []
-        for lease in leases:
-            e = lease.entry
-            msg = e.msg
-            props = msg.props
-            text, b64 = M.body_text(msg.body)
-            attrs = M.from_headers(props.headers)
-            if b64:
-                attrs[M.BODY_ENCODING] = ("String", "base64")
-            m: dict[str, Any] = {"MessageId": props.message_id or f"{sq.token}-{e.seq}",
-                                 "ReceiptHandle": sq.receipt(lease), "MD5OfBody": M.md5_hex(text.encode()),
-                                 "Body": text}
-            if sys_names:
-                sa = self._system_attributes(sq, lease, region)
-                if not all_sys:
-                    sa = {k: v for k, v in sa.items() if k in sys_names}
-                if sa:
-                    m["Attributes"] = sa
-            chosen = M.select(attrs, op.message_attribute_names)
-            if chosen:
-                m["MessageAttributes"] = M.attributes_json(chosen)
-                m["MD5OfMessageAttributes"] = M.md5_of_attributes(chosen)
-            out.append(m)
-        return {"Messages": out}
-
-    @staticmethod
-    def _system_attributes(sq: SqsQueue, lease: TimedLease, region: str) -> dict[str, str]:
-        e = lease.entry
-        props = e.msg.props
-        headers = props.headers or {}
-        sa = {"SenderId": props.user_id or "", "ApproximateReceiveCount": str(e.delivery_count),
-              "SentTimestamp": str((props.timestamp or 0) * 1000),
-              "ApproximateFirstReceiveTimestamp": str(sq.first_received.get(e.seq, sq.wall_ms()))}
-        if lease.group is not None or sq.config.fifo:
-            sa["MessageGroupId"] = str(headers.get(GROUP_HEADER, ""))
-            sa["SequenceNumber"] = f"{e.seq:020d}"
-            dedup = headers.get(DEDUP_HEADER)
-            if dedup is not None:
-                sa["MessageDeduplicationId"] = str(dedup)
-        trace = headers.get("x-amzn-trace-id")
-        if isinstance(trace, str):
-            sa["AWSTraceHeader"] = trace
-        src = headers.get(SOURCE_HEADER)
-        if isinstance(src, str):
-            sa["DeadLetterQueueSourceArn"] = arn(src, region)
-        return sa
-
-    # ---- settling ------------------------------------------------------------------------------------------
-    def do_DeleteMessage(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        sq.delete(p.req("ReceiptHandle"))
-        self.broker.flush()
-        return {}
-
-    def _each_entry(self, p: Params, apply: Callable[[Params], None]) -> dict[str, Any]:
-        """A batch action: apply to every entry; an entry's peer error fails that entry only."""
-        ok, failed = [], []
-        for e in p.entries("Entries"):
-            eid = e.req("Id")
-            try:
-                apply(e)
-            except PeerError as err:
-                failed.append(_failure(eid, err))
-                continue
-            ok.append({"Id": eid})
-        self.broker.flush()
-        return {"Successful": ok, "Failed": failed}
-
-    def do_DeleteMessageBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        return self._each_entry(p, lambda e: sq.delete(e.req("ReceiptHandle")))
-
-    def do_ChangeMessageVisibility(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-        timeout = p.integer("VisibilityTimeout", 0, 43200)
-        if timeout is None:
-            raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
-        sq.change_visibility(p.req("ReceiptHandle"), timeout)
-        self.broker.flush()
-        return {}
-
-    def do_ChangeMessageVisibilityBatch(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
-        sq = self._queue(user, p)
-
-        def change(e: Params) -> None:
-            timeout = e.integer("VisibilityTimeout", 0, 43200)
-            if timeout is None:
-                raise MissingParameter("The request must contain the parameter VisibilityTimeout.")
-            sq.change_visibility(e.req("ReceiptHandle"), timeout)
-
-        return self._each_entry(p, change)
+def ok(doc: dict[str, Any], rid: str) -> HttpResponse:
+    return HttpResponse(200, json.dumps(doc, separators=(",", ":")).encode(), JSON, [("x-amzn-RequestId", rid)])
 
 
-def _page(names: list[str], p: Params) -> tuple[list[str], dict[str, Any]]:
+def queue_url(req: Request, name: str) -> str:
+    host = req.headers.get("host", "localhost")
+    return f"http://{host}/{ACCOUNT}/{name}"
+
+
+def too_large_error(req: Request) -> HareError:
+    """The error SQS gives an oversize message or batch (never a bare HTTP 413), for a request whose
+    body was dropped for being over the listener's limit."""
+    if query.is_query(req):
+        # the query string, or the head of the dropped form body (SDKs put Action first)
+        text = req.query + "&" + req.body.decode("latin-1")
+        action = next((unquote(v) for k, _, v in (p.partition("=") for p in text.split("&"))
+                       if k == "Action"), "")
+    else:
+        action = req.headers.get("x-amz-target", "")[len(TARGET_PREFIX):]
+    if action.endswith("Batch"):
+        return BatchRequestTooLong(f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes.")
+    return MessageTooLong(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                          f"{MAX_MESSAGE_SIZE} bytes.")
+
+
+def page(names: list[str], p: Params) -> tuple[list[str], dict[str, Any]]:
     """ListQueues-style pagination over sorted names: (this page, {"NextToken": ...} if more)."""
     limit = p.integer("MaxResults", 1, 1000)
     token = p.text("NextToken")
     if token:
-        after = _untoken(token)
+        after = page_untoken(token)
         names = [n for n in names if n > after]
     out: dict[str, Any] = {}
     if limit is not None and len(names) > limit:
         names = names[:limit]
-        out["NextToken"] = _token(names[-1])
+        out["NextToken"] = page_token(names[-1])
     return names, out
 
 
-def _attributes_size(raw: Any) -> int:
+def attributes_size(raw: Any) -> int:
     """Size of a batch entry's message attributes as sent (names, types, values), for the batch limit."""
     if not isinstance(raw, dict):
         return 0
@@ -713,30 +407,34 @@ def _attributes_size(raw: Any) -> int:
     return n
 
 
-def _failure(eid: str, err: HareError) -> dict[str, Any]:
+def batch_failure(eid: str, err: HareError) -> dict[str, Any]:
     return {"Id": eid, "SenderFault": isinstance(err, PeerError), "Code": err.sqs_code, "Message": err.text}
 
 
-def _token(name: str) -> str:
+def page_token(name: str) -> str:
     return name.encode().hex()
 
 
-def _untoken(token: str) -> str:
+def page_untoken(token: str) -> str:
     try:
         return bytes.fromhex(token).decode()
     except ValueError:
         raise InvalidParameterValue("Invalid NextToken.") from None
 
 
-# the AWS error for each refusal reason (the message is the service's ``detail``, AWS's own text)
-_AWS_REFUSALS: dict[Reason, Callable[[str], HareError]] = {
-    Reason.NO_CREDENTIALS: MissingAuthenticationToken, Reason.MALFORMED: IncompleteSignature,
-    Reason.EXPIRED: RequestExpired, Reason.UNKNOWN_KEY: InvalidClientTokenId,
-    Reason.BAD_SIGNATURE: SignatureDoesNotMatch,
-}
+def access_key_of(req: Request) -> str | None:
+    """The access key id a request claims (Authorization header or presigned query), for the audit log."""
+    auth = req.headers.get("authorization")
+    if auth is not None:
+        cred = auth.partition("Credential=")[2]
+        return cred.split("/", 1)[0][:128] or None
+    for part in req.query.split("&"):
+        if part.startswith("X-Amz-Credential="):
+            return unquote(part[len("X-Amz-Credential="):]).split("/", 1)[0][:128] or None
+    return None
 
 
-def _region_of(req: Request) -> str:
+def region_of(req: Request) -> str:
     auth = req.headers.get("authorization")
     if auth is None:
         cred = next((unquote(p[len("X-Amz-Credential="):]) for p in req.query.split("&")
@@ -749,4 +447,83 @@ def _region_of(req: Request) -> str:
         return "us-east-1"
 
 
+# ---- request decoding ------------------------------------------------------------------------------------
+def json_action(req: Request) -> str:
+    """The action of an AWS JSON 1.0 request (``X-Amz-Target: AmazonSQS.<Action>``)."""
+    if req.method != "POST":
+        raise InvalidAction("Only POST requests with the AWS JSON 1.0 protocol (X-Amz-Target) are supported.")
+    target = req.headers.get("x-amz-target", "")
+    if not target.startswith(TARGET_PREFIX):
+        raise InvalidAction("Missing or unsupported X-Amz-Target; expected AmazonSQS.<Action>.")
+    return target[len(TARGET_PREFIX):]
 
+
+def json_params(req: Request) -> Params:
+    """The parameters of an AWS JSON 1.0 request: its body, a JSON object."""
+    try:
+        doc = json.loads(req.body) if req.body else {}
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest("Start of structure or map found where not expected.") from None
+    if not isinstance(doc, dict):
+        raise MalformedRequest("The request body must be a JSON object.")
+    return Params(doc)
+
+
+def query_action(req: Request) -> tuple[str, dict[str, str]]:
+    """The action and flat parameters of a Query request (form body or query string)."""
+    if req.method not in ("GET", "POST"):
+        raise InvalidAction("Only GET and POST requests are supported.")
+    params = query.parse_params(req)
+    return query.action_of(params), params
+
+
+def query_params(req: Request, action: str, params: dict[str, str]) -> Params:
+    """A Query request's parameters as the JSON-shaped document the actions read (a queue URL in the
+    path, ``/<account>/<queue>``, stands for ``QueueUrl``)."""
+    path = req.path.strip("/").split("/")
+    path_url = queue_url(req, unquote(path[1])) if len(path) == 2 and path[1] else None
+    return Params(query.to_doc(action, params, path_url))
+
+
+# ---- response encoding ----------------------------------------------------------------------------------
+def system_attributes(headers: dict[str, Any] | None, *, sender: str, sent_s: int, receive_count: int,
+                      first_receive_ms: int, sequence: int | None, region: str) -> dict[str, str]:
+    """A received message's system attributes; ``sequence`` is given for FIFO queues (and messages
+    received in a group)."""
+    headers = headers or {}
+    sa = {"SenderId": sender, "ApproximateReceiveCount": str(receive_count), "SentTimestamp": str(sent_s * 1000),
+          "ApproximateFirstReceiveTimestamp": str(first_receive_ms)}
+    if sequence is not None:
+        sa["MessageGroupId"] = str(headers.get(GROUP_HEADER, ""))
+        sa["SequenceNumber"] = f"{sequence:020d}"
+        dedup = headers.get(DEDUP_HEADER)
+        if dedup is not None:
+            sa["MessageDeduplicationId"] = str(dedup)
+    trace = headers.get(M.TRACE_HEADER)
+    if isinstance(trace, str):
+        sa["AWSTraceHeader"] = trace
+    src = headers.get(SOURCE_HEADER)
+    if isinstance(src, str):
+        sa["DeadLetterQueueSourceArn"] = arn(src, region)
+    return sa
+
+
+def message_json(message_id: str, receipt: str, body: bytes, headers: dict[str, Any] | None,
+                 system: dict[str, str] | None, op: ReceiveMessage) -> dict[str, Any]:
+    """One message of a ReceiveMessage answer: body (base64 if not text), the attributes asked for, MD5s."""
+    text, b64 = M.body_text(body)
+    attrs = M.from_headers(headers)
+    if b64:
+        attrs[M.BODY_ENCODING] = ("String", "base64")
+    m: dict[str, Any] = {"MessageId": message_id, "ReceiptHandle": receipt, "MD5OfBody": M.md5_hex(text.encode()),
+                         "Body": text}
+    if system:
+        if "All" not in op.attribute_names:
+            system = {k: v for k, v in system.items() if k in op.attribute_names}
+        if system:
+            m["Attributes"] = system
+    chosen = M.select(attrs, op.message_attribute_names)
+    if chosen:
+        m["MessageAttributes"] = M.attributes_json(chosen)
+        m["MD5OfMessageAttributes"] = M.md5_of_attributes(chosen)
+    return m

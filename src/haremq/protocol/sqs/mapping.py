@@ -31,9 +31,8 @@ import re
 import struct
 from typing import Any
 
-from haremq.core.delay import DELAY_HEADER
-from haremq.core.sqs import DEDUP_HEADER, GROUP_HEADER, SOURCE_HEADER
 from haremq.errors import InvalidMessageContents, InvalidParameterValue
+from haremq.protocol.sqs.attributes import DEDUP_HEADER, DELAY_HEADER, GROUP_HEADER, SOURCE_HEADER
 
 TYPES_HEADER = "x-sqs-attribute-types"
 BODY_ENCODING = "haremq.body-encoding"

@@ -33,10 +33,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
-from haremq.core.consumer import Session
+from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.queue import PAGED, Queue
-from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
 from haremq.message import Message, Properties
 from haremq.protocol.http import HttpRequest, HttpResponse
@@ -451,7 +450,7 @@ class ManagementApp:
         return self._sees_all(user) or (conn_user is not None and conn_user.name == user.name)
 
     def _session(self, user: User, vhost: str) -> Session:
-        return Session(self._vhost(vhost), user, self, _NoDeliveries())
+        return Session(self._vhost(vhost), user, self, NoDeliveries())
 
     def _queue(self, vhost: str, name: str, user: User | None = None) -> Queue:
         q = self._vhost(vhost, user).queues.get(name)
@@ -487,8 +486,8 @@ class ManagementApp:
         return out
 
     def queue_info(self, q: Queue) -> dict[str, Any]:
-        sq = q.sqs
-        ready = q.message_count + (sq.backlog_count if sq is not None else 0)
+        r = q.receiver  # a polled queue: its group backlogs are ready too, and it may delay
+        ready = q.message_count + (r.backlog_count if r is not None else 0)
         info: dict[str, Any] = {
             "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
             "exclusive": q.exclusive_owner is not None, "arguments": q.arguments, "type": q.args.queue_type,
@@ -498,8 +497,8 @@ class ManagementApp:
                 "publish": q.published, "deliver_get": q.delivered, "ack": q.acked, "redeliver": q.redelivered}),
             "node": self.node.cluster_name,
         }
-        if sq is not None:
-            info["messages_delayed"] = len(sq.delayed)
+        if r is not None:
+            info["messages_delayed"] = len(q.delayed)
         stats = getattr(q.vhost.broker.store, "stats", None)
         st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None
         if st is not None:

@@ -68,9 +68,9 @@ async def sample_queues(node: Node) -> list[QueueSample]:
             for q in queues[start:start + SLICE]:
                 if q.deleted:
                     continue
-                sq = q.sqs
-                out.append((vh.name, q.name, q.message_count + (sq.backlog_count if sq is not None else 0),
-                            q.unacked, len(sq.delayed) if sq is not None else 0, q.consumer_count, q.published,
+                r = q.receiver  # a polled queue: its group backlogs are ready too, and it may delay
+                out.append((vh.name, q.name, q.message_count + (r.backlog_count if r is not None else 0),
+                            q.unacked, len(q.delayed) if r is not None else 0, q.consumer_count, q.published,
                             q.delivered, q.acked))
             await asyncio.sleep(0)
     return out

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from haremq.errors import HareError, InternalError, ResourceError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.protocol.sqs import query
-from haremq.protocol.sqs.api import TARGET_PREFIX, LongPoll, SqsApi, error_response, query_error_response
+from haremq.protocol.sqs.api import TARGET_PREFIX, error_response, query_error_response
+from haremq.server.sqs_api import LongPoll, SqsApi
 
 SEND_ACTIONS = frozenset({"SendMessage", "SendMessageBatch"})
 

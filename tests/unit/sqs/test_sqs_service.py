@@ -1,4 +1,4 @@
-"""SQS semantics in the core, driven by a FakeClock: leases, delays, FIFO groups, dedup, redrive."""
+"""The SQS service over the core queue features, with a FakeClock: leases, delays, FIFO groups, dedup, redrive."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import pytest
 
 from haremq.core.broker import Broker
 from haremq.core.dedup import DedupWindow
-from haremq.core.lease import TimedLeases
-from haremq.core.message import Message, Properties
+from haremq.core.lease import Lease, TimedLeases
 from haremq.core.queue import Entry
-from haremq.core.sqs import DEDUP_HEADER, GROUP_HEADER, SqsQueue
-from haremq.core.sqs_service import SqsService
 from haremq.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
@@ -20,7 +17,10 @@ from haremq.errors import (
     QueueNameExists,
     ReceiptHandleIsInvalid,
 )
+from haremq.message import Message, Properties
+from haremq.protocol.sqs.attributes import DEDUP_HEADER, GROUP_HEADER
 from haremq.security.users import UserStore
+from haremq.server.sqs_service import SqsQueue, SqsService
 from haremq.testing.fakes import FakeClock, session_for
 
 
@@ -202,10 +202,10 @@ def test_timed_leases_heap_stays_bounded() -> None:
     leases = TimedLeases()
     e = Entry(msg("a"), 1, None, 0)
     for i in range(5000):
-        lease = leases.add(e, 100.0 + i, None, 0.0)
+        lease = leases.add(Lease(None, e, deadline=100.0 + i))  # type: ignore[arg-type]
         leases.remove(lease.id)
     assert len(leases._heap) <= 1025
-    keep = leases.add(e, 10.0, None, 0.0)
+    keep = leases.add(Lease(None, e, deadline=10.0))  # type: ignore[arg-type]
     leases.extend(keep, 20.0)
     assert leases.expired(15.0) == [] and leases.next_deadline() == 20.0
     assert leases.expired(20.0) == [keep]
@@ -226,10 +226,9 @@ def test_fifo_dedup_window_is_rebuilt_after_a_restart(env) -> None:  # type: ign
     mid, seq = sq.send(first, None)
     q = sq.queue
     # a restart: the queue's entries come back from the log, the SQS state is rebuilt from scratch
-    q.sqs = None
+    q.receiver = None
     clock.advance(60)
     again = SqsQueue(q, sq.config, {}, sq.created)
-    q.sqs = again
     dup = Message("", "q", Properties(message_id="m2", delivery_mode=2, headers={GROUP_HEADER: "g"}), b"same body")
     assert again.send(dup, None) == (mid, seq)  # still inside its 5 minutes: deduplicated
     assert q.message_count == 1

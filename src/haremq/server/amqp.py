@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -19,7 +19,6 @@ from pamqp import commands as C
 from haremq import __version__
 from haremq.core.broker import REJECTED, UNROUTABLE
 from haremq.core.consumer import Session
-from haremq.core.vhost import VHost
 from haremq.errors import (
     AuthenticationFailed,
     ConnectionForced,
@@ -34,16 +33,15 @@ from haremq.errors import (
 from haremq.message import Message
 from haremq.protocol.amqp import codec
 from haremq.protocol.amqp import connection as ev
-from haremq.security import audit
 from haremq.security.refusal import LoginRefused, Peer, Reason
-from haremq.security.users import User
 from haremq.server.durability import Answers
-from haremq.server.transport import accept
+from haremq.server.listener import ClientListener
 
 if TYPE_CHECKING:
     from haremq.server.node import Node
 
 log = logging.getLogger("haremq.amqp")
+DEFINITIONS = "definitions"  # read-pause reason: a declare's -ok waits for the metadata store
 
 CAPABILITIES = {
     "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
@@ -90,10 +88,8 @@ class Channel:
         if ctag is None:
             ctag = self.ctag_cache[consumer_tag] = codec.sstr(consumer_tag)
         conn = self.conn
-        out = conn.proto._out
-        out.append(codec.deliver_method(self.number, ctag, delivery_tag, redelivered, msg.exchange,
-                                        msg.routing_key))
-        out.extend(codec.content_frames(self.number, _props_raw(msg), msg.body, conn.proto.frame_max))
+        conn.proto.send_content(codec.deliver_method(self.number, ctag, delivery_tag, redelivered, msg.exchange,
+                                                     msg.routing_key), self.number, _props_raw(msg), msg.body)
         conn.node.want_flush(conn)
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
@@ -116,11 +112,11 @@ class Channel:
         if conn.channels.get(self.number) is not self:
             self.outcomes.clear()
             return
-        out = conn.proto._out
+        write = conn.proto.write
         commit_waiting = False
         for token in self.outcomes.tokens():
             if token:
-                out.append(codec.confirm_frame(self.number, abs(token), False, nack=True))
+                write(codec.confirm_frame(self.number, abs(token), False, nack=True))
             else:
                 commit_waiting = True
         self.outcomes.clear()
@@ -139,7 +135,7 @@ class Channel:
             # closed while waiting for the disk: its confirms must not reach a reopened channel
             outcomes.clear()
             return False
-        out = self.conn.proto._out
+        write = self.conn.proto.write
         run_end = 0
         items = outcomes.items  # Answers.pop_ready, inlined: this runs once per confirm
         while items:
@@ -153,14 +149,14 @@ class Channel:
                 run_end = token
                 continue
             if run_end:
-                out.append(codec.confirm_frame(self.number, run_end, True))
+                write(codec.confirm_frame(self.number, run_end, True))
                 run_end = 0
             if token:
-                out.append(codec.confirm_frame(self.number, -token, False, nack=True))
+                write(codec.confirm_frame(self.number, -token, False, nack=True))
             else:
-                out.append(codec.method_frame(self.number, codec.build(C.Tx.CommitOk)))
+                write(codec.method_frame(self.number, codec.build(C.Tx.CommitOk)))
         if run_end:
-            out.append(codec.confirm_frame(self.number, run_end, True))
+            write(codec.confirm_frame(self.number, run_end, True))
         return bool(outcomes)
 
 
@@ -171,35 +167,21 @@ def _props_raw(msg: Message) -> bytes:
     return raw
 
 
-class AmqpServerProtocol(asyncio.BufferedProtocol):
+class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
+    protocol = "amqp"
+    log = log
+    EOF_REASON = "client unexpectedly closed TCP connection"
+
     def __init__(self, node: Node) -> None:
-        self.node = node
+        super().__init__(node)
         s = node.settings
         self.proto = ev.AmqpConnection(
             server_properties(node.cluster_name), channel_max=s.channel_max, frame_max=s.frame_max,
             heartbeat=s.heartbeat, max_message_size=s.max_message_size, mechanisms=node.auth.sasl_mechanisms,
             properties_cache=node.amqp_properties)
-        self.transport: asyncio.Transport | None = None
         self.channels: dict[int, Channel] = {}
-        self.user: User | None = None
-        self.vhost: VHost | None = None
-        self.peer = ("?", 0)
-        self.peer_name = "?:0"
-        self.loopback = False
-        self.closing = False
         self.client_properties: dict[str, Any] = {}
-        self.last_recv = 0.0
-        self.last_send = 0.0
-        self._hb: asyncio.TimerHandle | None = None
-        self._handshake_timer: asyncio.TimerHandle | None = None
-        self.paused = False
-        self.reading_paused = False
         self.blocked_sent = False
-        self.published = False  # has published at least once: subject to the memory alarm
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.opened = False  # connection.open-ok sent (and audited): its close is audited too
-        self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
         self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
@@ -212,19 +194,17 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             C.Tx.Select: self._tx_select, C.Tx.Commit: self._tx_commit, C.Tx.Rollback: self._tx_rollback,
             C.Channel.Flow: self._flow,
         }
+        # event type -> handler (``buffer_updated`` looks it up once per event)
+        self._events: dict[type[ev.Event], Callable[[Any], None]] = {
+            ev.Publish: self._on_publish, ev.Settle: self._on_settle, ev.MethodReceived: self._on_method,
+            ev.ChannelOpened: self._on_channel_opened, ev.ChannelClosed: self._on_channel_closed,
+            ev.ChannelFailed: self._on_channel_closed, ev.StartOk: self._authenticate,
+            ev.TuneOk: self._on_tune_ok, ev.OpenVhost: self._on_open_vhost,
+            ev.ConnectionClosed: self._on_connection_closed, ev.UpdateSecret: self._update_secret,
+            ev.BadHeader: self._on_bad_header,
+        }
 
-    # ---- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
-        host, port, self.loopback = accept(transport)
-        self.peer = (host, port)
-        self.peer_name = f"{host}:{port}"
-        self.node.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self.last_recv = self.last_send = loop.time()
-        # a client must finish the handshake in time (RabbitMQ: handshake_timeout 10 s)
-        self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)
-
+    # ---- asyncio.Protocol (accept, close, flow control: ClientListener) -----------------------------
     def get_buffer(self, sizehint: int) -> memoryview:
         """The socket reads straight into the protocol object's buffer (no per-read bytes object)."""
         return self.proto.get_buffer(sizehint)
@@ -236,8 +216,9 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         revision = node.broker.metadata.revision
         try:
             events = self.proto.buffer_updated(nbytes)
+            handlers = self._events
             for event in events:
-                self._handle(event)
+                handlers[type(event)](event)
                 if self.closing:
                     break
             node.broker.flush()
@@ -251,55 +232,20 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
-        if node.publishers_blocked and self.published and not self.reading_paused:
-            self.block_reading(True)
+        if node.publishers_blocked and self.published:
+            self.apply_alarms(node.memory_alarm, node.disk_alarm)
 
-    def buffered_bytes(self) -> int:
-        """Output waiting in the transport (for the memory alarm's estimate)."""
-        t = self.transport
-        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
-
-    def block_reading(self, blocked: bool) -> None:
-        """Memory/disk alarm back-pressure (as RabbitMQ): stop reading from a publishing connection."""
-        if self.transport is None or self.transport.is_closing() or blocked == self.reading_paused:
-            return
-        self.reading_paused = blocked
-        if blocked:
-            self.transport.pause_reading()
-        else:
-            self.last_recv = self.node.loop_time()  # the silence was ours: do not count it against heartbeats
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if self.opened:
-            self.opened = False
-            reason = self.close_reason or (
-                "client unexpectedly closed TCP connection" if exc is None else f"connection lost: {exc}")
-            audit.connection_closed("amqp", self.peer_name, self.user.name if self.user else None, reason)
-        for timer in (self._hb, self._handshake_timer):
-            if timer is not None:
-                timer.cancel()
+    def connection_ended(self) -> None:
         for ch in list(self.channels.values()):
             ch.session.close()
             self.node.durability.forget(ch)
         self.channels.clear()
-        self.node.connections.discard(self)
-        self.node.broker.connection_closed(self)
-        self.node.flush_output()
 
-    def pause_writing(self) -> None:
-        self.paused = True
-        for ch in self.channels.values():
-            ch.session.paused = True
+    def sessions(self) -> Iterable[Session]:
+        return [ch.session for ch in self.channels.values()]
 
-    def resume_writing(self) -> None:
-        self.paused = False
-        for ch in self.channels.values():
-            ch.session.paused = False
-            self.node.broker.resume(ch.session)
-        self.node.broker.flush()
-        self.node.flush_output()
+    def queue_heartbeat(self) -> None:
+        self.proto.send_heartbeat()
 
     # ---- output ---------------------------------------------------------------------------------
     def _hold_for_definitions(self) -> None:
@@ -308,8 +254,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         pending = self.node.broker.metadata.pending()
         if pending is None:
             return
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self.pause_reading(DEFINITIONS)
         held = self._held = asyncio.wrap_future(pending)
         held.add_done_callback(self._release_hold)
 
@@ -319,10 +264,9 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self._held = None
         if held.cancelled() or held.exception() is not None:
             log.error("definitions of connection %s not persisted; dropping it", self.peer)
-            self._abort()  # no -ok for what was not kept
+            self.abort()  # no -ok for what was not kept
             return
-        if self.transport is not None and not self.transport.is_closing() and not self.reading_paused:
-            self.transport.resume_reading()
+        self.resume_reading(DEFINITIONS)
         self.node.want_flush(self)
         self.node.flush_output()
 
@@ -361,103 +305,60 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             ch.session.close()
         self.channels.clear()
         # do not wait forever for close-ok
-        asyncio.get_running_loop().call_later(self.node.settings.close_timeout, self._abort)
+        asyncio.get_running_loop().call_later(self.node.settings.close_timeout, self.abort)
 
-    def _abort(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def shutdown(self, reason: str = "shutdown") -> None:
-        """Broker stopping: 320 CONNECTION_FORCED, as RabbitMQ."""
+    def force_close(self, reason: str) -> bool:
+        """Broker stopping: 320 CONNECTION_FORCED, as RabbitMQ (before the handshake: just close)."""
         if self.proto.state in (ev.State.OPEN, ev.State.AWAIT_OPEN, ev.State.AWAIT_TUNE_OK):
             self._fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
-            self.write_pending()
-        else:
-            self._abort()
+            return True
+        return False
 
-    # ---- heartbeats -----------------------------------------------------------------------------
-    def _start_heartbeats(self, interval: int) -> None:
-        if interval <= 0:
+    # ---- events (``_events`` maps each event type to one of these) ---------------------------------
+    def _on_publish(self, event: ev.Publish) -> None:
+        ch = self.channels.get(event.channel)
+        if ch is not None:
+            self._guard(ch, 60, 40, self._publish, event)
+
+    def _on_settle(self, event: ev.Settle) -> None:
+        ch = self.channels.get(event.channel)
+        if ch is not None:
+            self._guard(ch, 60, event.method_id, self._settle, event)
+
+    def _on_method(self, event: ev.MethodReceived) -> None:
+        ch = self.channels.get(event.channel)
+        if ch is None:
             return
-        loop = asyncio.get_running_loop()
+        m = event.method
+        handler = self._methods.get(type(m), self._unsupported)
+        self._guard(ch, m.index >> 16, m.index & 0xFFFF, handler, m)
 
-        def tick() -> None:
-            if self.closing or self.transport is None or self.transport.is_closing():
-                return
-            now = loop.time()
-            if self.reading_paused:
-                self.last_recv = now  # we are not reading: the peer's heartbeats wait in the socket
-            if now - self.last_recv > 2 * interval:
-                log.info("missed heartbeats from %s, closing", self.peer)
-                self.close_reason = self.close_reason or f"missed heartbeats from client, timeout: {interval}s"
-                self._abort()
-                return
-            if now - self.last_send >= interval / 2:
-                self.proto.send_heartbeat()
-                self.write_pending()
-            self._hb = loop.call_later(interval / 2, tick)
+    def _on_channel_opened(self, event: ev.ChannelOpened) -> None:
+        self.channels[event.channel] = Channel(self, event.channel)
 
-        self._hb = loop.call_later(interval / 2, tick)
+    def _on_channel_closed(self, event: ev.ChannelClosed | ev.ChannelFailed) -> None:
+        ch = self.channels.pop(event.channel, None)
+        if ch is not None:
+            ch.session.close()
 
-    def _handshake_expired(self) -> None:
-        if self.vhost is None:
-            log.info("handshake timeout from %s", self.peer)
-            self._abort()
+    def _on_tune_ok(self, event: ev.TuneOk) -> None:
+        interval = event.heartbeat
+        if interval > 0:
+            self.start_heartbeats(interval / 2, 2 * interval, f"missed heartbeats from client, timeout: {interval}s")
 
-    # ---- events ---------------------------------------------------------------------------------
-    def _handle(self, event: ev.Event) -> None:
-        t = type(event)
-        if t is ev.Publish:
-            assert isinstance(event, ev.Publish)
-            ch = self.channels.get(event.channel)
-            if ch is not None:
-                self._guard(ch, 60, 40, self._publish, event)
-        elif t is ev.Settle:
-            assert isinstance(event, ev.Settle)
-            ch = self.channels.get(event.channel)
-            if ch is not None:
-                self._guard(ch, 60, event.method_id, self._settle, event)
-        elif t is ev.MethodReceived:
-            assert isinstance(event, ev.MethodReceived)
-            ch = self.channels.get(event.channel)
-            if ch is None:
-                return
-            m = event.method
-            handler = self._methods.get(type(m))
-            if handler is None:
-                self._guard(ch, m.index >> 16, m.index & 0xFFFF, self._unsupported, m)
-            else:
-                self._guard(ch, m.index >> 16, m.index & 0xFFFF, handler, m)
-        elif t is ev.ChannelOpened:
-            assert isinstance(event, ev.ChannelOpened)
-            self.channels[event.channel] = Channel(self, event.channel)
-        elif t is ev.ChannelClosed or t is ev.ChannelFailed:
-            assert isinstance(event, ev.ChannelClosed | ev.ChannelFailed)
-            ch = self.channels.pop(event.channel, None)
-            if ch is not None:
-                ch.session.close()
-        elif t is ev.StartOk:
-            assert isinstance(event, ev.StartOk)
-            self._authenticate(event)
-        elif t is ev.TuneOk:
-            assert isinstance(event, ev.TuneOk)
-            self._start_heartbeats(event.heartbeat)
-        elif t is ev.OpenVhost:
-            assert isinstance(event, ev.OpenVhost)
-            self._open_vhost(event.vhost)
-        elif t is ev.ConnectionClosed:
-            assert isinstance(event, ev.ConnectionClosed)
-            if event.error is not None:
-                log.info("closing connection from %s: %s", self.peer, event.error.reply_text)
-                self._fail(event.error)
-            elif self.close_reason is None:
-                self.close_reason = f"client closed: {event.reply_code} {event.reply_text}".rstrip()
-            self.closing = True
-        elif t is ev.UpdateSecret:
-            assert isinstance(event, ev.UpdateSecret)
-            self._update_secret(event)
-        elif t is ev.BadHeader:
-            self.closing = True
+    def _on_open_vhost(self, event: ev.OpenVhost) -> None:
+        self._open_vhost(event.vhost)
+
+    def _on_connection_closed(self, event: ev.ConnectionClosed) -> None:
+        if event.error is not None:
+            log.info("closing connection from %s: %s", self.peer, event.error.reply_text)
+            self._fail(event.error)
+        elif self.close_reason is None:
+            self.close_reason = f"client closed: {event.reply_code} {event.reply_text}".rstrip()
+        self.closing = True
+
+    def _on_bad_header(self, event: ev.BadHeader) -> None:
+        self.closing = True
 
     def _guard(self, ch: Channel, class_id: int, method_id: int, fn: Callable[[Channel, Any], None],
                arg: Any) -> None:
@@ -515,12 +416,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         except LoginRefused as refused:
             self._fail(NotAllowed(refused.detail, class_id=10, method_id=40))
             return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
         self.proto.send_open_ok()
-        self.opened = True
-        audit.connection_opened("amqp", self.peer_name, self.user.name, name)
+        self.handshake_done(name)
         if self.node.disk_alarm or self.node.memory_alarm:
             self.send_blocked(True, "low on disk space" if self.node.disk_alarm else "low on memory")
 
@@ -557,9 +454,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         else:
             result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:
-            out = self.proto._out
-            out.append(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key))
-            out.extend(codec.content_frames(ch.number, e.raw_props, e.body, self.proto.frame_max))
+            self.proto.send_content(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key),
+                                    ch.number, e.raw_props, e.body)
 
     def _settle(self, ch: Channel, e: ev.Settle) -> None:
         if ch.tx:
@@ -616,10 +512,8 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
             return
         tag, entry, count = got
         msg = entry.msg
-        out = self.proto._out
-        out.append(codec.get_ok_method(ch.number, tag, entry.delivery_count > 1, msg.exchange, msg.routing_key,
-                                       count))
-        out.extend(codec.content_frames(ch.number, _props_raw(msg), msg.body, self.proto.frame_max))
+        self.proto.send_content(codec.get_ok_method(ch.number, tag, entry.delivery_count > 1, msg.exchange,
+                                                    msg.routing_key, count), ch.number, _props_raw(msg), msg.body)
 
     def _recover(self, ch: Channel, m: Any) -> None:
         if not m.requeue:

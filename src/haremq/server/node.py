@@ -14,9 +14,10 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from haremq.config import Settings
 from haremq.core.broker import Broker
@@ -34,6 +35,7 @@ from haremq.store.metadata import SqliteMetadataStore
 if TYPE_CHECKING:
     from haremq.server.amqp import AmqpServerProtocol
     from haremq.server.http.listeners import HttpListeners
+    from haremq.server.listener import ClientListener
     from haremq.server.stomp import StompServerProtocol
 
 log = logging.getLogger("haremq")
@@ -144,8 +146,8 @@ class Node:
         self.sync_latency = LatencyHistogram()
         self._tasks: set[asyncio.Task[None]] = set()
         self.cluster_name = settings.node_name
-        self.connections: set[AmqpServerProtocol] = set()
-        self.stomp_connections: set[StompServerProtocol] = set()
+        # client connections by protocol ("amqp", "stomp"); the listener base registers each one
+        self.clients: dict[str, set[ClientListener]] = {"amqp": set(), "stomp": set()}
         # AMQP content headers decoded once for all connections: publishers repeat their properties
         self.amqp_properties = codec.PropertiesCache()
         self._pending: dict[Writer, None] = {}
@@ -187,6 +189,51 @@ class Node:
             log.info("recovered %d messages in %d queues in %.2f s", count, len(recovered),
                      time.monotonic() - started)
         return broker
+
+    # ---- client connections -----------------------------------------------------------------------
+    @property
+    def connections(self) -> set[AmqpServerProtocol]:
+        """Open AMQP connections (management, metrics)."""
+        return cast("set[AmqpServerProtocol]", self.clients["amqp"])
+
+    @property
+    def stomp_connections(self) -> set[StompServerProtocol]:
+        """Open STOMP connections (management, metrics)."""
+        return cast("set[StompServerProtocol]", self.clients["stomp"])
+
+    def all_clients(self) -> Iterator[ClientListener]:
+        """Every open client connection, of every protocol (a snapshot: safe to close them)."""
+        for conns in self.clients.values():
+            yield from list(conns)
+
+    def register(self, conn: ClientListener) -> None:
+        self.clients.setdefault(conn.protocol, set()).add(conn)
+
+    def unregister(self, conn: ClientListener) -> None:
+        self.clients.get(conn.protocol, set()).discard(conn)
+
+    def tls_context(self, listener: str) -> ssl.SSLContext | None:
+        """The TLS context of a listener ("AMQP", "STOMP", "SQS", "management"); None: plain TCP.
+
+        The one place every listener's ``create_server`` takes its context from: the front-door issue
+        builds them from the settings here.
+        """
+        return None
+
+    async def listen(self, name: str, factory: Callable[[], asyncio.BaseProtocol], port: int
+                     ) -> asyncio.Server:
+        """Start a listener on ``bind:port`` (TLS when ``tls_context(name)`` gives one); a port in use
+        or refused becomes one startup error naming the listener."""
+        assert self._loop is not None
+        s = self.settings
+        try:
+            server = await self._loop.create_server(
+                factory, host=s.bind, port=port, reuse_address=True, family=socket.AF_UNSPEC, backlog=1024,
+                ssl=self.tls_context(name))
+        except OSError as exc:
+            raise listen_error(name, s.bind, port, exc) from None
+        self._servers.append(server)
+        return server
 
     def loop_time(self) -> float:
         assert self._loop is not None
@@ -238,25 +285,13 @@ class Node:
         if pending is not None:  # timers of recovered queues (TTL heads, x-expires)
             self._on_schedule(pending)
         s = self.settings
-        try:
-            server = await self._loop.create_server(
-                lambda: AmqpServerProtocol(self), host=s.bind, port=s.amqp_port, reuse_address=True,
-                family=socket.AF_UNSPEC, backlog=1024)
-        except OSError as exc:
-            raise listen_error("AMQP", s.bind, s.amqp_port, exc) from None
-        self._servers.append(server)
+        server = await self.listen("AMQP", lambda: AmqpServerProtocol(self), s.amqp_port)
         self.amqp_port = server.sockets[0].getsockname()[1]
         log.info("AMQP listening on %s:%d", s.bind, self.amqp_port)
         if s.stomp_enabled:
             from haremq.server.stomp import StompServerProtocol
 
-            try:
-                stomp = await self._loop.create_server(
-                    lambda: StompServerProtocol(self), host=s.bind, port=s.stomp_port, reuse_address=True,
-                    family=socket.AF_UNSPEC, backlog=1024)
-            except OSError as exc:
-                raise listen_error("STOMP", s.bind, s.stomp_port, exc) from None
-            self._servers.append(stomp)
+            stomp = await self.listen("STOMP", lambda: StompServerProtocol(self), s.stomp_port)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
         from haremq.server.http.listeners import HttpListeners
@@ -380,10 +415,8 @@ class Node:
         for vhost in self.broker.vhosts.values():
             for q in vhost.queues.values():
                 used += q.memory_estimate()
-        for conn in self.connections:
+        for conn in self.all_clients():
             used += conn.buffered_bytes()
-        for stomp_conn in self.stomp_connections:
-            used += stomp_conn.buffered_bytes()
         return used
 
     def check_memory(self) -> None:
@@ -407,13 +440,10 @@ class Node:
         connections (AMQP, STOMP) stop being read, and read again."""
         blocked = self.publishers_blocked
         reason = "low on disk space" if self.disk_alarm else "low on memory"
-        for conn in list(self.connections):
-            if conn.published:
-                conn.block_reading(blocked)
-            conn.send_blocked(blocked, reason)
-        for stomp_conn in list(self.stomp_connections):
-            if stomp_conn.published:
-                stomp_conn.block_reading(blocked)
+        for conn in self.all_clients():
+            conn.apply_alarms(self.memory_alarm, self.disk_alarm)
+        for amqp_conn in list(self.connections):
+            amqp_conn.send_blocked(blocked, reason)
         self.flush_output()
 
     async def _maintain_loop(self) -> None:
@@ -441,19 +471,15 @@ class Node:
             server.close()
         if self.http is not None:
             await self.http.stop()
-        for conn in list(self.connections):
-            conn.shutdown()
-        for stomp_conn in list(self.stomp_connections):
-            stomp_conn.shutdown()
-        # give clients a moment to answer close-ok, then drop what is left
+        # give clients a moment to answer close-ok (STOMP: read the ERROR), then drop what is left
+        for conn in self.all_clients():
+            conn.shutdown(grace=1.0)
         for _ in range(20):
-            if not self.connections:
+            if not any(self.clients.values()):
                 break
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
-            conn._abort()
-        for stomp_conn in list(self.stomp_connections):
-            stomp_conn._abort()
+        for conn in self.all_clients():
+            conn.abort()
         for server in self._servers:
             await server.wait_closed()
         if self._timer is not None:

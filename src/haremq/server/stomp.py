@@ -22,6 +22,7 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +46,10 @@ from haremq.message import Message
 from haremq.protocol.stomp import mapping as M
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import V12, Frame
-from haremq.security import audit
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
 from haremq.server.durability import WAIT, Answers, Durability, Gate
-from haremq.server.transport import accept
+from haremq.server.listener import ClientListener
 from haremq.store.api import Positions
 
 if TYPE_CHECKING:
@@ -151,32 +151,20 @@ class _NoDeliveries:
         return None
 
 
-class StompServerProtocol(asyncio.Protocol):
+class StompServerProtocol(ClientListener, asyncio.Protocol):
+    protocol = "stomp"
+    log = log
+    AUDIT_UNOPENED = True  # a refused CONNECT is audited as opened-never, closed "login refused"
+
     def __init__(self, node: Node) -> None:
-        self.node = node
+        super().__init__(node)
         s = node.settings
         self.proto = S.StompConnection(max_header_size=s.stomp_max_header_size, max_body=s.max_message_size)
-        self.transport: asyncio.Transport | None = None
-        self.user: User | None = None
-        self.vhost: VHost | None = None
         self.pub: Session | None = None
         self.subs: dict[str, Subscription] = {}
         self._gone: set[str] = set()  # ack-id prefixes of recent UNSUBSCRIBEs: late ACKs for them are ignored
         self.sub_seq = 0
         self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
-        self.peer = ("?", 0)
-        self.loopback = False
-        self.close_reason: str | None = None  # why we end it, for the audit log (None: the client did)
-        self.closing = False
-        self.paused = False
-        self.published = False  # has sent a SEND: held back (not read) while a resource alarm is on
-        self.reading_paused = False
-        self.last_recv = 0.0
-        self.last_send = 0.0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self._hb: asyncio.TimerHandle | None = None
-        self._handshake_timer: asyncio.TimerHandle | None = None
         # RECEIPTs in frame order, each behind the log positions its frame wrote (server/durability.py):
         # the receipt of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts = Answers()
@@ -187,16 +175,7 @@ class StompServerProtocol(asyncio.Protocol):
         """The connection to flush once held receipts are released (as ``Channel.conn``)."""
         return self
 
-    # ---- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
-        host, port, self.loopback = accept(transport)
-        self.peer = (host, port)
-        self.node.stomp_connections.add(self)
-        loop = asyncio.get_running_loop()
-        self.last_recv = self.last_send = loop.time()
-        self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)
-
+    # ---- asyncio.Protocol (accept, close, flow control: ClientListener) -----------------------------
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         node = self.node
@@ -214,55 +193,22 @@ class StompServerProtocol(asyncio.Protocol):
             self.fail(InternalError("internal error"))
         node.want_flush(self)
         node.flush_output()
-        if node.publishers_blocked and self.published and not self.reading_paused:
-            self.block_reading(True)
+        # disk/memory alarm, as RabbitMQ's STOMP plugin: a connection that sends is not read (so its
+        # SENDs get no RECEIPT) until the alarm clears
+        if node.publishers_blocked and self.published:
+            self.apply_alarms(node.memory_alarm, node.disk_alarm)
 
-    def buffered_bytes(self) -> int:
-        """Output waiting in the transport (for the memory alarm's estimate)."""
-        t = self.transport
-        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
-
-    def block_reading(self, blocked: bool) -> None:
-        """Disk/memory alarm back-pressure, as RabbitMQ's STOMP plugin: a connection that sends is
-        not read (so its SENDs get no RECEIPT) until the alarm clears."""
-        t = self.transport
-        if t is None or t.is_closing() or blocked == self.reading_paused:
-            return
-        self.reading_paused = blocked
-        if blocked:
-            t.pause_reading()
-        else:
-            self.last_recv = self.node.loop_time()  # the silence was ours: not a missed heart-beat
-            t.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        for timer in (self._hb, self._handshake_timer):
-            if timer is not None:
-                timer.cancel()
-        reason = self.close_reason or (f"connection lost: {exc}" if exc else "client closed the connection")
-        audit.connection_closed("stomp", self.peer_name, self.user.name if self.user else None, reason)
+    def connection_ended(self) -> None:
         self._end_sessions()
         self._receipts.clear()
         self._error = None
         self.node.durability.forget(self)
-        self.node.stomp_connections.discard(self)
-        self.node.broker.connection_closed(self)
-        self.node.flush_output()
 
-    def pause_writing(self) -> None:
-        self.paused = True
-        for sub in self.subs.values():
-            sub.session.paused = True
+    def sessions(self) -> Iterable[Session]:
+        return [sub.session for sub in self.subs.values()]
 
-    def resume_writing(self) -> None:
-        self.paused = False
-        broker = self.node.broker
-        for sub in self.subs.values():
-            sub.session.paused = False
-            broker.resume(sub.session)
-        broker.flush()
-        self.node.flush_output()
+    def queue_heartbeat(self) -> None:
+        self.proto.send_heartbeat()
 
     # ---- output ---------------------------------------------------------------------------------
     def write_pending(self) -> None:
@@ -302,56 +248,24 @@ class StompServerProtocol(asyncio.Protocol):
         if self.pub is not None:
             self.pub.close()
 
-    def _abort(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def shutdown(self, reason: str = "shutdown") -> None:
-        """Broker stopping: an ERROR frame, then close."""
+    def force_close(self, reason: str) -> bool:
+        """Broker stopping: an ERROR frame (after the receipts already durable), then close."""
         self.close_reason = f"broker {reason}"
-        if self.vhost is not None and not self.closing:
-            self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
-            if self.flush_confirms():
-                # no time to wait for the disk: the receipts still waiting are not sent, the ERROR is
-                self._receipts.clear()
-                self.flush_confirms()
-            self.write_pending()
-        else:
-            self._abort()
+        if self.vhost is None or self.closing:
+            return False
+        self.fail(ConnectionForced(f"broker forced connection closure with reason '{reason}'"))
+        if self.flush_confirms():
+            # no time to wait for the disk: the receipts still waiting are not sent, the ERROR is
+            self._receipts.clear()
+            self.flush_confirms()
+        return True
 
     # ---- heart-beats ----------------------------------------------------------------------------
     def _start_heartbeats(self) -> None:
+        """As negotiated in CONNECT/CONNECTED; the client may be late by a full period (network, GC)
+        before we give up on it."""
         send_s, recv_s = self.proto.send_ms / 1000, self.proto.recv_ms / 1000
-        periods = [p for p in (send_s / 2, recv_s / 2) if p > 0]
-        if not periods:
-            return
-        period = max(0.01, min(periods))
-        loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            if self.closing or self.transport is None or self.transport.is_closing():
-                return
-            now = loop.time()
-            if self.reading_paused:
-                self.last_recv = now  # we are not reading: the peer's heart-beats wait in the socket
-            # the client may be late by a full period (network, GC) before we give up on it
-            if recv_s and now - self.last_recv > 2 * recv_s:
-                log.info("STOMP client %s sent no heart-beat for %.1f s, closing", self.peer, now - self.last_recv)
-                self.close_reason = "missed heart-beats"
-                self._abort()
-                return
-            if send_s and now - self.last_send >= send_s / 2:
-                self.proto.send_heartbeat()
-                self.write_pending()
-            self._hb = loop.call_later(period, tick)
-
-        self._hb = loop.call_later(period, tick)
-
-    def _handshake_expired(self) -> None:
-        if self.vhost is None:
-            log.info("STOMP handshake timeout from %s", self.peer)
-            self.close_reason = "handshake timeout"
-            self._abort()
+        self.start_heartbeats(send_s / 2, 2 * recv_s, "missed heart-beats")
 
     # ---- events ---------------------------------------------------------------------------------
     def _handle(self, event: S.Event) -> None:
@@ -503,19 +417,12 @@ class StompServerProtocol(asyncio.Protocol):
                 raise NotAllowed(refused.detail) from None
             raise AuthenticationFailed(f"login was refused for user '{refused.user}'") from None
         self.user = user
-        audit.connection_opened("stomp", self.peer_name, user.name, vhost_name)
+        self.handshake_done(vhost_name)
         self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
         session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
 
-    @property
-    def peer_name(self) -> str:
-        """``host:port`` of the client, as the audit log shows it."""
-        return f"{self.peer[0]}:{self.peer[1]}"
 
     # ---- SEND ---------------------------------------------------------------------------------------
     def _send(self, frame: Frame) -> None:

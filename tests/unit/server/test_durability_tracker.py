@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from haremq.message import Message, Properties
 
 from haremq.core.broker import Broker
 from haremq.errors import ResourceError
+from haremq.message import Message, Properties
 from haremq.server.amqp import Channel
 from haremq.server.durability import WAIT, Answers, Durability, Gate
 from haremq.store.api import CommitLog, Positions

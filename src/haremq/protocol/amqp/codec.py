@@ -267,8 +267,15 @@ def decode_table(raw: bytes) -> dict[str, Any]:
 
 def content_frames(channel: int, props_raw: bytes, body: bytes, frame_max: int) -> list[bytes]:
     """Content header + body frames for one message (``props_raw`` = flags + property list)."""
+    out: list[bytes] = []
+    append_content(out, channel, props_raw, body, frame_max)
+    return out
+
+
+def append_content(out: list[bytes], channel: int, props_raw: bytes, body: bytes, frame_max: int) -> None:
+    """``content_frames`` appended to ``out`` (the delivery path: no list per message)."""
     n = len(body)
-    out = [frame(FRAME_HEADER, channel, _content_hdr.pack(60, 0, n, 0)[:12] + props_raw)]
+    out.append(frame(FRAME_HEADER, channel, _content_hdr.pack(60, 0, n, 0)[:12] + props_raw))
     if n:
         chunk = frame_max - 8
         if n <= 4096:
@@ -279,7 +286,6 @@ def content_frames(channel: int, props_raw: bytes, body: bytes, frame_max: int) 
         else:
             for i in range(0, n, chunk):
                 out.append(frame(FRAME_BODY, channel, body[i:i + chunk]))
-    return out
 
 
 # ---- basic.deliver / get-ok / return (out) ----------------------------------------------------

@@ -226,7 +226,15 @@ class AmqpConnection:
         return out
 
     def write(self, data: bytes) -> None:
+        """Queue one ready-made frame (a confirm, a held basic.cancel)."""
         self._out.append(data)
+
+    def send_content(self, method_frame: bytes, channel: int, props_raw: bytes, body: bytes) -> None:
+        """Queue a content-carrying method (deliver, get-ok, return) with its header and body frames,
+        split at this connection's negotiated ``frame_max``."""
+        out = self._out
+        out.append(method_frame)
+        codec.append_content(out, channel, props_raw, body, self.frame_max)
 
     def send_method(self, channel: int, method: Any) -> None:
         self._out.append(codec.method_frame(channel, method))

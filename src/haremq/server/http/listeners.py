@@ -41,7 +41,7 @@ class HttpListeners:
                                            request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
                                            too_large=too_large),
                 host=s.bind, port=port,
-                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024)
+                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024, ssl=self.node.tls_context(name))
         except OSError as exc:
             raise listen_error(name, s.bind, port, exc) from None
         self.servers.append(server)

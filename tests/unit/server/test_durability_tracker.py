@@ -180,8 +180,13 @@ def test_a_gate_holds_later_answers_until_it_opens() -> None:
 
 # ---- the AMQP channel: coalesced confirms -----------------------------------------------------------
 class _Proto:
+    """The sans-IO connection's outgoing-frame queue, as the channel sees it."""
+
     def __init__(self) -> None:
-        self._out: list[bytes] = []
+        self.out: list[bytes] = []
+
+    def write(self, frame: bytes) -> None:
+        self.out.append(frame)
 
 
 class _Conn:
@@ -222,11 +227,11 @@ def test_channel_confirms_coalesce_into_ack_multiple_per_run_and_stop_at_the_fir
     ch.outcomes.add(0, pos((log, 5)))  # a tx.commit-ok
     log.committed_lsn = 2
     assert ch.flush_confirms()
-    assert _frames(conn.proto._out) == [("ack*", 2)]
-    conn.proto._out.clear()
+    assert _frames(conn.proto.out) == [("ack*", 2)]
+    conn.proto.out.clear()
     log.committed_lsn = 5
     assert not ch.flush_confirms()
-    assert _frames(conn.proto._out) == [("ack*", 3), ("nack", 4), ("ack*", 5), ("commit-ok", 0)]
+    assert _frames(conn.proto.out) == [("ack*", 3), ("nack", 4), ("ack*", 5), ("commit-ok", 0)]
 
 
 def test_channel_refusal_nacks_every_waiting_confirm() -> None:
@@ -237,7 +242,7 @@ def test_channel_refusal_nacks_every_waiting_confirm() -> None:
     ch.outcomes.add(1, pos((log, 1)))
     ch.outcomes.add(2, {})
     ch.fail_confirms(ResourceError("fsync failed"))
-    assert _frames(conn.proto._out) == [("nack", 1), ("nack", 2)]
+    assert _frames(conn.proto.out) == [("nack", 1), ("nack", 2)]
     assert not ch.outcomes
 
 

@@ -21,6 +21,7 @@ from haremq.cluster.coordinator.api import (
     Conflict,
     Delete,
     Fenced,
+    KeyValue,
     NoSession,
     NotEligible,
     Put,
@@ -31,6 +32,7 @@ from haremq.cluster.coordinator.api import (
     queue_key,
 )
 from haremq.cluster.coordinator.base import BaseCoordinator, LeasedPut
+from haremq.cluster.coordinator.cache import PrefixCache
 from haremq.cluster.coordinator.etcd import EtcdCoordinator
 from haremq.cluster.coordinator.local import LocalCoordinator, LocalStore
 from haremq.testing.fakes import FakeClock
@@ -224,6 +226,55 @@ def test_watch_from_a_compacted_revision_says_compacted(backend: Backend) -> Non
         assert got[0].revision == third
 
     backend.run(body)
+
+
+def test_prefix_cache_follows_writes_from_every_node(backend: Backend) -> None:
+    async def body(b: Backend) -> None:
+        c, other = await b.client(), await b.client()
+        await c.put_if("meta/vhost/a", b"1", 0)
+        seen: list[tuple[int, list[tuple[str, str]]]] = []
+        cache = PrefixCache(c, "meta/", lambda rev, evs: seen.append((rev, [(e.kind, e.key) for e in evs])))
+        await cache.start()
+        try:
+            assert set(cache.items) == {"meta/vhost/a"}
+            r1 = await other.commit([Put("meta/vhost/b", b"1"), Put("meta/user/u", b"1")], {})
+            r2 = await other.commit([Delete("meta/vhost/a")], {})
+            await cache.wait_for(r2)
+            assert set(cache.items) == {"meta/vhost/b", "meta/user/u"} and cache.revision == r2
+            assert seen == [(r1, [("put", "meta/vhost/b"), ("put", "meta/user/u")]), (r2, [("delete", "meta/vhost/a")])]
+        finally:
+            await cache.stop()
+
+    backend.run(body)
+
+
+def test_prefix_cache_lists_again_after_falling_behind_a_compaction(backend: Backend) -> None:
+    async def body(b: Backend) -> None:
+        c, other = await b.client(), await b.client()
+        r0 = await c.commit([Put("meta/q/keep", b"1"), Put("meta/q/gone", b"1"), Put("meta/q/changed", b"1")], {})
+        seen: list[tuple[int, list[tuple[str, str]]]] = []
+        cache = PrefixCache(c, "meta/", lambda rev, evs: seen.append((rev, [(e.kind, e.key) for e in evs])))
+        await cache.start()
+        await cache.stop()  # the node is away while history moves on and is compacted
+        await other.commit([Delete("meta/q/gone"), Put("meta/q/changed", b"2"), Put("meta/q/new", b"1")], {})
+        last = await other.put_if("meta/q/new", b"2", (await other.get("meta/q/new") or _missing()).mod_revision)
+        await other.compact(last)
+        await cache.start()
+        try:
+            await cache.wait_for(last)
+            assert cache.relists == 1 and cache.revision >= last > r0
+            assert {k: kv.value for k, kv in cache.items.items()} == {
+                "meta/q/keep": b"1", "meta/q/changed": b"2", "meta/q/new": b"2"}
+            assert seen == [(cache.revision, [("delete", "meta/q/gone"), ("put", "meta/q/changed"),
+                                              ("put", "meta/q/new")])]
+        finally:
+            await cache.stop()
+
+    backend.run(body)
+
+
+def _missing() -> KeyValue:
+    raise AssertionError("key missing")
 
 
 # ---- membership and leases ---------------------------------------------------------------------------

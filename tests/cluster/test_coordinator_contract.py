@@ -209,6 +209,25 @@ async def _true(v: bool) -> bool:
     return v
 
 
+def test_close_ends_open_watches_quietly(backend: Backend) -> None:
+    async def body(b: Backend) -> None:
+        c = await b.client()
+        rev = await c.put_if("meta/x", b"1", 0)
+        got: list[WatchBatch] = []
+
+        async def follow() -> None:
+            async for batch in c.watch_prefix("meta/", rev):
+                got.append(batch)
+
+        task = asyncio.create_task(follow())
+        await until(lambda: _true(len(got) == 1), 5)
+        await c.close()
+        await asyncio.wait_for(task, 2)  # ended, no error, no hang
+        assert task.exception() is None
+
+    backend.run(body)
+
+
 def test_watch_from_a_compacted_revision_says_compacted(backend: Backend) -> None:
     async def body(b: Backend) -> None:
         c = await b.client()

@@ -128,6 +128,7 @@ class Event:
     key: str
     value: bytes  # empty for a delete
     mod_revision: int
+    lease: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

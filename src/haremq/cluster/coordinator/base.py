@@ -25,6 +25,7 @@ from haremq.cluster.coordinator.api import (
     LeaseLostCallback,
     Listing,
     Membership,
+    NodeInfo,
     NoSession,
     NotEligible,
     Op,
@@ -32,6 +33,7 @@ from haremq.cluster.coordinator.api import (
     Session,
     Unavailable,
     WatchBatch,
+    decode_info,
     decode_isr,
     encode_info,
     encode_isr,
@@ -237,7 +239,8 @@ class BaseCoordinator:
                     await asyncio.wait_for(self._revoke(old.lease), self.lease_ttl / 3)
                 await asyncio.wait_for(self._new_session(), self.lease_ttl)
                 return
-            except (TimeoutError, Unavailable):
+            except (CoordinatorError, TimeoutError) as e:
+                log.warning("node %s: registering again failed: %s", old.node_id, e or "no answer in time")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -254,8 +257,7 @@ class BaseCoordinator:
                 if ev.kind == "delete":
                     nodes.pop(node_id, None)
                 else:
-                    nodes[node_id] = membership_from(Listing((KeyValue(ev.key, ev.value, ev.mod_revision, 0),),
-                                                             0)).nodes[node_id]
+                    nodes[node_id] = NodeInfo(node_id, decode_info(ev.value), ev.lease)
             yield Membership(dict(nodes), batch.revision)
 
     # ---- KV --------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class BaseCoordinator:
         across broken streams and endpoint changes."""
         next_rev = max(1, from_revision)
         delay = 0.05
-        while True:
+        while not self._closed:
             try:
                 async for batch in self._watch_stream(prefix, next_rev):
                     if batch.revision < next_rev:
@@ -281,6 +283,8 @@ class BaseCoordinator:
                     yield batch
                 raise StreamBroken("stream ended")
             except (StreamBroken, Unavailable) as e:
+                if self._closed:
+                    return
                 log.info("watch on %r broken (%s): resuming from revision %d", prefix, e, next_rev)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

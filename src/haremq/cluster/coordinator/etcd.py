@@ -43,10 +43,9 @@ from haremq.cluster.coordinator.base import (
 
 T = TypeVar("T")
 
-# Refusals that prove the request was not applied: safe to send again elsewhere.
-_NOT_APPLIED = ("connect", "connection refused", "no leader", "not capable", "unavailable", "socket closed",
-                "failed to pick", "dns", "backends failing")
-_AMBIGUOUS = ("request timed out", "leader changed", "timed out due to", "too many requests")
+# Refusals that prove a request never reached a member that could apply it: safe to send again.
+_NOT_APPLIED = ("failed to connect", "connection refused", "no leader", "not capable", "backends failing",
+                "dns resolution failed", "failed to pick subchannel")
 
 # gRPC keep-alive pings find a silently dead connection; etcd refuses pings closer than 5 s apart.
 _CHANNEL_OPTIONS = (("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
@@ -131,27 +130,23 @@ class EtcdCoordinator(BaseCoordinator):
                 last = f"{ep.address}: timeout"
             except rpc.AioRpcError as e:
                 code, details = e.code(), (e.details() or "").lower()
-                if code == rpc.StatusCode.NOT_FOUND or code == rpc.StatusCode.INVALID_ARGUMENT:
-                    raise CoordinatorError(f"etcd: {e.details()}") from None
+                if code in (rpc.StatusCode.NOT_FOUND, rpc.StatusCode.INVALID_ARGUMENT,
+                            rpc.StatusCode.FAILED_PRECONDITION, rpc.StatusCode.PERMISSION_DENIED,
+                            rpc.StatusCode.UNAUTHENTICATED, rpc.StatusCode.RESOURCE_EXHAUSTED):
+                    raise CoordinatorError(f"etcd {ep.address}: {e.details()}") from None
                 if code == rpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
                     raise Compacted(0) from None
-                ambiguous = code == rpc.StatusCode.DEADLINE_EXCEEDED or any(a in details for a in _AMBIGUOUS)
-                if write and ambiguous:
-                    self._failed(ep)
-                    raise Unavailable(f"etcd {ep.address}: {e.details()} (outcome unknown)") from None
-                if code not in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED,
-                                rpc.StatusCode.CANCELLED, rpc.StatusCode.UNKNOWN) and not ambiguous:
-                    raise CoordinatorError(f"etcd {ep.address}: {e.details()}") from None
-                last = f"{ep.address}: {e.details()}"
                 self._failed(ep)
+                if write and not (code == rpc.StatusCode.UNAVAILABLE and any(p in details for p in _NOT_APPLIED)):
+                    raise Unavailable(f"etcd {ep.address}: {e.details()} (outcome unknown)") from None
+                last = f"{ep.address}: {e.details()}"
             if attempt + 1 >= len(self.endpoints):
                 await asyncio.sleep(0.1 * (attempt + 2 - len(self.endpoints)))
         raise Unavailable(f"no etcd endpoint answered ({last})")
 
     async def close(self) -> None:
         await super().close()
-        for call in list(self._calls):
-            call.cancel()
+        self.interrupt_watches()  # open watch iterators end (they see the coordinator closed)
         for ep in self.endpoints:
             with contextlib.suppress(Exception):
                 await ep.close()
@@ -221,7 +216,8 @@ class EtcdCoordinator(BaseCoordinator):
                 batch: list[Event] = []
                 for ev in resp.events:
                     e = Event("delete" if ev.type == rpc.Event.DELETE else "put",
-                              ev.kv.key.decode()[len(self.namespace):], bytes(ev.kv.value), ev.kv.mod_revision)
+                              ev.kv.key.decode()[len(self.namespace):], bytes(ev.kv.value), ev.kv.mod_revision,
+                              ev.kv.lease)
                     if batch and batch[-1].mod_revision != e.mod_revision:
                         yield WatchBatch(batch[-1].mod_revision, tuple(batch))
                         batch = []

@@ -34,7 +34,7 @@ class LocalStore:
         self.history: list[WatchBatch] = []
         self.leases: dict[int, tuple[float, float]] = {}  # id -> (ttl, expires at)
         self._lease_ids = itertools.count(0x1000)
-        self.subscribers: set[Callable[[WatchBatch | None], None]] = set()
+        self.subscribers: set[Callable[[WatchBatch], None]] = set()
 
     def range(self, key: str, prefix: bool) -> Listing:
         self.expire()
@@ -61,7 +61,7 @@ class LocalStore:
             if isinstance(op, LeasedPut):
                 old = self.kv.get(op.key)
                 self.kv[op.key] = KeyValue(op.key, op.value, rev, old.create_revision if old else rev, op.lease)
-                events.append(Event("put", op.key, op.value, rev))
+                events.append(Event("put", op.key, op.value, rev, op.lease))
             else:
                 events += self._delete([op.key] if not op.prefix else [k for k in self.kv if k.startswith(op.key)], rev)
         self._publish(events, rev)
@@ -111,10 +111,6 @@ class LocalStore:
         self.compact_revision = max(self.compact_revision, min(revision, self.revision))
         self.history = [b for b in self.history if b.revision > self.compact_revision]
 
-    def interrupt(self) -> None:
-        for sub in list(self.subscribers):
-            sub(None)
-
 
 class LocalCoordinator(BaseCoordinator):
     """One node's view of a ``LocalStore`` (its own unless one is given)."""
@@ -124,6 +120,7 @@ class LocalCoordinator(BaseCoordinator):
         store = store or LocalStore(clock)
         super().__init__(lease_ttl=lease_ttl, lease_margin=lease_margin, clock=clock or store.clock)
         self.store = store
+        self._queues: set[asyncio.Queue[WatchBatch | None]] = set()
 
     async def start(self) -> None:
         await super().start()
@@ -146,6 +143,7 @@ class LocalCoordinator(BaseCoordinator):
             raise Compacted(self.store.compact_revision)
         queue: asyncio.Queue[WatchBatch | None] = asyncio.Queue()
         self.store.subscribers.add(queue.put_nowait)
+        self._queues.add(queue)
         try:
             backlog = [b for b in self.store.history if b.revision >= from_revision]
             last = self.store.revision
@@ -160,6 +158,7 @@ class LocalCoordinator(BaseCoordinator):
                     yield picked
         finally:
             self.store.subscribers.discard(queue.put_nowait)
+            self._queues.discard(queue)
 
     async def _grant(self, ttl: float) -> tuple[int, float]:
         return self.store.grant(ttl), ttl
@@ -174,7 +173,12 @@ class LocalCoordinator(BaseCoordinator):
         self.store.compact(revision)
 
     def interrupt_watches(self) -> None:
-        self.store.interrupt()
+        for queue in list(self._queues):
+            queue.put_nowait(None)
+
+    async def close(self) -> None:
+        await super().close()
+        self.interrupt_watches()  # open watch iterators end (they see the coordinator closed)
 
 
 def _only(batch: WatchBatch, prefix: str) -> WatchBatch | None:

@@ -35,6 +35,8 @@ from haremq.cluster.coordinator.base import BaseCoordinator, LeasedPut
 from haremq.cluster.coordinator.cache import PrefixCache
 from haremq.cluster.coordinator.etcd import EtcdCoordinator
 from haremq.cluster.coordinator.local import LocalCoordinator, LocalStore
+from haremq.cluster.coordinator.meta import change_ops, event_change
+from haremq.store.api import Change
 from haremq.testing.fakes import FakeClock
 
 T = TypeVar("T")
@@ -294,6 +296,46 @@ def test_prefix_cache_lists_again_after_falling_behind_a_compaction(backend: Bac
 
 def _missing() -> KeyValue:
     raise AssertionError("key missing")
+
+
+def test_definitions_changes_round_trip_through_meta_keys(backend: Backend) -> None:
+    async def body(b: Backend) -> None:
+        c, other = await b.client(), await b.client()
+        changes: list[Change] = []
+        cache = PrefixCache(c, "meta/", lambda rev, evs: changes.extend(event_change(e) for e in evs))
+        await cache.start()
+        puts = [
+            Change("put", "vhost", ("dev/1",), {"description": "", "tags": []}),
+            Change("put", "user", ("ann",), {"password_hash": "h", "tags": ["admin"]}),
+            Change("put", "permission", ("ann", "dev/1"), {"configure": ".*", "write": ".*", "read": ".*"}),
+            Change("put", "access_key", ("AK1",), {"user": "ann", "secret": "s"}),
+            Change("put", "exchange", ("dev/1", "x"), {"type": "topic", "durable": True, "auto_delete": False,
+                                                         "internal": False, "arguments": {}}),
+            Change("put", "queue", ("dev/1", "q"), {"durable": True, "auto_delete": False, "arguments": {}}),
+            Change("put", "binding", ("dev/1", "x", "q", "queue", "a.#"), {"arguments": {"k": 1}}),
+            Change("put", "binding", ("dev/1", "x", "q", "queue", "a.#"), {"arguments": {"k": 2}}),
+        ]
+        r = await other.commit([op for ch in puts for op in change_ops(ch)], {})
+        await cache.wait_for(r)
+        assert sorted(changes, key=repr) == sorted(puts, key=repr)
+        assert len(cache.items) == len(puts)  # two bindings differing only in arguments are two keys
+
+        changes.clear()
+        gone = Change("delete", "binding", ("dev/1", "x", "q", "queue", "a.#"), {"arguments": {"k": 1}})
+        await cache.wait_for(await other.commit(change_ops(gone), {}))
+        assert changes == [gone]  # the delete carries the arguments that identify the binding
+
+        changes.clear()
+        r = await other.commit(change_ops(Change("delete", "vhost", ("dev/1",))), {})
+        await cache.wait_for(r)
+        assert {(ch.op, ch.kind) for ch in changes} == {("delete", k) for k in
+                                                         ("vhost", "permission", "exchange", "queue", "binding")}
+        r = await other.commit(change_ops(Change("delete", "user", ("ann",)), cache.items), {})
+        await cache.wait_for(r)
+        assert cache.items == {}
+        await cache.stop()
+
+    backend.run(body)
 
 
 # ---- membership and leases ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
@@ -18,7 +19,8 @@ ChangeListener = Callable[[int, Sequence[Event]], None]
 
 class PrefixCache:
     """``items`` mirrors the keys under ``prefix`` as of ``revision``; ``listener(revision,
-    events)`` runs on the loop after each applied transaction (or re-list difference)."""
+    events)`` runs on the loop after each applied transaction (or re-list difference). A delete
+    event carries the deleted value (a binding's arguments are part of what identifies it)."""
 
     def __init__(self, coordinator: Coordinator, prefix: str, listener: ChangeListener | None = None) -> None:
         self.coordinator = coordinator
@@ -53,14 +55,17 @@ class PrefixCache:
         while True:
             try:
                 async for batch in self.coordinator.watch_prefix(self.prefix, self.revision + 1):
+                    events = []
                     for ev in batch.events:
+                        old = self.items.get(ev.key)
                         if ev.kind == "put":
-                            old = self.items.get(ev.key)
                             self.items[ev.key] = KeyValue(ev.key, ev.value, ev.mod_revision,
-                                                          old.create_revision if old else ev.mod_revision)
-                        else:
-                            self.items.pop(ev.key, None)
-                    await self._advance(batch.revision, batch.events)
+                                                          old.create_revision if old else ev.mod_revision, ev.lease)
+                            events.append(ev)
+                        elif old is not None:
+                            del self.items[ev.key]
+                            events.append(dataclasses.replace(ev, value=old.value))
+                    await self._advance(batch.revision, events)
             except Compacted:
                 self.relists += 1
                 log.info("cache of %r fell behind a compaction: listing again", self.prefix)
@@ -75,7 +80,7 @@ class PrefixCache:
     def _load(self, listing: Listing, notify: bool) -> tuple[int, list[Event]]:
         """Replace the items; the difference as events (puts for new or changed, deletes for gone)."""
         new = listing.as_dict()
-        diff = [Event("delete", k, b"", listing.revision) for k in sorted(self.items) if k not in new]
+        diff = [Event("delete", k, kv.value, listing.revision) for k, kv in sorted(self.items.items()) if k not in new]
         diff += [Event("put", k, kv.value, kv.mod_revision) for k, kv in sorted(new.items())
                  if k not in self.items or self.items[k].mod_revision != kv.mod_revision]
         self.items = new

@@ -94,7 +94,8 @@ def _try_start(size: int) -> EtcdCluster | None:
              "--listen-peer-urls", f"http://127.0.0.1:{m.peer_port}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer_port}",
              "--initial-cluster", initial, "--initial-cluster-state", "new",
-             "--heartbeat-interval", "100", "--election-timeout", "1000", "--log-level", "error"],
+             # a new etcd leader within ~0.5-1 s: well inside lease TTL - margin (see docs/cluster.md)
+             "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -280,7 +280,8 @@ class Coordinator(Protocol):
     async def in_sync(self, qkey: str) -> InSyncSet: ...
 
     async def set_in_sync(self, leadership: Leadership, members: Sequence[str]) -> int:
-        """Write the in-sync set; only the current leader may (``Fenced`` otherwise)."""
+        """Write the in-sync set; only the current leader may (``Fenced`` otherwise, also as soon as
+        the local lease timer fired, before etcd expires anything)."""
         ...
 
 

@@ -130,12 +130,13 @@ class BaseCoordinator:
 
     async def close(self) -> None:
         self._closed = True
-        for t in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
+        if tasks:
+            # Python 3.11's wait_for can swallow a cancel that races its inner call: the loops also
+            # stop on ``_closed``, and close never waits for them forever.
+            await asyncio.wait(tasks, timeout=2.0)
         session, self._session = self._session, None
         if session is not None:
             with contextlib.suppress(Exception):
@@ -187,7 +188,7 @@ class BaseCoordinator:
         deadline only moves when an answer comes back."""
         interval = self.lease_ttl / 4
         wait = interval
-        while True:
+        while not self._closed:
             await asyncio.sleep(wait)
             wait = interval
             session = self._session
@@ -210,7 +211,7 @@ class BaseCoordinator:
     async def _lease_timer(self) -> None:
         """The local lease-loss signal: fires from the clock alone, whatever etcd says or not."""
         tick = min(0.05, self.lease_margin / 4)
-        while True:
+        while not self._closed:
             session = self._session
             if session is not None and self.clock.monotonic() >= self._deadline:
                 self._lose(session)
@@ -357,6 +358,11 @@ class BaseCoordinator:
         return InSyncSet(decode_isr(kv.value), kv.mod_revision) if kv else InSyncSet((), 0)
 
     async def set_in_sync(self, leadership: Leadership, members: Sequence[str]) -> int:
+        session = self._session
+        if session is None or session.lease != leadership.lease:
+            # Our own clock says the lease (and with it this leadership) may be gone: refuse even if
+            # etcd has not expired it yet.
+            raise Fenced(f"{leadership.holder} lost the lease its leadership of {leadership.queue_key} hung on")
         ok, revision = await self._txn(
             [Cmp(epoch_key(leadership.queue_key), mod_revision=leadership.epoch),
              Cmp(leader_key(leadership.queue_key), value=leadership.holder.encode())],

@@ -211,7 +211,8 @@ class EtcdCoordinator(BaseCoordinator):
             async for resp in call:
                 if resp.compact_revision:
                     raise Compacted(resp.compact_revision)
-                if resp.canceled:
+                if resp.canceled:  # e.g. the member lost its leader (hasleader): try another one
+                    self._failed(ep)
                     raise StreamBroken(f"canceled by {ep.address}: {resp.cancel_reason}")
                 batch: list[Event] = []
                 for ev in resp.events:

@@ -127,7 +127,7 @@ class LocalCoordinator(BaseCoordinator):
         self._spawn(self._reaper())
 
     async def _reaper(self) -> None:
-        while True:
+        while not self._closed:
             self.store.expire()
             await asyncio.sleep(0.05)
 

@@ -5,7 +5,6 @@ difference on as if it had been watched, so a listener sees one ordered stream o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -42,8 +41,8 @@ class PrefixCache:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # bounded: Python 3.11's wait_for can swallow a cancel (the loop also checks _task)
+            await asyncio.wait([task], timeout=2.0)
 
     async def wait_for(self, revision: int, timeout: float = 5.0) -> None:
         """Until the cache has applied ``revision``, the revision of a write under the prefix (read
@@ -52,7 +51,8 @@ class PrefixCache:
             await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
 
     async def _follow(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        while self._task is me:
             try:
                 async for batch in self.coordinator.watch_prefix(self.prefix, self.revision + 1):
                     events = []
@@ -69,13 +69,14 @@ class PrefixCache:
             except Compacted:
                 self.relists += 1
                 log.info("cache of %r fell behind a compaction: listing again", self.prefix)
-                while True:
+                listing = None
+                while listing is None and self._task is me:
                     try:
                         listing = await self.coordinator.list_prefix(self.prefix)
-                        break
                     except Unavailable:
                         await asyncio.sleep(0.5)
-                await self._advance(*self._load(listing, notify=True))
+                if listing is not None:
+                    await self._advance(*self._load(listing, notify=True))
 
     def _load(self, listing: Listing, notify: bool) -> tuple[int, list[Event]]:
         """Replace the items; the difference as events (puts for new or changed, deletes for gone)."""

@@ -263,7 +263,7 @@ class Coordinator(Protocol):
     # election per queue (``queue_key(vhost, name)``)
     async def campaign(self, qkey: str, candidate_id: str, eligible: bool) -> Leadership | None:
         """Become leader if nobody is: leader key (on this node's lease) + epoch bump in one
-        transaction. None if another node leads; ``NotEligible`` if ``eligible`` is false or the
+        transaction. None if a node (this one included) already leads; ``NotEligible`` if ``eligible`` is false or the
         candidate is not in the queue's in-sync set (when one was written)."""
         ...
 

@@ -56,6 +56,10 @@ class Settings:
     node_name: str = "haremq@localhost"
     metrics_auth: bool = False  # /metrics needs a management user (HTTP Basic), as the API does
     metrics_per_object: bool = False  # per-queue series on /metrics too (always on /metrics/per-object)
+    coordinator: str = "local"  # local (single node, no external service) | etcd (a cluster)
+    etcd_endpoints: str = ""  # comma-separated host:port of the etcd members (coordinator = etcd)
+    cluster_lease_ttl: int = 3  # seconds a dead node holds its membership and queue leaderships
+    cluster_lease_margin: float = 0.5  # a node drops its leaderships this long before its lease may expire
 
     def validate(self) -> Settings:
         try:
@@ -89,6 +93,15 @@ class Settings:
             raise ConfigError(f"max_message_size: {self.max_message_size} is not between 1 and 536870912")
         if not self.data_dir:
             raise ConfigError("data_dir: must not be empty")
+        if self.coordinator not in ("local", "etcd"):
+            raise ConfigError(f"coordinator: {self.coordinator!r} is not one of local, etcd")
+        if self.coordinator == "etcd" and not self.etcd_endpoints.strip(","):
+            raise ConfigError("etcd_endpoints: coordinator = etcd needs at least one host:port")
+        if not 2 <= self.cluster_lease_ttl <= 60:
+            raise ConfigError(f"cluster_lease_ttl: {self.cluster_lease_ttl} is not between 2 and 60 seconds")
+        if not 0 < self.cluster_lease_margin < self.cluster_lease_ttl / 2:
+            raise ConfigError(f"cluster_lease_margin: {self.cluster_lease_margin} is not between 0 and half "
+                              f"of cluster_lease_ttl")
         return self
 
 

@@ -61,6 +61,7 @@ SESSION_TTL = 8 * 3600.0
 MAX_SESSIONS = 10000
 RATE_WINDOW = 5.0  # message rates: counters sampled at most this far apart (at least 1 s)
 STATE_CHANGING = ("PUT", "POST", "DELETE", "PATCH")
+ACKMODES = ("ack_requeue_false", "ack_requeue_true", "reject_requeue_false", "reject_requeue_true", "browse")
 
 
 class HttpError(Exception):
@@ -95,14 +96,21 @@ def _str(d: dict[str, Any], key: str, default: str | None = None) -> str:
 
 
 def _bool(d: dict[str, Any], key: str, default: bool) -> bool:
+    """A flag as RabbitMQ reads it: JSON true/false or the strings "true"/"false" (rabbitmqadmin sends
+    strings)."""
     v = d.get(key, default)
+    if isinstance(v, str) and v in ("true", "false"):
+        return v == "true"
     if not isinstance(v, bool):
         raise HttpError(400, f"'{key}' must be a boolean")
     return v
 
 
 def _args(d: dict[str, Any]) -> dict[str, Any]:
+    """``arguments``: an object; an empty list is no arguments (pyrabbit2 sends ``[]``, RabbitMQ accepts it)."""
     v = d.get("arguments", {})
+    if v == []:
+        return {}
     if not isinstance(v, dict):
         raise HttpError(400, "'arguments' must be an object")
     return v
@@ -175,8 +183,10 @@ class ManagementApp:
         r("PUT", "/api/queues/{vhost}/{name}", self.queue_put, "Declare a queue", True)
         r("DELETE", "/api/queues/{vhost}/{name}", self.queue_delete, "Delete a queue", True)
         r("DELETE", "/api/queues/{vhost}/{name}/contents", self.queue_purge, "Purge a queue", True)
-        r("GET", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
-        r("POST", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
+        r("GET", "/api/queues/{vhost}/{name}/get", self.queue_get_messages,
+          "Browse messages (no ackmode) without consuming")
+        r("POST", "/api/queues/{vhost}/{name}/get", self.queue_get_messages,
+          "Get messages: ackmode ack_requeue_false consumes, *_requeue_true requeues, browse (default) peeks")
         r("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings, "Bindings to a queue")
         r("GET", "/api/exchanges", self.exchanges, "Exchanges")
         r("GET", "/api/exchanges/{vhost}", self.exchanges, "Exchanges of a vhost")
@@ -270,7 +280,8 @@ class ManagementApp:
                     continue
                 ctype = req.headers.get("content-type")
                 if req.method in STATE_CHANGING and (req.body or ctype is not None) and \
-                        (ctype or "").split(";")[0].strip().lower() != "application/json":
+                        (ctype or "").split(";")[0].strip().lower() != "application/json" and \
+                        not (ctype is None and self._from_tool(req)):
                     # an HTML form (even an empty one) can only send form or text types
                     raise HttpError(415, "request body must be sent as Content-Type: application/json")
                 user = self._auth(req, admin) if admin is not None else None
@@ -353,6 +364,14 @@ class ManagementApp:
         except ValueError:
             return False
         return bool(netloc) and netloc.lower() == req.headers.get("host", "").lower()
+
+    @staticmethod
+    def _from_tool(req: HttpRequest) -> bool:
+        """A request no browser sent: no ``Origin``, ``Sec-Fetch-*`` or cookie (every browser request
+        that can carry a body without a Content-Type has them). Tools such as pyrabbit2 POST JSON
+        without a Content-Type, which RabbitMQ reads as JSON; so does haremq for them."""
+        h = req.headers
+        return not ("origin" in h or "sec-fetch-site" in h or "sec-fetch-mode" in h or "cookie" in h)
 
     @staticmethod
     def _wants_basic(req: HttpRequest) -> bool:
@@ -591,32 +610,70 @@ class ManagementApp:
         self.broker.queue_purge(self._session(user, vhost), name)  # ready and delayed messages
         return HttpResponse(204)
 
-    def queue_browse(self, vhost: str, name: str, user: User, body: dict[str, Any], query: dict[str, str],
-                     **_: Any) -> HttpResponse:
-        """Peek at ready messages in delivery order; nothing is taken, counted or reordered."""
+    def queue_get_messages(self, vhost: str, name: str, user: User, body: dict[str, Any], query: dict[str, str],
+                           **_: Any) -> HttpResponse:
+        """RabbitMQ's "get messages": ``ackmode`` ``ack_requeue_false`` consumes, ``reject_requeue_false``
+        rejects (dead-letters), ``ack_requeue_true``/``reject_requeue_true`` take and requeue (flagged
+        redelivered). Without ``ackmode`` (or with haremq's ``"browse"``) it peeks: nothing is taken."""
         q = self._queue(vhost, name, user)
-        self.broker.check(self._session(user, vhost), "read", "queue", name)  # payloads: as a basic.get would
+        s = self._session(user, vhost)
+        self.broker.check(s, "read", "queue", name)  # payloads: as a basic.get would
         raw = body.get("count", query.get("count", 1))
         count = int(raw) if not isinstance(raw, bool) else 1
         if not 0 <= count <= 10000:
             raise HttpError(400, "count must be between 0 and 10000")
+        ackmode = body.get("ackmode", "browse")  # a GET (no body) only ever browses
+        if ackmode not in ACKMODES:
+            raise HttpError(400, f"ackmode must be one of {', '.join(ACKMODES)}")
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise HttpError(400, "encoding must be 'auto' or 'base64'")
+        trunc_raw = body.get("truncate")
+        truncate = None if trunc_raw in (None, "") or isinstance(trunc_raw, bool) else int(trunc_raw)
+        if truncate is not None and truncate < 0:
+            raise HttpError(400, "truncate must not be negative")
         out = []
-        for i, e in enumerate(q.entries()):
-            if i >= count:
+        if ackmode == "browse":
+            for i, e in enumerate(q.entries()):
+                if i >= count:
+                    break
+                out.append(self._message(self._entry_message(q, e), e.delivery_count, q.message_count - i - 1,
+                                         encoding, truncate))
+            return _json(out)
+        for _i in range(count):
+            got = self.broker.get(s, name, no_ack=False)
+            if got is None:
                 break
-            msg = e.msg
-            if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
-                r = q.vhost.broker.store.read_message(q, e.seq)
-                msg = Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
-            out.append(self._message(msg, e.delivery_count, q.message_count - i - 1))
+            _tag, e, left = got
+            out.append(self._message(self._entry_message(q, e), e.delivery_count - 1, left, encoding, truncate))
+        if out:
+            if ackmode == "ack_requeue_false":
+                s.ack(0, multiple=True)
+            else:
+                s.nack(0, multiple=True, requeue=ackmode.endswith("requeue_true"))
+        self.broker.flush()
+        self.node.flush_output()
         return _json(out)
 
     @staticmethod
-    def _message(msg: Message, delivery_count: int, left: int) -> dict[str, Any]:
+    def _entry_message(q: Queue, e: Any) -> Message:
+        msg: Message | Any = e.msg
+        if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
+            r = q.vhost.broker.store.read_message(q, e.seq)
+            return Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
+        assert isinstance(msg, Message)
+        return msg
+
+    @staticmethod
+    def _message(msg: Message, delivery_count: int, left: int, encoding: str = "auto",
+                 truncate: int | None = None) -> dict[str, Any]:
+        body = msg.body if truncate is None else msg.body[:truncate]
         try:
-            payload, enc = msg.body.decode("utf-8"), "string"
+            if encoding == "base64":
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "base64 asked for")
+            payload, enc = body.decode("utf-8"), "string"
         except UnicodeDecodeError:
-            payload, enc = base64.b64encode(msg.body).decode(), "base64"
+            payload, enc = base64.b64encode(body).decode(), "base64"
         props = {f.name: getattr(msg.props, f.name) for f in dataclasses.fields(msg.props)
                  if getattr(msg.props, f.name) is not None}
         return {"payload": payload, "payload_encoding": enc, "payload_bytes": len(msg.body),

@@ -194,7 +194,10 @@ def test_schemathesis_finds_no_server_errors(hb: HttpBroker) -> None:
     @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case: Any) -> None:
         res = case.call(base_url=hb.management_url, headers={"Authorization": AUTH}, timeout=10)
-        if res.status_code >= 500:
+        # a failed health check answers 503 {"status": "failed"} (RabbitMQ): the check's answer, not an error
+        failed_check = case.formatted_path.startswith("/api/health/checks/") and res.status_code == 503 and \
+            res.json().get("status") == "failed"
+        if res.status_code >= 500 and not failed_check:
             failures.append(f"{case.method} {case.formatted_path} -> {res.status_code}")
 
     for op in schema.get_all_operations():

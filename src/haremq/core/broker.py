@@ -280,8 +280,10 @@ class Broker:
             rq.enqueue(msg)
             return ROUTED
         queues = vh.route(ex, msg)
+        ex.publish_in += 1
         if not queues:
             return UNROUTABLE
+        ex.publish_out += 1
         headers = msg.props.headers
         if headers and "BCC" in headers:  # RabbitMQ: BCC routes, but is removed before delivery
             headers = dict(headers)

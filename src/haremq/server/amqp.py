@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.blocked_sent = False
         self.published = False  # has published at least once: subject to the memory alarm
         self.bytes_in = 0
+        self.connected_at = time.time()  # wall clock, for the management API
         self.bytes_out = 0
         self.opened = False  # connection.open-ok sent (and audited): its close is audited too
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log

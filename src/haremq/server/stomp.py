@@ -22,6 +22,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,7 @@ class StompServerProtocol(asyncio.Protocol):
         self.last_recv = 0.0
         self.last_send = 0.0
         self.bytes_in = 0
+        self.connected_at = time.time()  # wall clock, for the management API
         self.bytes_out = 0
         self._hb: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None

@@ -24,8 +24,11 @@ import inspect
 import json
 import logging
 import math
+import os
 import re
+import resource
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -116,6 +119,27 @@ def _args(d: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+def _path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _project(obj: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """Only ``columns`` of ``obj`` (dotted paths keep their nesting), as RabbitMQ's ``columns=``."""
+    out: dict[str, Any] = {}
+    for col in columns:
+        parts = col.split(".")
+        v = _path(obj, col)
+        if v is None and not (isinstance(obj, dict) and col in obj):
+            continue
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = v
+    return out
+
+
 def _finite(text: str) -> float:
     f = float(text)
     if not math.isfinite(f):
@@ -163,7 +187,7 @@ class ManagementApp:
         self.started = time.time()
         self.metrics = Metrics(node, listeners)
         self.sessions: dict[str, DashboardSession] = {}
-        self._samples: dict[tuple[str, str], deque[tuple[float, tuple[int, ...]]]] = {}
+        self._samples: dict[tuple[str, ...], deque[tuple[float, tuple[int, ...]]]] = {}
         self.routes: list[Route] = []
         r = self._route
         r("POST", "/api/login", self.login, "Dashboard login: sets the session cookie", None)
@@ -171,12 +195,25 @@ class ManagementApp:
         r("GET", "/api/whoami", self.whoami, "The authenticated user")
         r("GET", "/api/healthchecks/node", self.healthcheck, "Node health check")
         r("GET", "/api/aliveness-test/{vhost}", self.aliveness, "Declare, publish and get a test message")
+        r("GET", "/api/health/checks/alarms", self.check_alarms, "503 while a resource alarm is in effect")
+        r("GET", "/api/health/checks/local-alarms", self.check_alarms, "503 while this node has a resource alarm")
+        r("GET", "/api/health/checks/virtual-hosts", self.check_vhosts, "Every virtual host is running")
+        r("GET", "/api/health/checks/port-listener/{port}", self.check_port, "503 unless a listener is on the port")
+        r("GET", "/api/health/checks/protocol-listener/{protocol}", self.check_protocol,
+          "503 unless a listener serves the protocol")
         r("GET", "/api/overview", self.overview, "Cluster-wide totals")
+        r("GET", "/api/cluster-name", self.cluster_name, "The cluster name")
+        r("GET", "/api/extensions", self.extensions, "Dashboard extensions (none)")
+        r("GET", "/api/feature-flags", self.feature_flags, "Feature flags (what haremq behaves as)")
         r("GET", "/api/nodes", self.nodes, "Nodes")
+        r("GET", "/api/nodes/{node}", self.node_get, "One node")
         r("GET", "/api/vhosts", self.vhosts, "Virtual hosts")
         r("GET", "/api/vhosts/{vhost}", self.vhost_get, "One virtual host")
         r("PUT", "/api/vhosts/{vhost}", self.vhost_put, "Create a virtual host", True)
         r("DELETE", "/api/vhosts/{vhost}", self.vhost_delete, "Delete a virtual host", True)
+        r("GET", "/api/vhosts/{vhost}/permissions", self.vhost_permissions, "Permissions on a virtual host", True)
+        r("GET", "/api/vhost-limits", self.vhost_limits, "Virtual host limits (none are set)", True)
+        r("GET", "/api/vhost-limits/{vhost}", self.vhost_limits, "Limits of a virtual host (none are set)", True)
         r("GET", "/api/queues", self.queues, "Queues with message counts and rates")
         r("GET", "/api/queues/{vhost}", self.queues, "Queues of a vhost")
         r("GET", "/api/queues/{vhost}/{name}", self.queue_get, "One queue")
@@ -194,12 +231,26 @@ class ManagementApp:
         r("PUT", "/api/exchanges/{vhost}/{name}", self.exchange_put, "Declare an exchange", True)
         r("DELETE", "/api/exchanges/{vhost}/{name}", self.exchange_delete, "Delete an exchange", True)
         r("POST", "/api/exchanges/{vhost}/{name}/publish", self.exchange_publish, "Publish a message", True)
+        r("GET", "/api/exchanges/{vhost}/{name}/bindings/source", self.exchange_bindings_source,
+          "Bindings from an exchange")
+        r("GET", "/api/exchanges/{vhost}/{name}/bindings/destination", self.exchange_bindings_destination,
+          "Bindings to an exchange")
         r("GET", "/api/bindings", self.bindings, "Bindings")
         r("GET", "/api/bindings/{vhost}", self.bindings, "Bindings of a vhost")
         r("POST", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bind_queue, "Bind a queue", True)
         r("GET", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bindings_between, "Bindings exchange->queue")
         r("DELETE", "/api/bindings/{vhost}/e/{source}/q/{name}/{props}", self.unbind_queue, "Unbind a queue", True)
+        r("POST", "/api/bindings/{vhost}/e/{source}/e/{name}", self.bind_exchange, "Bind an exchange", True)
+        r("GET", "/api/bindings/{vhost}/e/{source}/e/{name}", self.bindings_between_exchanges,
+          "Bindings exchange->exchange")
+        r("DELETE", "/api/bindings/{vhost}/e/{source}/e/{name}/{props}", self.unbind_exchange,
+          "Unbind an exchange", True)
         r("GET", "/api/connections", self.connections, "Client connections")
+        r("GET", "/api/connections/{name}", self.connection_get, "One client connection")
+        r("DELETE", "/api/connections/{name}", self.connection_close,
+          "Close a connection (reason in the X-Reason header)")
+        r("GET", "/api/connections/{name}/channels", self.connection_channels, "Channels of a connection")
+        r("GET", "/api/vhosts/{vhost}/connections", self.vhost_connections, "Connections to a virtual host")
         r("GET", "/api/channels", self.channels, "AMQP channels")
         r("GET", "/api/consumers", self.consumers, "Consumers")
         r("GET", "/api/consumers/{vhost}", self.consumers, "Consumers of a vhost")
@@ -207,12 +258,27 @@ class ManagementApp:
         r("GET", "/api/users/{username}", self.user_get, "One user", True)
         r("PUT", "/api/users/{username}", self.user_put, "Create or update a user", True)
         r("DELETE", "/api/users/{username}", self.user_delete, "Delete a user", True)
+        r("GET", "/api/users/{username}/permissions", self.user_permissions, "Permissions of a user", True)
         r("GET", "/api/permissions", self.permissions, "Permissions", True)
         r("GET", "/api/permissions/{vhost}/{username}", self.permission_get, "One permission", True)
         r("PUT", "/api/permissions/{vhost}/{username}", self.permission_put, "Set a permission", True)
         r("DELETE", "/api/permissions/{vhost}/{username}", self.permission_delete, "Clear a permission", True)
         r("GET", "/api/definitions", self.definitions_get, "Export definitions", True)
         r("POST", "/api/definitions", self.definitions_post, "Import definitions", True)
+        r("GET", "/api/definitions/{vhost}", self.definitions_vhost_get, "Export one virtual host's definitions", True)
+        r("POST", "/api/definitions/{vhost}", self.definitions_vhost_post, "Import into one virtual host", True)
+        r("GET", "/api/parameters", self.parameters, "Runtime parameters (no components are installed)", True)
+        r("GET", "/api/parameters/{component}", self.parameters, "Runtime parameters of a component", True)
+        r("GET", "/api/parameters/{component}/{vhost}", self.parameters, "Runtime parameters of a component",
+          True)
+        r("GET", "/api/parameters/{component}/{vhost}/{name}", self.parameter_get, "One runtime parameter", True)
+        r("PUT", "/api/parameters/{component}/{vhost}/{name}", self.parameter_put,
+          "Refused: no parameter component (shovel, federation) is installed", True)
+        r("GET", "/api/global-parameters", self.global_parameters, "Global parameters", True)
+        r("GET", "/api/global-parameters/{name}", self.global_parameter_get, "One global parameter", True)
+        r("GET", "/api/operator-policies", self.operator_policies, "Operator policies (none)", True)
+        r("GET", "/api/operator-policies/{vhost}", self.operator_policies, "Operator policies of a vhost (none)",
+          True)
 
     def _route(self, method: str, pattern: str, handler: Callable[..., Answer], summary: str,
                admin: bool | None = False) -> None:
@@ -478,14 +544,16 @@ class ManagementApp:
             return [self._vhost(vhost, user)]
         return [vh for vh in self.broker.vhosts.values() if self._sees(user, vh.name)]
 
-    def _rates(self, key: tuple[str, str], stats: dict[str, int]) -> dict[str, Any]:
+    def _rates(self, key: tuple[str, ...], stats: dict[str, int], gauge: bool = False) -> dict[str, Any]:
         """``stats`` with ``<name>_details.rate`` (per second), from samples taken when asked, kept
         1 to ``RATE_WINDOW`` seconds apart (the rate covers the time since the oldest kept sample)."""
         now = time.monotonic()
         vals = tuple(stats.values())
         dq = self._samples.get(key)
         if dq is None:
-            if len(self._samples) > 4 * sum(len(vh.queues) for vh in self.broker.vhosts.values()) + 64:
+            live = sum(len(vh.queues) + len(vh.exchanges) + 1 for vh in self.broker.vhosts.values()) + \
+                sum(len(c.channels) + 1 for c in list(self.node.connections)) + len(self.node.stomp_connections)
+            if len(self._samples) > 4 * live + 64:
                 self._samples.clear()  # deleted queues' samples
             dq = self._samples[key] = deque()
         while len(dq) > 1 and now - dq[1][0] >= RATE_WINDOW:
@@ -495,33 +563,126 @@ class ManagementApp:
         span = now - base_t
         for i, name in enumerate(stats):
             rate = (vals[i] - base[i]) / span if span > 0.2 else 0.0
-            out[f"{name}_details"] = {"rate": round(max(rate, 0.0), 1)}
+            out[f"{name}_details"] = {"rate": round(rate if gauge else max(rate, 0.0), 1)}  # a gauge may fall
         if not dq or now - dq[-1][0] >= 1.0:
             dq.append((now, vals))
         return out
 
+    @staticmethod
+    def _listing(items: list[dict[str, Any]], query: dict[str, str]) -> HttpResponse:
+        """A listing with RabbitMQ's query options: ``name`` (substring, or a regex with ``use_regex=true``,
+        both case-insensitive), ``sort``/``sort_reverse``, ``columns`` (dotted paths), and with ``page``
+        one page of ``page_size`` (1-500, default 100) as ``{items, page, page_count, ...}``."""
+        total = len(items)
+        name = query.get("name")
+        if name:
+            if query.get("use_regex") == "true":
+                try:
+                    rx = re.compile(name, re.IGNORECASE)
+                except re.error:
+                    raise HttpError(400, f"invalid regular expression '{name[:60]}'") from None
+                items = [x for x in items if rx.search(str(x.get("name", "")))]
+            else:
+                items = [x for x in items if name.lower() in str(x.get("name", "")).lower()]
+        sort = query.get("sort")
+        if sort:
+            def key(x: dict[str, Any]) -> tuple[int, Any]:
+                v = _path(x, sort)
+                return (0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
+            items = sorted(items, key=key, reverse=query.get("sort_reverse") == "true")
+        elif query.get("sort_reverse") == "true":
+            items = items[::-1]
+        columns = [c for c in query.get("columns", "").split(",") if c]
+        if columns:
+            items = [_project(x, columns) for x in items]
+        if "page" not in query:
+            return _json(items)
+        try:
+            page, size = int(query["page"]), int(query.get("page_size", "100"))
+        except ValueError:
+            raise HttpError(400, "page and page_size must be integers") from None
+        if not 1 <= size <= 500:
+            raise HttpError(400, "page_size must be between 1 and 500")
+        filtered = len(items)
+        page_count = max(1, -(-filtered // size))
+        if page < 1 or page > page_count:
+            raise HttpError(400, f"page out of range: {page} (page_count {page_count})")
+        chunk = items[(page - 1) * size:page * size]
+        return _json({"filtered_count": filtered, "item_count": len(chunk), "items": chunk, "page": page,
+                      "page_count": page_count, "page_size": size, "total_count": total})
+
     def queue_info(self, q: Queue) -> dict[str, Any]:
         sq = q.sqs
         ready = q.message_count + (sq.backlog_count if sq is not None else 0)
+        counts = self._rates(("q", q.vhost.name, q.name), {
+            "messages": ready + q.unacked, "messages_ready": ready, "messages_unacknowledged": q.unacked}, gauge=True)
+        unacked_bytes = q.unacked * (q.ready.bytes // q.ready.count if q.ready.count else 0)
+        consumers = [self._consumer_info(q, c) for c in q.consumers]
         info: dict[str, Any] = {
             "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
             "exclusive": q.exclusive_owner is not None, "arguments": q.arguments, "type": q.args.queue_type,
-            "state": "running", "messages_ready": ready, "messages_unacknowledged": q.unacked,
-            "messages": ready + q.unacked, "consumers": q.consumer_count, "message_bytes_ready": q.ready.bytes,
+            "state": "running", **counts, "consumers": q.consumer_count,
+            "message_bytes": q.ready.bytes + unacked_bytes, "message_bytes_ready": q.ready.bytes,
+            "message_bytes_unacknowledged": unacked_bytes, "message_bytes_ram": q.ready.bytes - q.ready.paged,
+            "message_bytes_paged_out": q.ready.paged, "memory": q.memory_estimate(),
             "message_stats": self._rates((q.vhost.name, q.name), {
                 "publish": q.published, "deliver_get": q.delivered, "ack": q.acked, "redeliver": q.redelivered}),
-            "node": self.node.cluster_name,
+            "node": self.node.cluster_name, "policy": None, "effective_policy_definition": {},
+            "exclusive_consumer_tag": next((c.tag for c in q.consumers if c.exclusive), None),
+            "consumer_utilisation": self._utilisation(q), "consumer_capacity": self._utilisation(q),
+            "consumer_details": consumers, "head_message_timestamp": self._head_timestamp(q),
+            "messages_persistent": 0, "message_bytes_persistent": 0,
         }
+        if not q.consumers:
+            # RabbitMQ: when the queue last saw a consumer, a get or a declare
+            idle = time.time() - max(0.0, self.broker.clock.monotonic() - q.last_used)
+            info["idle_since"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(idle))
         if sq is not None:
             info["messages_delayed"] = len(sq.delayed)
         stats = getattr(q.vhost.broker.store, "stats", None)
         st = stats(q.vhost.name, q.name) if stats is not None and q.persist else None
         if st is not None:
+            info["messages_persistent"] = st.live_messages  # what the durable log holds for the queue
             # the durable log: what it costs on disk and which segment pins its tail
             info["disk"] = {"bytes": st.bytes_on_disk, "segments": st.segments, "live_messages": st.live_messages,
                             "oldest_segment": st.oldest_segment, "oldest_segment_live": st.oldest_segment_live,
                             "compactions": st.compactions, "deleted_segments": st.deleted_segments}
         return info
+
+    @staticmethod
+    def _utilisation(q: Queue) -> float | None:
+        """Share of consumers that can take a message now (RabbitMQ's is a time average; None without
+        consumers). 1.0 whenever nothing waits."""
+        if not q.consumers:
+            return None
+        if not q.ready.count:
+            return 1.0
+        return round(sum(1 for c in q.consumers if c.has_credit()) / len(q.consumers), 2)
+
+    @staticmethod
+    def _head_timestamp(q: Queue) -> int | None:
+        """The ``timestamp`` property of the message at the head (None if unset or paged out)."""
+        head = q.ready.peek()
+        msg = head.msg if head is not None else None
+        if not isinstance(msg, Message) or msg.props.timestamp is None:
+            return None
+        return int(msg.props.timestamp)
+
+    def _consumer_info(self, q: Queue, c: Any) -> dict[str, Any]:
+        conn = c.session.connection
+        chan = None
+        if hasattr(conn, "channels") and isinstance(conn.channels, dict):
+            chan = next((n for n, ch in conn.channels.items() if getattr(ch, "session", None) is c.session), None)
+        details: dict[str, Any] = {}
+        if hasattr(conn, "peer") and getattr(conn, "transport", None) is not None:
+            cname = self._conn_name(conn)
+            details = {"name": f"{cname} ({chan})" if chan is not None else cname, "number": chan,
+                       "connection_name": cname, "peer_host": conn.peer[0], "peer_port": conn.peer[1],
+                       "user": conn.user.name if getattr(conn, "user", None) else None}
+        return {"consumer_tag": c.tag, "queue": {"name": q.name, "vhost": q.vhost.name},
+                "channel_details": details, "ack_required": not c.no_ack, "exclusive": c.exclusive,
+                "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True,
+                "activity_status": "up"}
 
     # ---- overview / nodes / vhosts ----------------------------------------------------------------
     def overview(self, user: User, **_: Any) -> HttpResponse:
@@ -531,12 +692,6 @@ class ManagementApp:
         unacked = sum(q.unacked for q in queues)
         amqp = [c for c in self.node.connections if self._own(user, c.user)]
         conns = len(amqp) + sum(1 for c in self.node.stomp_connections if self._own(user, c.user))
-        http = self.listeners
-        listeners = [{"protocol": "amqp", "port": self.node.amqp_port}]
-        for proto, port in (("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
-                            ("http", http.management_port)):
-            if port is not None:
-                listeners.append({"protocol": proto, "port": port})
         return _json({
             "management_version": __version__, "product_name": "haremq", "product_version": __version__,
             "rabbitmq_version": "3.10.8", "node": self.node.cluster_name, "cluster_name": self.node.cluster_name,
@@ -544,26 +699,72 @@ class ManagementApp:
                               "channels": sum(len(c.channels) for c in amqp),
                               "consumers": sum(q.consumer_count for q in queues),
                               "exchanges": sum(len(vh.exchanges) for vh in vhs), "vhosts": len(vhs)},
-            "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
-                             "messages_unacknowledged": unacked},
+            "queue_totals": self._rates(("", "totals" if self._sees_all(user) else f"totals:{user.name}"), {
+                "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked}, gauge=True),
+            "churn_rates": {},
             "message_stats": self._rates(("", "" if self._sees_all(user) else f"user:{user.name}"), {
                 "publish": sum(q.published for q in queues), "deliver_get": sum(q.delivered for q in queues),
                 "ack": sum(q.acked for q in queues), "redeliver": sum(q.redelivered for q in queues)}),
-            "listeners": listeners,
+            "listeners": self._listeners(),
+            "contexts": [{"node": self.node.cluster_name, "description": "haremq management",
+                          "path": "/", "port": str(self.listeners.management_port)}],
+            "exchange_types": [{"name": t, "description": "", "enabled": True} for t in EXCHANGE_TYPES],
+            "statistics_db_event_queue": 0,
         })
 
-    def nodes(self, **_: Any) -> HttpResponse:
-        return _json([{"name": self.node.cluster_name, "type": "disc", "running": True,
-                       "mem_used": self.metrics.rss(), "uptime": int((time.time() - self.started) * 1000)}])
+    def _node_info(self) -> dict[str, Any]:
+        """RabbitMQ's node object from what this process really has: file descriptors, RSS against the
+        memory watermark, free disk against ``disk_free_limit`` (statvfs), alarms, listeners."""
+        node = self.node
+        try:
+            fd_used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            fd_used = 0
+        fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        disk_free = node.disk_free()
+        conns = len(node.connections) + len(node.stomp_connections)
+        return {
+            "name": node.cluster_name, "type": "disc", "running": True, "being_drained": False,
+            "os_pid": str(os.getpid()), "uptime": int((time.time() - self.started) * 1000),
+            "mem_used": self.metrics.rss(), "mem_limit": node.memory_limit(), "mem_alarm": node.memory_alarm,
+            "disk_free": disk_free if disk_free is not None else 0,
+            "disk_free_limit": node.settings.disk_free_limit, "disk_free_alarm": node.disk_alarm,
+            "fd_used": fd_used, "fd_total": fd_total if fd_total != resource.RLIM_INFINITY else 1 << 20,
+            "sockets_used": conns, "sockets_total": fd_total if fd_total != resource.RLIM_INFINITY else 1 << 20,
+            "proc_used": threading.active_count(), "proc_total": 1 << 20, "processors": os.cpu_count() or 1,
+            "run_queue": 0, "partitions": [], "net_ticktime": 60, "rates_mode": "basic",
+            "exchange_types": [{"name": t, "description": "", "enabled": True} for t in EXCHANGE_TYPES],
+            "applications": [{"name": "haremq", "description": "haremq message broker", "version": __version__}],
+            "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],
+            "listeners": self._listeners(), "config_files": [], "log_files": [],
+        }
 
-    def vhosts(self, user: User, **_: Any) -> HttpResponse:
-        return _json([self._vhost_info(vh) for vh in self._vhosts(None, user)])
+    def nodes(self, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._node_info()], query)
+
+    def node_get(self, node: str, **_: Any) -> HttpResponse:
+        if node != self.node.cluster_name:
+            raise HttpError(404, "Object Not Found")
+        return _json(self._node_info())
+
+    def vhosts(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._vhost_info(vh) for vh in self._vhosts(None, user)], query)
 
     def _vhost_info(self, vh: VHost) -> dict[str, Any]:
-        ready = sum(q.message_count for q in vh.queues.values())
-        unacked = sum(q.unacked for q in vh.queues.values())
-        return {"name": vh.name, "messages": ready + unacked, "messages_ready": ready,
-                "messages_unacknowledged": unacked, "tracing": False}
+        qs = list(vh.queues.values())
+        ready = sum(q.message_count for q in qs)
+        unacked = sum(q.unacked for q in qs)
+        conns = [c for c in list(self.node.connections) + list(self.node.stomp_connections)
+                 if c.vhost is not None and c.vhost.name == vh.name]
+        return {"name": vh.name, "description": "", "tags": [], "tracing": False,
+                "cluster_state": {self.node.cluster_name: "running"},
+                **self._rates(("vhc", vh.name), {"messages": ready + unacked, "messages_ready": ready,
+                                                 "messages_unacknowledged": unacked}, gauge=True),
+                **self._rates(("vho", vh.name), {"recv_oct": sum(c.bytes_in for c in conns),
+                                                 "send_oct": sum(c.bytes_out for c in conns)}),
+                "message_stats": self._rates(("vh", vh.name), {
+                    "publish": sum(q.published for q in qs), "deliver_get": sum(q.delivered for q in qs),
+                    "ack": sum(q.acked for q in qs), "redeliver": sum(q.redelivered for q in qs)})}
 
     def vhost_get(self, vhost: str, user: User, **_: Any) -> HttpResponse:
         return _json(self._vhost_info(self._vhost(vhost, user)))
@@ -584,9 +785,9 @@ class ManagementApp:
         return HttpResponse(204)
 
     # ---- queues ----------------------------------------------------------------------------------------
-    def queues(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        return _json([self.queue_info(q) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
-                      if not q.deleted])
+    def queues(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
+        return self._listing([self.queue_info(q) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
+                              if not q.deleted], query)
 
     def queue_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json(self.queue_info(self._queue(vhost, name, user)))
@@ -687,13 +888,20 @@ class ManagementApp:
 
     # ---- exchanges --------------------------------------------------------------------------------------
     @staticmethod
-    def _exchange_info(vh: VHost, name: str) -> dict[str, Any]:
+    def _exchange_def(vh: VHost, name: str) -> dict[str, Any]:
         ex = vh.exchanges[name]
         return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
                 "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments}
 
-    def exchanges(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        return _json([self._exchange_info(vh, n) for vh in self._vhosts(vhost, user) for n in vh.exchanges])
+    def _exchange_info(self, vh: VHost, name: str) -> dict[str, Any]:
+        ex = vh.exchanges[name]
+        return {**self._exchange_def(vh, name), "user_who_performed_action": "", "policy": None,
+                "message_stats": self._rates(("x", vh.name, name), {"publish_in": ex.publish_in,
+                                                                    "publish_out": ex.publish_out})}
+
+    def exchanges(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
+        return self._listing([self._exchange_info(vh, n) for vh in self._vhosts(vhost, user) for n in vh.exchanges],
+                             query)
 
     def exchange_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         vh = self._vhost(vhost, user)
@@ -701,6 +909,20 @@ class ManagementApp:
         if name not in vh.exchanges:
             raise HttpError(404, "Object Not Found")
         return _json(self._exchange_info(vh, name))
+
+    def exchange_bindings_source(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost, user)
+        name = "" if name == "amq.default" else name
+        if name not in vh.exchanges:
+            raise HttpError(404, "Object Not Found")
+        return _json([b for b in self._bindings(vh) if b["source"] == name])
+
+    def exchange_bindings_destination(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost, user)
+        if name not in vh.exchanges:
+            raise HttpError(404, "Object Not Found")
+        return _json([b for b in self._bindings(vh) if b["destination"] == name
+                      and b["destination_type"] == "exchange"])
 
     def exchange_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         type_ = _str(body, "type", "direct")
@@ -757,6 +979,25 @@ class ManagementApp:
     def bindings(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
         return _json([b for vh in self._vhosts(vhost, user) for b in self._bindings(vh)])
 
+    def bindings_between_exchanges(self, vhost: str, source: str, name: str, user: User, **_: Any) -> HttpResponse:
+        return _json([b for b in self._bindings(self._vhost(vhost, user)) if b["source"] == source
+                      and b["destination"] == name and b["destination_type"] == "exchange"])
+
+    def bind_exchange(self, vhost: str, source: str, name: str, user: User, body: dict[str, Any],
+                      **_: Any) -> Answer:
+        if name not in self._vhost(vhost).exchanges:
+            raise HttpError(404, "Object Not Found")
+        rk = _str(body, "routing_key", "")
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body))
+        return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
+
+    def unbind_exchange(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
+        if name not in self._vhost(vhost).exchanges:
+            raise HttpError(404, "Object Not Found")
+        rk = "" if props == "~" else props
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
+        return self._settled(HttpResponse(204))
+
     def bindings_between(self, vhost: str, source: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json([b for b in self._bindings(self._vhost(vhost, user)) if b["source"] == source
                       and b["destination"] == name and b["destination_type"] == "queue"])
@@ -775,48 +1016,106 @@ class ManagementApp:
         return self._settled(HttpResponse(204))
 
     # ---- connections, channels, consumers -------------------------------------------------------------
-    def connections(self, user: User, **_: Any) -> HttpResponse:
-        out = []
-        for c in list(self.node.connections):
-            if not self._own(user, c.user):
-                continue
-            out.append({"name": f"{c.peer[0]}:{c.peer[1]}", "protocol": "AMQP 0-9-1", "peer_host": c.peer[0],
-                        "peer_port": c.peer[1], "user": c.user.name if c.user else None,
-                        "vhost": c.vhost.name if c.vhost else None, "channels": len(c.channels),
-                        "recv_oct": c.bytes_in, "send_oct": c.bytes_out, "state": "running",
-                        "client_properties": c.client_properties})
-        for s in list(self.node.stomp_connections):
-            if not self._own(user, s.user):
-                continue
-            out.append({"name": f"{s.peer[0]}:{s.peer[1]}", "protocol": "STOMP", "peer_host": s.peer[0],
-                        "peer_port": s.peer[1], "user": s.user.name if s.user else None,
-                        "vhost": s.vhost.name if s.vhost else None, "channels": 0, "recv_oct": s.bytes_in,
-                        "send_oct": s.bytes_out, "state": "running"})
-        return _json(out)
+    def _conn_name(self, c: Any) -> str:
+        """RabbitMQ's connection name: ``peer -> local`` (what rabbitmqadmin's close takes)."""
+        local = self._local(c)
+        return f"{c.peer[0]}:{c.peer[1]} -> {local[0]}:{local[1]}"
 
-    def channels(self, user: User, **_: Any) -> HttpResponse:
+    @staticmethod
+    def _local(c: Any) -> tuple[str, int]:
+        t = c.transport
+        sock = t.get_extra_info("sockname") if t is not None else None
+        return (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) and len(sock) >= 2 else ("?", 0)
+
+    def _conn_info(self, c: Any, protocol: str) -> dict[str, Any]:
+        t = c.transport
+        host, port = self._local(c)
+        amqp = protocol == "AMQP 0-9-1"
+        proto = c.proto if amqp else None
+        connected = getattr(c, "connected_at", None)
+        info: dict[str, Any] = {
+            "name": self._conn_name(c), "protocol": protocol, "node": self.node.cluster_name,
+            "type": "network", "peer_host": c.peer[0], "peer_port": c.peer[1], "host": host, "port": port,
+            "user": c.user.name if c.user else None, "user_who_performed_action": c.user.name if c.user else None,
+            "vhost": c.vhost.name if c.vhost else None, "channels": len(c.channels) if amqp else 0,
+            "recv_oct": c.bytes_in, "send_oct": c.bytes_out,
+            "state": "closing" if c.closing else "blocked" if c.reading_paused else "running",
+            "ssl": t is not None and t.get_extra_info("sslcontext") is not None,
+            "connected_at": int(connected * 1000) if connected is not None else None,
+            "auth_mechanism": getattr(c, "auth_mechanism", None),
+        }
+        info.update(self._rates(("conn", info["name"]), {"recv_oct": c.bytes_in, "send_oct": c.bytes_out}))
+        if proto is not None:
+            info.update({"channel_max": proto.channel_max, "frame_max": proto.frame_max, "timeout": proto.heartbeat,
+                         "client_properties": c.client_properties})
+        else:
+            info.update({"channel_max": 0, "frame_max": 0, "timeout": 0, "client_properties": {}})
+        return info
+
+    def _all_conns(self, user: User) -> list[tuple[Any, str]]:
+        return [(c, "AMQP 0-9-1") for c in list(self.node.connections) if self._own(user, c.user)] + \
+            [(s, "STOMP") for s in list(self.node.stomp_connections) if self._own(user, s.user)]
+
+    def connections(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._conn_info(c, p) for c, p in self._all_conns(user)], query)
+
+    def vhost_connections(self, vhost: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        self._vhost(vhost, user)
+        return self._listing([self._conn_info(c, p) for c, p in self._all_conns(user)
+                              if c.vhost is not None and c.vhost.name == vhost], query)
+
+    def _conn(self, name: str, user: User) -> tuple[Any, str]:
+        for c, p in self._all_conns(user):
+            if self._conn_name(c) == name:
+                return c, p
+        raise HttpError(404, "Object Not Found")
+
+    def connection_get(self, name: str, user: User, **_: Any) -> HttpResponse:
+        return _json(self._conn_info(*self._conn(name, user)))
+
+    def connection_close(self, name: str, user: User, req: HttpRequest, **_: Any) -> HttpResponse:
+        """Close a client connection, as RabbitMQ does: AMQP connection.close 320 (CONNECTION_FORCED) with
+        the ``X-Reason`` header's text; STOMP an ERROR frame. A user may close its own connections; closing
+        another user's needs ``administrator`` (RabbitMQ: the same rule)."""
+        c, _p = self._conn(name, user)
+        if "administrator" not in user.tags and (c.user is None or c.user.name != user.name):
+            raise HttpError(403, "Not administrator user")
+        reason = req.headers.get("x-reason", "Closed via management plugin")[:255]
+        c.shutdown(reason)
+        self.node.flush_output()
+        return HttpResponse(204)
+
+    def _channel_infos(self, user: User, only: Any = None) -> list[dict[str, Any]]:
         out = []
         for c in list(self.node.connections):
-            if not self._own(user, c.user):
+            if not self._own(user, c.user) or (only is not None and c is not only):
                 continue
+            cname = self._conn_name(c)
             for n, ch in c.channels.items():
                 s = ch.session
-                out.append({"name": f"{c.peer[0]}:{c.peer[1]} ({n})", "number": n,
-                            "user": c.user.name if c.user else None, "vhost": s.vhost.name,
-                            "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),
-                            "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
-                            "confirm": ch.confirm, "transactional": ch.tx})
-        return _json(out)
+                info = {"name": f"{cname} ({n})", "number": n, "node": self.node.cluster_name,
+                        "connection_details": {"name": cname, "peer_host": c.peer[0], "peer_port": c.peer[1]},
+                        "user": c.user.name if c.user else None, "vhost": s.vhost.name,
+                        "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),
+                        "messages_unconfirmed": 0, "messages_uncommitted": len(ch.tx_publishes) if ch.tx else 0,
+                        "acks_uncommitted": len(ch.tx_acks) if ch.tx else 0,
+                        "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
+                        "confirm": ch.confirm, "transactional": ch.tx, "state": "running"}
+                # delivery tags number every delivery and get on the channel: the count of both
+                info["message_stats"] = self._rates(("channel", str(info["name"])), {"deliver_get": s.next_tag - 1})
+                out.append(info)
+        return out
+
+    def channels(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing(self._channel_infos(user), query)
+
+    def connection_channels(self, name: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        c, p = self._conn(name, user)
+        return self._listing(self._channel_infos(user, c) if p == "AMQP 0-9-1" else [], query)
 
     def consumers(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        out = []
-        for vh in self._vhosts(vhost, user):
-            for q in vh.queues.values():
-                for c in q.consumers:
-                    out.append({"consumer_tag": c.tag, "queue": {"name": q.name, "vhost": vh.name},
-                                "ack_required": not c.no_ack, "exclusive": c.exclusive,
-                                "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True})
-        return _json(out)
+        return _json([self._consumer_info(q, c) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
+                      for c in q.consumers])
 
     # ---- users and permissions --------------------------------------------------------------------------
     @staticmethod
@@ -927,7 +1226,7 @@ class ManagementApp:
             "queues": [{"name": q.name, "vhost": vh.name, "durable": q.durable, "auto_delete": q.auto_delete,
                         "arguments": q.arguments} for vh in vhs for q in vh.queues.values()
                        if q.exclusive_owner is None and not q.deleted],
-            "exchanges": [self._exchange_info(vh, n) for vh in vhs for n in vh.exchanges
+            "exchanges": [self._exchange_def(vh, n) for vh in vhs for n in vh.exchanges
                           if n and not n.startswith("amq.")],
             "bindings": [b for vh in vhs for b in self._bindings(vh) if b["source"]],
         })
@@ -999,6 +1298,137 @@ class ManagementApp:
         if inspect.iscoroutine(answer):
             answer.close()
 
+    # ---- health checks (RabbitMQ's /api/health/checks/*) ---------------------------------------------------
+    def _alarms(self) -> list[dict[str, str]]:
+        out = []
+        if self.node.memory_alarm:
+            out.append({"node": self.node.cluster_name, "resource": "memory"})
+        if self.node.disk_alarm:
+            out.append({"node": self.node.cluster_name, "resource": "disk"})
+        return out
+
+    def check_alarms(self, **_: Any) -> HttpResponse:
+        alarms = self._alarms()
+        if alarms:
+            return _json({"status": "failed", "reason": "There are alarms in effect in the cluster",
+                          "alarms": alarms}, 503)
+        return _json({"status": "ok"})
+
+    def check_vhosts(self, **_: Any) -> HttpResponse:
+        return _json({"status": "ok"})  # a vhost exists only while it runs (no per-vhost supervisor to fail)
+
+    def _listeners(self) -> list[dict[str, Any]]:
+        http = self.listeners
+        out: list[dict[str, Any]] = []
+        for proto, port in (("amqp", self.node.amqp_port), ("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
+                            ("http", http.management_port)):
+            if port is not None:
+                out.append({"node": self.node.cluster_name, "protocol": proto,
+                            "ip_address": self.node.settings.bind, "port": port})
+        return out
+
+    def check_port(self, port: str, **_: Any) -> HttpResponse:
+        try:
+            wanted = int(port)
+        except ValueError:
+            raise HttpError(400, f"invalid port '{port[:20]}'") from None
+        ports = [x["port"] for x in self._listeners()]
+        if wanted in ports:
+            return _json({"status": "ok", "port": wanted})
+        return _json({"status": "failed", "reason": f"No active listener on port {wanted}", "missing": wanted,
+                      "ports": ports}, 503)
+
+    def check_protocol(self, protocol: str, **_: Any) -> HttpResponse:
+        aliases = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp", "stomp": "stomp", "http": "http",
+                   "https": "https", "amqp": "amqp", "sqs": "sqs"}
+        wanted = aliases.get(protocol.lower(), protocol.lower())
+        protocols = [x["protocol"] for x in self._listeners()]
+        if wanted in protocols:
+            return _json({"status": "ok", "protocol": wanted})
+        return _json({"status": "failed", "reason": f"No active listener for protocol {protocol}",
+                      "missing": protocol, "protocols": protocols}, 503)
+
+    # ---- cluster, extensions, feature flags, parameters ----------------------------------------------------
+    def cluster_name(self, **_: Any) -> HttpResponse:
+        return _json({"name": self.node.cluster_name})
+
+    def extensions(self, **_: Any) -> HttpResponse:
+        return _json([])
+
+    def feature_flags(self, **_: Any) -> HttpResponse:
+        """The RabbitMQ feature flags whose behaviour haremq has (all enabled; nothing to migrate)."""
+        flags = (("implicit_default_bindings", "Default bindings are computed, not stored"),
+                 ("quorum_queue", "x-queue-type quorum is accepted"),
+                 ("virtual_host_metadata", "Virtual host descriptions and tags"),
+                 ("empty_basic_get_metric", "Count empty basic.get"))
+        return _json([{"name": n, "desc": d, "doc_url": "", "stability": "stable", "provided_by": "rabbit",
+                       "state": "enabled"} for n, d in flags])
+
+    def parameters(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])  # no parameter components (shovel, federation) exist
+
+    def parameter_get(self, vhost: str, **_: Any) -> HttpResponse:
+        self._vhost(vhost)
+        raise HttpError(404, "Object Not Found")
+
+    def parameter_put(self, component: str, **_: Any) -> HttpResponse:
+        # RabbitMQ's answer when the plugin providing a component is not enabled
+        raise HttpError(400, f"component '{component[:60]}' not found: haremq has no shovel or federation")
+
+    def global_parameters(self, **_: Any) -> HttpResponse:
+        return _json([{"name": "cluster_name", "value": self.node.cluster_name}])
+
+    def global_parameter_get(self, name: str, **_: Any) -> HttpResponse:
+        if name != "cluster_name":
+            raise HttpError(404, "Object Not Found")
+        return _json({"name": "cluster_name", "value": self.node.cluster_name})
+
+    def operator_policies(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])
+
+    def vhost_limits(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])  # haremq enforces no per-vhost limits (max-connections, max-queues)
+
+    def vhost_permissions(self, vhost: str, **_: Any) -> HttpResponse:
+        self._vhost(vhost)
+        return _json([{"user": u.name, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+                      for u in self.broker.users.users.values() for vh, p in u.permissions.items() if vh == vhost])
+
+    def user_permissions(self, username: str, **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        return _json([{"user": u.name, "vhost": vh, "configure": p.configure, "write": p.write, "read": p.read}
+                      for vh, p in u.permissions.items()])
+
+    def definitions_vhost_get(self, vhost: str, req: HttpRequest, **kw: Any) -> HttpResponse:
+        """One vhost's exchanges, queues and bindings (RabbitMQ leaves out users, vhosts, permissions)."""
+        self._vhost(vhost)
+        full = json.loads(self.definitions_get(**kw).body)
+        return _json({"rabbit_version": full["rabbit_version"], "product_name": full["product_name"],
+                      "product_version": full["product_version"],
+                      **{k: [x for x in full[k] if x.get("vhost") == vhost]
+                         for k in ("queues", "exchanges", "bindings")},
+                      "policies": []})
+
+    async def definitions_vhost_post(self, vhost: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        """Import exchanges, queues and bindings into ``vhost`` (their own ``vhost`` fields are ignored)."""
+        self._vhost(vhost)
+        for key in ("users", "vhosts", "permissions"):
+            if body.get(key):
+                raise HttpError(400, f"'{key}' cannot be imported into a single virtual host")
+        doc: dict[str, Any] = {}
+        for key in ("exchanges", "queues", "bindings"):
+            items = body.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+                raise HttpError(400, f"'{key}' must be a list of objects")
+            doc[key] = [{**x, "vhost": vhost} for x in items]
+        return await self.definitions_post(user=user, body=doc)
+
     # ---- OpenAPI ------------------------------------------------------------------------------------------
     def openapi(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
@@ -1010,7 +1440,9 @@ class ManagementApp:
                                   "responses": {"200": {"description": "OK"}, "201": {"description": "Created"},
                                                 "204": {"description": "Done"}, "400": {"description": "Bad input"},
                                                 "401": {"description": "Unauthorized"},
-                                                "404": {"description": "Not found"}}}
+                                                "404": {"description": "Not found"},
+                                                "503": {"description": "Health check failed, or the "
+                                                                       "definitions store is unavailable"}}}
             if access is None:
                 op["security"] = []
             if method in ("PUT", "POST"):

@@ -98,9 +98,14 @@ class Session:
     def deliver(self, c: Consumer, queue: Queue, e: Entry) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
+        stats = self.vhost.broker.stats
+        if e.delivery_count > 1:
+            stats.redelivered += 1
         if c.no_ack:
+            stats.delivered_consume_auto_ack += 1
             queue.settle(e)
         else:
+            stats.delivered_consume_manual_ack += 1
             self.leases[tag] = Lease(queue, e, c)
             c.unacked += 1
             queue.unacked += 1
@@ -152,7 +157,9 @@ class Session:
                 self.vhost.broker.mark_dirty(q)
 
     def ack(self, tag: int, multiple: bool) -> None:
-        for lease in self._take(tag, multiple):
+        leases = self._take(tag, multiple)
+        self.vhost.broker.stats.acknowledged += len(leases)
+        for lease in leases:
             self._release(lease)
             if not lease.queue.deleted:
                 lease.queue.settle(lease.entry)

@@ -213,6 +213,7 @@ class VHost:
         if q.deleted:
             return 0
         q.deleted = True
+        self.broker.stats.queues_deleted += 1
         count = q.message_count
         for c in list(q.consumers):
             c.session.consumers.pop(c.tag, None)

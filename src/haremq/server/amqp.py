@@ -149,6 +149,7 @@ class Channel:
             outcomes.popleft()
             if ok and seq:
                 run_end = seq
+                self.conn.node.broker.stats.confirmed += 1
                 continue
             if run_end:
                 out.append(codec.confirm_frame(self.number, run_end, True))
@@ -218,6 +219,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.peer = (host, port)
         self.peer_name = f"{host}:{port}"
         self.node.connections.add(self)
+        self.node.broker.stats.connections_opened += 1
         loop = asyncio.get_running_loop()
         self.last_recv = self.last_send = loop.time()
         # a client must finish the handshake in time (RabbitMQ: handshake_timeout 10 s)
@@ -430,6 +432,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         elif t is ev.ChannelOpened:
             assert isinstance(event, ev.ChannelOpened)
             self.channels[event.channel] = Channel(self, event.channel)
+            self.node.broker.stats.channels_opened += 1
         elif t is ev.ChannelClosed or t is ev.ChannelFailed:
             assert isinstance(event, ev.ChannelClosed | ev.ChannelFailed)
             ch = self.channels.pop(event.channel, None)
@@ -575,6 +578,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         broker = self.node.broker
         if ch.confirm:
             ch.confirm_seq += 1
+            broker.stats.received_confirm += 1
             before = broker.store.ticket
             result = broker.publish(ch.session, e.exchange, msg)
             after = broker.store.ticket
@@ -583,6 +587,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         else:
             result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:
+            broker.stats.returned += 1
             out = self.proto._out
             out.append(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key))
             out.extend(codec.content_frames(ch.number, e.raw_props, e.body, self.proto.frame_max))

@@ -192,6 +192,7 @@ class StompServerProtocol(asyncio.Protocol):
         host, port, self.loopback = accept(transport)
         self.peer = (host, port)
         self.node.stomp_connections.add(self)
+        self.node.broker.stats.connections_opened += 1
         loop = asyncio.get_running_loop()
         self.last_recv = self.last_send = loop.time()
         self._handshake_timer = loop.call_later(self.node.settings.handshake_timeout, self._handshake_expired)

@@ -25,6 +25,7 @@ from haremq.core.delay import DELAY_HEADER
 from haremq.core.exchange import Exchange
 from haremq.core.lease import TimerTarget
 from haremq.core.message import Message, Properties
+from haremq.core.policy import Policy
 from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
@@ -352,8 +353,8 @@ class Broker:
 
     # ---- restart -------------------------------------------------------------------------------
     def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:
-        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues and bindings (no writes
-        back to the store)."""
+        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues, bindings and
+        policies (no writes back to the store)."""
         for v in defs.get("vhosts", []):
             self.add_vhost(v["name"])
         for u in defs.get("users", []):
@@ -386,6 +387,13 @@ class Broker:
                                              else vh.exchanges.get(bd["destination"]))
             if src is not None and dest is not None and src.table.bind(dest, bd["routing_key"], bd["arguments"]):
                 src.bindings.append((dest, bd["routing_key"], dict(bd["arguments"])))
+        for pd in defs.get("policies", []):
+            pvh = self.vhosts.get(pd["vhost"])
+            if pvh is not None:
+                pvh.policies[pd["name"]] = Policy.parse(pd["vhost"], pd["name"], pd)
+        for pvh in self.vhosts.values():
+            if pvh.policies:
+                pvh.apply_policies()
 
     def restore_messages(self, recovered: dict[tuple[str, str], list[Any]]) -> list[tuple[str, str]]:
         """Put recovered messages back in their queues; returns logs whose queue no longer exists."""

@@ -36,16 +36,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
+from haremq.core.arguments import QueueArgs
 from haremq.core.consumer import Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.message import Message, Properties
+from haremq.core.policy import Policy, PolicyError, effective_arguments
 from haremq.core.queue import PAGED, Queue
 from haremq.core.sqs_service import _NoDeliveries
 from haremq.errors import HareError, InternalError
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security import audit
 from haremq.security.users import Permission, User, hash_password
-from haremq.server.definitions import access_key_change, permission_change
+from haremq.server.definitions import access_key_change, permission_change, policy_change
 from haremq.server.http.metrics import Metrics
 from haremq.server.http.ui import DASHBOARD
 from haremq.store.api import Change
@@ -276,6 +278,12 @@ class ManagementApp:
           "Refused: no parameter component (shovel, federation) is installed", True)
         r("GET", "/api/global-parameters", self.global_parameters, "Global parameters", True)
         r("GET", "/api/global-parameters/{name}", self.global_parameter_get, "One global parameter", True)
+        r("GET", "/api/policies", self.policies, "Policies")
+        r("GET", "/api/policies/{vhost}", self.policies, "Policies of a virtual host")
+        r("GET", "/api/policies/{vhost}/{name}", self.policy_get, "One policy")
+        r("PUT", "/api/policies/{vhost}/{name}", self.policy_put,
+          "Set a policy (pattern, definition, priority, apply-to); applied to matching queues at once", True)
+        r("DELETE", "/api/policies/{vhost}/{name}", self.policy_delete, "Clear a policy", True)
         r("GET", "/api/operator-policies", self.operator_policies, "Operator policies (none)", True)
         r("GET", "/api/operator-policies/{vhost}", self.operator_policies, "Operator policies of a vhost (none)",
           True)
@@ -627,7 +635,8 @@ class ManagementApp:
             "message_bytes_paged_out": q.ready.paged, "memory": q.memory_estimate(),
             "message_stats": self._rates((q.vhost.name, q.name), {
                 "publish": q.published, "deliver_get": q.delivered, "ack": q.acked, "redeliver": q.redelivered}),
-            "node": self.node.cluster_name, "policy": None, "effective_policy_definition": {},
+            "node": self.node.cluster_name, "policy": q.policy.name if q.policy is not None else None,
+            "effective_policy_definition": q.policy.definition if q.policy is not None else {},
             "exclusive_consumer_tag": next((c.tag for c in q.consumers if c.exclusive), None),
             "consumer_utilisation": self._utilisation(q), "consumer_capacity": self._utilisation(q),
             "consumer_details": consumers, "head_message_timestamp": self._head_timestamp(q),
@@ -1229,6 +1238,7 @@ class ManagementApp:
             "exchanges": [self._exchange_def(vh, n) for vh in vhs for n in vh.exchanges
                           if n and not n.startswith("amq.")],
             "bindings": [b for vh in vhs for b in self._bindings(vh) if b["source"]],
+            "policies": [p.to_json() for vh in vhs for p in vh.policies.values()],
         })
 
     async def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
@@ -1261,6 +1271,11 @@ class ManagementApp:
             if vh not in vhosts or who not in users:
                 raise HttpError(400, f"permission of unknown user '{who[:60]}' or vhost '{vh[:60]}'")
             changes.append(permission_change(who, vh, self._permission(p)))
+        for pd in items("policies"):
+            pvh = _str(pd, "vhost", "/")
+            if pvh not in vhosts:
+                raise HttpError(400, f"policy in unknown vhost '{pvh[:60]}'")
+            changes.append(policy_change(self._policy(pvh, _str(pd, "name"), pd)))
         exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
         for doc in (*exchanges, *queues, *bindings):  # their shape, before anything is applied
             if _str(doc, "vhost", "/") not in vhosts:
@@ -1385,6 +1400,44 @@ class ManagementApp:
             raise HttpError(404, "Object Not Found")
         return _json({"name": "cluster_name", "value": self.node.cluster_name})
 
+    def policies(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
+        return _json([p.to_json() for vh in self._vhosts(vhost, user)
+                      for p in sorted(vh.policies.values(), key=lambda p: (-p.priority, p.name))])
+
+    def policy_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        p = self._vhost(vhost, user).policies.get(name)
+        if p is None:
+            raise HttpError(404, "Object Not Found")
+        return _json(p.to_json())
+
+    @staticmethod
+    def _policy(vhost: str, name: str, body: dict[str, Any]) -> Policy:
+        if not name or len(name) > 255:
+            raise HttpError(400, "invalid policy name")
+        try:
+            return Policy.parse(vhost, name, body)
+        except PolicyError as e:
+            raise HttpError(400, str(e)) from None
+
+    async def policy_put(self, vhost: str, name: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        """Validated, stored (metadata store), then applied to the vhost's queues: RabbitMQ's
+        policy keys for length limits, TTLs, expiry, overflow and dead-lettering."""
+        vh = self._vhost(vhost)
+        policy = self._policy(vhost, name, body)
+        for q in list(vh.queues.values()):  # the merged arguments must be valid for every queue it would match
+            if policy.matches_queue(q.name):
+                QueueArgs.parse(q.name, vhost, effective_arguments(q.arguments, policy))
+        existed = name in vh.policies
+        await self.node.definitions.put_policy(policy)
+        self.node.flush_output()  # a lower limit may have dead-lettered to consumers
+        return HttpResponse(204 if existed else 201)
+
+    async def policy_delete(self, vhost: str, name: str, **_: Any) -> HttpResponse:
+        if name not in self._vhost(vhost).policies:
+            raise HttpError(404, "Object Not Found")
+        await self.node.definitions.delete_policy(vhost, name)
+        return HttpResponse(204)
+
     def operator_policies(self, vhost: str | None = None, **_: Any) -> HttpResponse:
         if vhost is not None:
             self._vhost(vhost)
@@ -1412,8 +1465,7 @@ class ManagementApp:
         return _json({"rabbit_version": full["rabbit_version"], "product_name": full["product_name"],
                       "product_version": full["product_version"],
                       **{k: [x for x in full[k] if x.get("vhost") == vhost]
-                         for k in ("queues", "exchanges", "bindings")},
-                      "policies": []})
+                         for k in ("queues", "exchanges", "bindings", "policies")}})
 
     async def definitions_vhost_post(self, vhost: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
         """Import exchanges, queues and bindings into ``vhost`` (their own ``vhost`` fields are ignored)."""
@@ -1422,7 +1474,7 @@ class ManagementApp:
             if body.get(key):
                 raise HttpError(400, f"'{key}' cannot be imported into a single virtual host")
         doc: dict[str, Any] = {}
-        for key in ("exchanges", "queues", "bindings"):
+        for key in ("exchanges", "queues", "bindings", "policies"):
             items = body.get(key, [])
             if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
                 raise HttpError(400, f"'{key}' must be a list of objects")

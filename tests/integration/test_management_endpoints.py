@@ -241,3 +241,15 @@ def test_connection_fields_as_rabbitmq(hb: BrokerProcess) -> None:
     assert st == 200 and [x["number"] for x in chans] == [1]
     assert [x["name"] for x in call(hb, "GET", "/api/vhosts/%2F/connections")[1]].count(c["name"]) == 1
     conn.close()
+
+
+def test_openapi_documents_the_rabbitmq_endpoints(hb: BrokerProcess) -> None:
+    paths = call(hb, "GET", "/api/openapi.json")[1]["paths"]
+    for p in ("/api/health/checks/alarms", "/api/health/checks/port-listener/{port}", "/api/cluster-name",
+              "/api/extensions", "/api/feature-flags", "/api/policies/{vhost}/{name}", "/api/parameters",
+              "/api/global-parameters", "/api/vhost-limits", "/api/users/{username}/permissions",
+              "/api/vhosts/{vhost}/permissions", "/api/exchanges/{vhost}/{name}/bindings/source",
+              "/api/nodes/{node}", "/api/definitions/{vhost}", "/api/connections/{name}"):
+        assert p in paths, p
+    assert {"get", "delete"} <= set(paths["/api/connections/{name}"])
+    assert {"get", "put", "delete"} <= set(paths["/api/policies/{vhost}/{name}"])

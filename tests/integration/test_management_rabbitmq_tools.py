@@ -174,3 +174,33 @@ def test_pyrabbit2_creates_exchanges_queues_bindings_and_gets_messages(hb: Broke
     assert msgs[0]["payload"] == "hi"
     assert c.get_queue_depth("/", "pr.q") == 0
     assert [b["source"] for b in c.get_queue_bindings("/", "pr.q")] == ["", "pr.x"]
+
+
+@needs_admin
+def test_rabbitmqadmin_lists_closes_a_connection_and_moves_one_vhosts_definitions(hb: BrokerProcess,
+                                                                                   tmp_path: Any) -> None:
+    for what in ("connections", "channels", "consumers", "exchanges", "queues", "bindings", "users", "vhosts",
+                 "permissions", "nodes", "parameters", "policies", "operator_policies", "vhost_limits"):
+        r = admin(hb, "-f", "raw_json", "list", what)
+        assert r.returncode == 0 and isinstance(json.loads(r.stdout), list), (what, r.stdout, r.stderr)
+    r = admin(hb, "show", "overview")
+    assert r.returncode == 0 and "3.10.8" in r.stdout, r.stderr
+    conn = amqp(hb)
+    client_port = conn._impl._transport._sock.getsockname()[1]
+    r = admin(hb, "-f", "raw_json", "list", "connections")
+    name = next(c["name"] for c in json.loads(r.stdout) if c["peer_port"] == client_port)
+    r = admin(hb, "close", "connection", f"name={name}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as exc:
+        conn.channel()
+        conn.process_data_events(2)
+    assert exc.value.reply_code == 320
+    assert admin(hb, "declare", "vhost", "name=adm-src").returncode == 0
+    assert admin(hb, "declare", "vhost", "name=adm-dst").returncode == 0
+    assert admin(hb, "--vhost=adm-src", "declare", "queue", "name=moved", "arguments={\"x-max-length\": 9}"
+                 ).returncode == 0
+    path = str(tmp_path / "defs.json")
+    assert admin(hb, "--vhost=adm-src", "export", path).returncode == 0
+    r = admin(hb, "--vhost=adm-dst", "import", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert call(hb, "GET", "/api/queues/adm-dst/moved")[1]["arguments"] == {"x-max-length": 9}

@@ -200,6 +200,8 @@ def test_rates_on_queues_overview_exchanges_vhosts_and_channels(hb: BrokerProces
     assert vh["recv_oct_details"]["rate"] > 0
     mine = [c for c in chans if c["message_stats"]["deliver_get"] >= 1]
     assert mine and "rate" in mine[0]["message_stats"]["deliver_get_details"]
+    assert mine[0]["message_stats"]["publish"] == 40 and mine[0]["message_stats"]["publish_details"]["rate"] > 0
+    assert mine[0]["message_stats"]["ack"] == 0
     conn.close()
 
 

@@ -314,6 +314,7 @@ class Broker:
         ex = self.publish_target(s, exchange)
         stats = self.stats
         stats.received += 1
+        s.published += 1
         size = len(msg.body)
         stats.size_counts[bisect.bisect_left(MESSAGE_SIZE_BUCKETS, size)] += 1
         stats.size_sum += size

@@ -93,6 +93,8 @@ class Session:
         self.closed = False
         self.reply_to_token: str | None = None
         self.write_ok: set[str] = set()  # exchanges already checked for write access
+        self.published = 0  # statistics (management API channel rates)
+        self.acked = 0
 
     # ---- called by Queue.dispatch --------------------------------------------------------------
     def deliver(self, c: Consumer, queue: Queue, e: Entry) -> None:
@@ -158,6 +160,7 @@ class Session:
 
     def ack(self, tag: int, multiple: bool) -> None:
         leases = self._take(tag, multiple)
+        self.acked += len(leases)
         self.vhost.broker.stats.acknowledged += len(leases)
         for lease in leases:
             self._release(lease)

@@ -1111,7 +1111,8 @@ class ManagementApp:
                         "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
                         "confirm": ch.confirm, "transactional": ch.tx, "state": "running"}
                 # delivery tags number every delivery and get on the channel: the count of both
-                info["message_stats"] = self._rates(("channel", str(info["name"])), {"deliver_get": s.next_tag - 1})
+                info["message_stats"] = self._rates(("channel", str(info["name"])), {
+                    "publish": s.published, "deliver_get": s.next_tag - 1, "ack": s.acked})
                 out.append(info)
         return out
 

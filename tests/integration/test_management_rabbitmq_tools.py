@@ -204,3 +204,19 @@ def test_rabbitmqadmin_lists_closes_a_connection_and_moves_one_vhosts_definition
     r = admin(hb, "--vhost=adm-dst", "import", path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert call(hb, "GET", "/api/queues/adm-dst/moved")[1]["arguments"] == {"x-max-length": 9}
+
+
+def test_haremq_ctl_get_still_only_peeks(hb: BrokerProcess) -> None:
+    """``haremq ctl get`` shows messages and leaves them as they were (haremq's browse mode), unlike
+    rabbitmqadmin's default ``ack_requeue_true``, which takes and requeues (flagged redelivered)."""
+    assert call(hb, "PUT", "/api/queues/%2F/ctlpeek", {})[0] == 201
+    publish(hb, "ctlpeek", b"peeked")
+    out = subprocess.run([sys.executable, "-m", "haremq.cli", "ctl", "--url", f"http://127.0.0.1:{hb.management_port}",
+                          "get", "ctlpeek", "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["payload"] == "peeked", out.stderr
+    _st, q = call(hb, "GET", "/api/queues/%2F/ctlpeek")
+    assert q["message_stats"]["deliver_get"] == 0 and q["message_stats"]["redeliver"] == 0
+    conn = amqp(hb)
+    method, _, body = conn.channel().basic_get("ctlpeek", auto_ack=True)
+    assert body == b"peeked" and not method.redelivered
+    conn.close()

@@ -238,6 +238,7 @@ def test_connection_fields_as_rabbitmq(hb: BrokerProcess) -> None:
     assert c["host"] == "127.0.0.1" and c["port"] == hb.amqp_port and c["ssl"] is False
     assert c["peer_host"] == "127.0.0.1" and c["name"] == f"127.0.0.1:{c['peer_port']} -> 127.0.0.1:{hb.amqp_port}"
     assert c["timeout"] == 30 and c["channel_max"] == 100 and c["frame_max"] > 0 and c["channels"] == 1
+    assert c["auth_mechanism"] == "PLAIN" and c["connected_at"] / 1000 <= time.time()
     assert c["recv_oct"] > 0 and "rate" in c["recv_oct_details"] and c["node"] and c["type"] == "network"
     st, chans = call(hb, "GET", f"/api/connections/{quote(c['name'], safe='')}/channels")
     assert st == 200 and [x["number"] for x in chans] == [1]

@@ -196,6 +196,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
         self.published = False  # has published at least once: subject to the memory alarm
         self.bytes_in = 0
         self.connected_at = time.time()  # wall clock, for the management API
+        self.auth_mechanism: str | None = None
         self.bytes_out = 0
         self.opened = False  # connection.open-ok sent (and audited): its close is audited too
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
@@ -440,6 +441,7 @@ class AmqpServerProtocol(asyncio.BufferedProtocol):
                 ch.session.close()
         elif t is ev.StartOk:
             assert isinstance(event, ev.StartOk)
+            self.auth_mechanism = event.mechanism  # for the management API
             self._authenticate(event)
         elif t is ev.TuneOk:
             assert isinstance(event, ev.TuneOk)

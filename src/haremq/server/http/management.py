@@ -1051,7 +1051,7 @@ class ManagementApp:
             "state": "closing" if c.closing else "blocked" if c.reading_paused else "running",
             "ssl": t is not None and t.get_extra_info("sslcontext") is not None,
             "connected_at": int(connected * 1000) if connected is not None else None,
-            "auth_mechanism": getattr(c, "auth_mechanism", None),
+            "auth_mechanism": c.auth_mechanism if amqp else None,  # STOMP: login/passcode headers
         }
         info.update(self._rates(("conn", info["name"]), {"recv_oct": c.bytes_in, "send_oct": c.bytes_out}))
         if proto is not None:

@@ -170,6 +170,9 @@ def test_queue_listing_pages_and_filters_by_regex_as_keda_asks(hb: BrokerProcess
     # substring filter, sort and columns (rabbitmqadmin's list)
     st, qs = call(hb, "GET", "/api/queues/%2F?name=PG-&sort=name&sort_reverse=true&columns=name,messages")
     assert st == 200 and qs[0] == {"name": "pg-b-1", "messages": 0} and len(qs) == 6
+    # without sort: RabbitMQ's order, by vhost then name (not creation order)
+    assert call(hb, "PUT", "/api/queues/%2F/pg-0", {})[0] == 201
+    assert [q["name"] for q in call(hb, "GET", "/api/queues/%2F?name=pg-&columns=name")[1]][:2] == ["pg-0", "pg-a-1"]
 
 
 def test_rates_on_queues_overview_exchanges_vhosts_and_channels(hb: BrokerProcess) -> None:

@@ -577,10 +577,12 @@ class ManagementApp:
         return out
 
     @staticmethod
-    def _listing(items: list[dict[str, Any]], query: dict[str, str]) -> HttpResponse:
+    def _listing(items: list[dict[str, Any]], query: dict[str, str],
+                 default_sort: tuple[str, ...] = ()) -> HttpResponse:
         """A listing with RabbitMQ's query options: ``name`` (substring, or a regex with ``use_regex=true``,
-        both case-insensitive), ``sort``/``sort_reverse``, ``columns`` (dotted paths), and with ``page``
-        one page of ``page_size`` (1-500, default 100) as ``{items, page, page_count, ...}``."""
+        both case-insensitive), ``sort``/``sort_reverse`` (else ``default_sort``), ``columns`` (dotted
+        paths), and with ``page`` one page of ``page_size`` (1-500, default 100) as ``{items, page,
+        page_count, ...}``."""
         total = len(items)
         name = query.get("name")
         if name:
@@ -598,8 +600,11 @@ class ManagementApp:
                 v = _path(x, sort)
                 return (0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
             items = sorted(items, key=key, reverse=query.get("sort_reverse") == "true")
-        elif query.get("sort_reverse") == "true":
-            items = items[::-1]
+        else:
+            if default_sort:  # RabbitMQ's order for the listing (queues, exchanges: vhost then name)
+                items = sorted(items, key=lambda x: tuple(str(x.get(k, "")) for k in default_sort))
+            if query.get("sort_reverse") == "true":
+                items = items[::-1]
         columns = [c for c in query.get("columns", "").split(",") if c]
         if columns:
             items = [_project(x, columns) for x in items]
@@ -757,7 +762,7 @@ class ManagementApp:
         return _json(self._node_info())
 
     def vhosts(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
-        return self._listing([self._vhost_info(vh) for vh in self._vhosts(None, user)], query)
+        return self._listing([self._vhost_info(vh) for vh in self._vhosts(None, user)], query, ("name",))
 
     def _vhost_info(self, vh: VHost) -> dict[str, Any]:
         qs = list(vh.queues.values())
@@ -796,7 +801,7 @@ class ManagementApp:
     # ---- queues ----------------------------------------------------------------------------------------
     def queues(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
         return self._listing([self.queue_info(q) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
-                              if not q.deleted], query)
+                              if not q.deleted], query, ("vhost", "name"))
 
     def queue_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json(self.queue_info(self._queue(vhost, name, user)))
@@ -910,7 +915,7 @@ class ManagementApp:
 
     def exchanges(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
         return self._listing([self._exchange_info(vh, n) for vh in self._vhosts(vhost, user) for n in vh.exchanges],
-                             query)
+                             query, ("vhost", "name"))
 
     def exchange_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         vh = self._vhost(vhost, user)

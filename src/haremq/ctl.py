@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
             print("message published" if res and res.get("routed") else "message published but NOT routed")
         elif cmd == "get":
             msgs = c.call("POST", f"/api/queues/{vh}/{quote(args.queue, safe='')}/get",
-                          {"count": args.count, "ackmode": "ack_requeue_true", "encoding": "auto"})
+                          {"count": args.count, "ackmode": "browse", "encoding": "auto"})
             print(json.dumps(msgs, indent=2) if args.json else
                   _table(msgs, ("routing_key", "exchange", "redelivered", "payload_bytes", "payload")))
     except CtlError as e:

@@ -17,6 +17,8 @@ that is the command's outcome, the positions its answer waits for (server/durabi
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from haremq.core.consumer import Consumer, DeliverySink, Session
 from haremq.core.delay import DELAY_HEADER
 from haremq.core.exchange import Exchange
 from haremq.core.lease import TimerTarget
+from haremq.core.policy import Policy
 from haremq.core.queue import PAGED, Entry, Queue
 from haremq.core.vhost import REPLY_TO, REPLY_TO_PREFIX, VHost, server_name
 from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFailed, ResourceLocked
@@ -37,6 +40,34 @@ from haremq.store.api import MetadataStore, Positions, RecoverableQueueStore, Re
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
 
 ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
+MESSAGE_SIZE_BUCKETS = (100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000, 100_000_000)
+
+
+@dataclasses.dataclass(slots=True)
+class BrokerStats:
+    """Node-wide counters since start, for the Prometheus ``rabbitmq_global_*`` and churn series (a
+    counter that only grows survives queue and connection deletes, unlike per-queue counts)."""
+
+    received: int = 0
+    received_confirm: int = 0  # published on a channel in confirm mode (protocol layer)
+    confirmed: int = 0  # publisher confirms sent (protocol layer)
+    routed: int = 0
+    unroutable: int = 0
+    returned: int = 0  # unroutable and mandatory: basic.return (protocol layer)
+    delivered_consume_auto_ack: int = 0
+    delivered_consume_manual_ack: int = 0
+    delivered_get_auto_ack: int = 0
+    delivered_get_manual_ack: int = 0
+    get_empty: int = 0
+    redelivered: int = 0
+    acknowledged: int = 0
+    queues_declared: int = 0
+    queues_created: int = 0
+    queues_deleted: int = 0
+    connections_opened: int = 0  # (protocol layer)
+    channels_opened: int = 0  # (protocol layer)
+    size_counts: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(MESSAGE_SIZE_BUCKETS) + 1))
+    size_sum: int = 0
 
 
 class Broker:
@@ -63,6 +94,7 @@ class Broker:
         self._timer_due: dict[TimerTarget, float] = {}
         self._timer_seq = itertools.count()
         self.on_schedule: Callable[[float], None] | None = None
+        self.stats = BrokerStats()
         self.add_vhost("/")
 
     def add_vhost(self, name: str) -> VHost:
@@ -184,10 +216,17 @@ class Broker:
             if q is None:
                 raise NotFound(f"no queue '{name}' in vhost '{s.vhost.name}'")
             return q
-        if not passive:
-            self.check(s, "configure", "queue", name or "amq.gen")
-        return s.vhost.declare_queue(s, name, passive=passive, durable=durable, exclusive=exclusive,
-                                     auto_delete=auto_delete, arguments=arguments or {})
+        if passive:
+            return s.vhost.declare_queue(s, name, passive=True, durable=durable, exclusive=exclusive,
+                                         auto_delete=auto_delete, arguments=arguments or {})
+        self.check(s, "configure", "queue", name or "amq.gen")
+        before = len(s.vhost.queues)
+        q = s.vhost.declare_queue(s, name, passive=False, durable=durable, exclusive=exclusive,
+                                  auto_delete=auto_delete, arguments=arguments or {})
+        self.stats.queues_declared += 1
+        if len(s.vhost.queues) > before:
+            self.stats.queues_created += 1
+        return q
 
     def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         self.check(s, "configure", "queue", name)
@@ -254,8 +293,16 @@ class Broker:
             raise ResourceLocked(f"cannot get from queue '{queue}' in vhost '{s.vhost.name}' with an active "
                                  "single active consumer")
         e = q.get()
+        stats = self.stats
         if e is None:
+            stats.get_empty += 1
             return None
+        if no_ack:
+            stats.delivered_get_auto_ack += 1
+        else:
+            stats.delivered_get_manual_ack += 1
+        if e.delivery_count > 1:
+            stats.redelivered += 1
         return s.take_get(q, e, no_ack), e, q.message_count
 
     # ---- publishing ----------------------------------------------------------------------------
@@ -275,6 +322,12 @@ class Broker:
         """Route and enqueue. Returns ROUTED, UNROUTABLE (for mandatory returns) or REJECTED (nack)."""
         vh = s.vhost
         ex = self.publish_target(s, exchange)
+        stats = self.stats
+        stats.received += 1
+        s.published += 1
+        size = len(msg.body)
+        stats.size_counts[bisect.bisect_left(MESSAGE_SIZE_BUCKETS, size)] += 1
+        stats.size_sum += size
         props = msg.props
         if props.user_id is not None and props.user_id != s.user.name:
             raise PreconditionFailed(f"user_id property set to '{props.user_id}' but authenticated user was "
@@ -286,12 +339,18 @@ class Broker:
         if exchange == "" and msg.routing_key.startswith(REPLY_TO_PREFIX):
             rq = vh.reply_queues.get(msg.routing_key[len(REPLY_TO_PREFIX):])
             if rq is None:
+                stats.unroutable += 1
                 return UNROUTABLE
             rq.enqueue(msg)
+            stats.routed += 1
             return ROUTED
         queues = vh.route(ex, msg)
+        ex.publish_in += 1
         if not queues:
+            stats.unroutable += 1
             return UNROUTABLE
+        ex.publish_out += 1
+        stats.routed += 1
         headers = msg.props.headers
         if headers and "BCC" in headers:  # RabbitMQ: BCC routes, but is removed before delivery
             headers = dict(headers)
@@ -314,8 +373,8 @@ class Broker:
 
     # ---- restart -------------------------------------------------------------------------------
     def restore_definitions(self, defs: dict[str, list[dict[str, Any]]]) -> None:
-        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues and bindings (no writes
-        back to the store)."""
+        """Rebuild durable vhosts, users, permissions, access keys, exchanges, queues, bindings and
+        policies (no writes back to the store)."""
         for v in defs.get("vhosts", []):
             self.add_vhost(v["name"])
         for u in defs.get("users", []):
@@ -348,6 +407,13 @@ class Broker:
                                              else vh.exchanges.get(bd["destination"]))
             if src is not None and dest is not None and src.table.bind(dest, bd["routing_key"], bd["arguments"]):
                 src.bindings.append((dest, bd["routing_key"], dict(bd["arguments"])))
+        for pd in defs.get("policies", []):
+            pvh = self.vhosts.get(pd["vhost"])
+            if pvh is not None:
+                pvh.policies[pd["name"]] = Policy.parse(pd["vhost"], pd["name"], pd)
+        for pvh in self.vhosts.values():
+            if pvh.policies:
+                pvh.apply_policies()
 
     def restore_messages(self, recovered: dict[tuple[str, str], list[Any]]) -> list[tuple[str, str]]:
         """Put recovered messages back in their queues; returns logs whose queue no longer exists."""

@@ -93,14 +93,21 @@ class Session:
         self.closed = False
         self.reply_to_token: str | None = None
         self.write_ok: set[str] = set()  # exchanges already checked for write access
+        self.published = 0  # statistics (management API channel rates)
+        self.acked = 0
 
     # ---- called by Queue.dispatch --------------------------------------------------------------
     def deliver(self, c: Consumer, queue: Queue, e: Entry) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
+        stats = self.vhost.broker.stats
+        if e.delivery_count > 1:
+            stats.redelivered += 1
         if c.no_ack:
+            stats.delivered_consume_auto_ack += 1
             queue.settle(e)
         else:
+            stats.delivered_consume_manual_ack += 1
             self.leases[tag] = queue.lease(e, c)
         self.sink.deliver(c.tag, tag, e.delivery_count > 1, queue.name, e.msg)
 
@@ -136,7 +143,10 @@ class Session:
         return [lease]
 
     def ack(self, tag: int, multiple: bool) -> None:
-        for lease in self._take(tag, multiple):
+        leases = self._take(tag, multiple)
+        self.acked += len(leases)
+        self.vhost.broker.stats.acknowledged += len(leases)
+        for lease in leases:
             lease.queue.ack(lease)
         if self.global_prefetch:
             self.vhost.broker.resume(self)  # channel-wide credit: every consumer's queue may dispatch

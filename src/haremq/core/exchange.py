@@ -18,7 +18,7 @@ EXCHANGE_TYPES: dict[str, Callable[[], RoutingTable]] = {
 class Exchange:
     kind = "exchange"  # a binding destination's type, as definitions store it
     __slots__ = ("alternate", "arguments", "auto_delete", "bindings", "durable", "internal", "name",
-                 "table", "type")
+                 "publish_in", "publish_out", "table", "type")
 
     def __init__(self, name: str, type_: str, *, durable: bool, auto_delete: bool, internal: bool,
                  arguments: dict[str, Any]) -> None:
@@ -35,6 +35,9 @@ class Exchange:
         self.alternate: str | None = ae if isinstance(ae, str) else None
         # (destination, routing key, arguments) for listing; the table is the routing truth
         self.bindings: list[tuple[object, str, dict[str, Any]]] = []
+        # statistics (management API): messages published to it, and of those, routed to a queue
+        self.publish_in = 0
+        self.publish_out = 0
 
     def __repr__(self) -> str:
         return f"Exchange({self.name!r}, {self.type})"

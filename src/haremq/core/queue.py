@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
 from haremq.core.lease import Lease
+from haremq.core.policy import Policy, effective_arguments
 from haremq.errors import ResourceError
 from haremq.message import Message, Properties
 
@@ -170,6 +171,7 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = arguments
         self.args = QueueArgs.parse(name, vhost.name, arguments)
+        self.policy: Policy | None = None  # the vhost policy applied (its keys merged into ``args``)
         # persistent messages of durable, non-exclusive queues go to the store (exclusive queues die
         # with their connection, so they never outlive a restart)
         self.persist = durable and exclusive_owner is None
@@ -192,6 +194,32 @@ class Queue:
         self.redelivered = 0
         if self.args.expires_ms is not None:
             self.vhost.broker.schedule(self.last_used + self.args.expires_ms / 1000, self)
+
+    # ---- policy ------------------------------------------------------------------------------
+    def set_policy(self, policy: Policy | None) -> None:
+        """Apply ``policy`` (or none): the queue's arguments merged with it become its effective
+        arguments now. A lower length limit drops from the head (``drop-head``) as a publish would;
+        a TTL applies to messages enqueued from now on; ``expires`` restarts its timer."""
+        args = QueueArgs.parse(self.name, self.vhost.name, effective_arguments(self.arguments, policy))
+        self.policy = policy
+        if args == self.args:
+            return
+        self.args = args
+        if args.overflow == "drop-head" and (args.max_length is not None or args.max_length_bytes is not None):
+            dropped: list[Message] = []
+            while self.ready.count and ((args.max_length is not None and self.ready.count > args.max_length) or (
+                    args.max_length_bytes is not None and self.ready.bytes > args.max_length_bytes)):
+                e = self.ready.popleft()
+                assert e is not None
+                if e.msg is PAGED and args.dlx is not None:
+                    self.load(e)
+                self.drop(e)
+                if isinstance(e.msg, Message):
+                    dropped.append(e.msg)
+            if dropped:
+                self.vhost.dead_letter(self, dropped, "maxlen")
+        if args.expires_ms is not None:
+            self.vhost.broker.schedule(self.last_used + args.expires_ms / 1000, self)
 
     # ---- counts ------------------------------------------------------------------------------
     def memory_estimate(self) -> int:

@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from haremq.core.exchange import EXCHANGE_TYPES, Exchange
+from haremq.core.policy import Policy, best_policy
 from haremq.core.queue import Queue
 from haremq.core.routing.table import canonical
 from haremq.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
@@ -48,6 +49,7 @@ class VHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.reply_queues: dict[str, Queue] = {}
+        self.policies: dict[str, Policy] = {}
         self.exchanges[""] = Exchange("", "direct", durable=True, auto_delete=False, internal=False,
                                       arguments={})
         for ename, etype in STANDARD_EXCHANGES:
@@ -203,7 +205,26 @@ class VHost:
         self.queues[name] = q
         # every queue is bound to the default exchange by its name
         self.exchanges[""].table.bind(q, name, {})
+        if self.policies:
+            q.set_policy(best_policy(list(self.policies.values()), name))
         return q
+
+    # ---- policies ------------------------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> None:
+        self.policies[policy.name] = policy
+        self.apply_policies()
+
+    def clear_policy(self, name: str) -> None:
+        if self.policies.pop(name, None) is not None:
+            self.apply_policies()
+
+    def apply_policies(self) -> None:
+        """Every queue gets the policy that now matches it (or none)."""
+        policies = list(self.policies.values())
+        for q in list(self.queues.values()):
+            if not q.deleted:
+                q.set_policy(best_policy(policies, q.name))
+        self.broker.flush()
 
     def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
         if if_unused and q.consumers:
@@ -213,6 +234,7 @@ class VHost:
         if q.deleted:
             return 0
         q.deleted = True
+        self.broker.stats.queues_deleted += 1
         count = q.message_count
         for c in list(q.consumers):
             c.session.consumers.pop(c.tag, None)

@@ -147,6 +147,7 @@ class Channel:
                 continue  # a barrier: a later answer also wrote to this log
             if token > 0:
                 run_end = token
+                self.conn.node.broker.stats.confirmed += 1
                 continue
             if run_end:
                 write(codec.confirm_frame(self.number, run_end, True))
@@ -182,6 +183,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         self.channels: dict[int, Channel] = {}
         self.client_properties: dict[str, Any] = {}
         self.blocked_sent = False
+        self.auth_mechanism: str | None = None  # for the management API
         self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
@@ -335,6 +337,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
 
     def _on_channel_opened(self, event: ev.ChannelOpened) -> None:
         self.channels[event.channel] = Channel(self, event.channel)
+        self.node.broker.stats.channels_opened += 1
 
     def _on_channel_closed(self, event: ev.ChannelClosed | ev.ChannelFailed) -> None:
         ch = self.channels.pop(event.channel, None)
@@ -376,6 +379,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
                 ch.session.close()
 
     def _authenticate(self, e: ev.StartOk) -> None:
+        self.auth_mechanism = e.mechanism  # for the management API
         """PLAIN / AMQPLAIN through the node's authentication service (which audits every refusal);
         the client is told to see the broker log, as RabbitMQ does."""
         self.client_properties = e.client_properties
@@ -440,6 +444,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
             ch.confirm_seq += 1
             written = broker.written
             written.clear()
+            broker.stats.received_confirm += 1
             result = broker.publish(ch.session, e.exchange, msg)
             # the confirm waits for the log positions this publish appended (none: at once)
             token = ch.confirm_seq if result != REJECTED else -ch.confirm_seq
@@ -454,6 +459,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         else:
             result = broker.publish(ch.session, e.exchange, msg)
         if result == UNROUTABLE and e.mandatory:
+            broker.stats.returned += 1
             self.proto.send_content(codec.return_method(ch.number, 312, "NO_ROUTE", e.exchange, e.routing_key),
                                     ch.number, e.raw_props, e.body)
 

@@ -1,5 +1,5 @@
-"""The definitions command layer: every change to vhosts, users, permissions and SQS access keys
-(management API, ``haremq ctl``, definitions imports) goes through ``Definitions``.
+"""The definitions command layer: every change to vhosts, users, permissions, policies and SQS access
+keys (management API, ``haremq ctl``, definitions imports) goes through ``Definitions``.
 
 Order: validate (the caller) -> commit to the metadata store (one transaction on its writer
 thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. So
@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from haremq.core.policy import Policy
 from haremq.security.users import Permission, User
 from haremq.store.api import Change, Watcher
 
@@ -95,6 +96,14 @@ class Definitions:
                     grantee.permissions[k[1]] = Permission(v["configure"], v["write"], v["read"])
                 else:
                     grantee.permissions.pop(k[1], None)
+            elif c.kind == "policy":
+                pvh = b.vhosts.get(k[0])
+                if pvh is None:
+                    continue
+                if c.op == "put":
+                    pvh.set_policy(Policy.parse(k[0], k[1], v))  # validated before the commit
+                else:
+                    pvh.clear_policy(k[1])
             elif c.kind == "access_key":
                 for u in users.values():
                     u.access_keys.pop(k[0], None)
@@ -128,10 +137,23 @@ class Definitions:
     async def clear_permission(self, user: str, vhost: str) -> int:
         return await self.commit([Change("delete", "permission", (user, vhost))])
 
+    async def put_policy(self, policy: Policy) -> int:
+        """Store a (validated) policy, then apply it to the vhost's matching queues."""
+        return await self.commit([policy_change(policy)])
+
+    async def delete_policy(self, vhost: str, name: str) -> int:
+        return await self.commit([Change("delete", "policy", (vhost, name))])
+
 
 def permission_change(user: str, vhost: str, perm: Permission) -> Change:
     return Change("put", "permission", (user, vhost),
                   {"configure": perm.configure, "write": perm.write, "read": perm.read})
+
+
+def policy_change(policy: Policy) -> Change:
+    doc = policy.to_json()
+    return Change("put", "policy", (policy.vhost, policy.name),
+                  {k: doc[k] for k in ("pattern", "apply-to", "priority", "definition")})
 
 
 def access_key_change(user: str, key_id: str, secret: str) -> Change:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -54,6 +55,7 @@ class ClientListener:
         self.peer = ("?", 0)
         self.peer_name = "?:0"
         self.loopback = False
+        self.connected_at = time.time()  # wall clock, for the management API
         self.closing = False
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
         self.opened = False  # handshake finished and audited: its close is audited too
@@ -97,6 +99,7 @@ class ClientListener:
         self.peer = (host, port)
         self.peer_name = f"{host}:{port}"
         self.node.register(self)
+        self.node.broker.stats.connections_opened += 1
         if self.AUDIT_UNOPENED:
             self.opened = True
         loop = asyncio.get_running_loop()

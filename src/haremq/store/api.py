@@ -188,9 +188,10 @@ class Change:
 
     ``kind``/``key``: ``vhost`` (name), ``user`` (name), ``permission`` (user, vhost), ``access_key``
     (key id), ``exchange`` (vhost, name), ``queue`` (vhost, name), ``binding`` (vhost, source,
-    destination, destination type, routing key). ``value`` holds the fields (a binding's delete
-    carries its ``arguments``, part of its identity). Deleting a vhost or user cascades to what
-    lives in it (exchanges, queues, bindings, permissions; permissions and access keys).
+    destination, destination type, routing key), ``policy`` (vhost, name). ``value`` holds the
+    fields (a binding's delete carries its ``arguments``, part of its identity). Deleting a vhost or
+    user cascades to what lives in it (exchanges, queues, bindings, permissions, policies; permissions
+    and access keys).
     """
 
     op: Literal["put", "delete"]

@@ -159,6 +159,7 @@ class MemoryMetadataStore(OneChangeCommits):
         self.users: dict[str, dict[str, Any]] = {}
         self.permissions: dict[tuple[str, str], dict[str, Any]] = {}
         self.access_keys: dict[str, dict[str, Any]] = {}
+        self.policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.revision = 0
         self._watchers: list[Watcher] = []
 
@@ -204,6 +205,10 @@ class MemoryMetadataStore(OneChangeCommits):
             elif c.kind == "queue":
                 self.queues[(k[0], k[1])] = {"name": k[1], "vhost": k[0], "durable": v["durable"],
                                              "auto_delete": v["auto_delete"], "arguments": v["arguments"]}
+            elif c.kind == "policy":
+                self.policies[(k[0], k[1])] = {"vhost": k[0], "name": k[1], "pattern": v["pattern"],
+                                               "apply-to": v["apply-to"], "priority": v["priority"],
+                                               "definition": dict(v["definition"])}
             elif c.kind == "binding":
                 self.bindings[self._bkey(c)] = {
                     "source": k[1], "vhost": k[0], "destination": k[2], "destination_type": k[3],
@@ -213,7 +218,7 @@ class MemoryMetadataStore(OneChangeCommits):
             return
         if c.kind == "vhost":
             self.vhosts.pop(k[0], None)
-            for table in (self.exchanges, self.queues, self.bindings):
+            for table in (self.exchanges, self.queues, self.bindings, self.policies):
                 self._drop(table, lambda key: key[0] == k[0])
             self._drop(self.permissions, lambda key: key[1] == k[0])
         elif c.kind == "user":
@@ -232,6 +237,8 @@ class MemoryMetadataStore(OneChangeCommits):
             self._drop(self.bindings, lambda key: key[0] == k[0] and key[2] == k[1])
         elif c.kind == "binding":
             self.bindings.pop(self._bkey(c), None)
+        elif c.kind == "policy":
+            self.policies.pop((k[0], k[1]), None)
         else:
             raise ValueError(f"unknown definitions change {c.kind}")
 
@@ -246,7 +253,8 @@ class MemoryMetadataStore(OneChangeCommits):
 
         return {"access_keys": rows(self.access_keys),
                 "vhosts": rows(self.vhosts), "users": rows(self.users), "permissions": rows(self.permissions),
-                "exchanges": rows(self.exchanges), "queues": rows(self.queues), "bindings": rows(self.bindings)}
+                "exchanges": rows(self.exchanges), "queues": rows(self.queues), "bindings": rows(self.bindings),
+                "policies": rows(self.policies)}
 
     def close(self) -> None:
         pass

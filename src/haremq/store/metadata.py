@@ -1,5 +1,5 @@
 """``SqliteMetadataStore``: durable definitions (vhosts, users, permissions, SQS access keys,
-exchanges, queues, bindings) in ``DATA_DIR/metadata.sqlite3``.
+exchanges, queues, bindings, policies) in ``DATA_DIR/metadata.sqlite3``.
 
 SQLite in WAL mode with ``synchronous=FULL``: each commit is one transaction, on disk when its
 future completes. Commits run on one dedicated writer thread, in submission order, so the event
@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS bindings (
     vhost TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL, destination_type TEXT NOT NULL,
     routing_key TEXT NOT NULL, args_key BLOB NOT NULL, arguments BLOB NOT NULL,
     PRIMARY KEY (vhost, source, destination, routing_key, args_key));
+CREATE TABLE IF NOT EXISTS policies (
+    vhost TEXT NOT NULL, name TEXT NOT NULL, pattern TEXT NOT NULL, apply_to TEXT NOT NULL,
+    priority INTEGER NOT NULL, definition TEXT NOT NULL, PRIMARY KEY (vhost, name));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -84,6 +87,9 @@ def _statements(c: Change) -> list[Statement]:
             return [("INSERT OR REPLACE INTO queues VALUES (?, ?, ?, ?, ?)",
                      (k[0], k[1], int(bool(v["durable"])), int(bool(v["auto_delete"])),
                       encode_table(dict(v.get("arguments") or {}))))]
+        if c.kind == "policy":
+            return [("INSERT OR REPLACE INTO policies VALUES (?, ?, ?, ?, ?, ?)",
+                     (k[0], k[1], v["pattern"], v["apply-to"], int(v["priority"]), json.dumps(v["definition"])))]
         if c.kind == "binding":
             args = dict(v.get("arguments") or {})
             return [("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -92,7 +98,9 @@ def _statements(c: Change) -> list[Statement]:
         if c.kind == "vhost":
             return [(f"DELETE FROM {t} WHERE {col} = ?", (k[0],)) for t, col in (
                 ("vhosts", "name"), ("exchanges", "vhost"), ("queues", "vhost"), ("bindings", "vhost"),
-                ("permissions", "vhost"))]
+                ("permissions", "vhost"), ("policies", "vhost"))]
+        if c.kind == "policy":
+            return [("DELETE FROM policies WHERE vhost = ? AND name = ?", k)]
         if c.kind == "user":
             return [("DELETE FROM users WHERE name = ?", k), ("DELETE FROM permissions WHERE user = ?", k),
                     ("DELETE FROM access_keys WHERE user = ?", k)]
@@ -212,6 +220,9 @@ class SqliteMetadataStore(OneChangeCommits):
                           "arguments": decode_table(args)}
                          for v, s, d, dt, rk, _k, args in q(
                              "SELECT * FROM bindings ORDER BY vhost, source, destination, routing_key, args_key")],
+            "policies": [{"vhost": v, "name": n, "pattern": p, "apply-to": a, "priority": pr,
+                          "definition": json.loads(d)}
+                         for v, n, p, a, pr, d in q("SELECT * FROM policies ORDER BY vhost, name")],
         }
 
     def close(self) -> None:

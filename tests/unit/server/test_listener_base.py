@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from haremq.config import Settings
+from haremq.core.broker import BrokerStats
 from haremq.core.consumer import Session
 from haremq.server.listener import DISK_ALARM, MEMORY_ALARM, ClientListener
 
@@ -53,6 +54,7 @@ class FakeBroker:
     def __init__(self) -> None:
         self.closed: list[object] = []
         self.resumed: list[object] = []
+        self.stats = BrokerStats()
 
     def connection_closed(self, conn: object) -> None:
         self.closed.append(conn)
@@ -140,6 +142,7 @@ def test_accept_registers_the_connection_and_notes_its_peer() -> None:
         assert node.clients["probe"] == {p}
         assert p.peer == ("127.0.0.1", 40000) and p.peer_name == "127.0.0.1:40000"
         assert p.loopback and not p.tls
+        assert node.broker.stats.connections_opened == 1  # counted once, for the management API
         assert p.buffered_bytes() == 7
         p.connection_lost(None)
         assert node.clients["probe"] == set() and p.ended and node.broker.closed == [p]

@@ -166,3 +166,21 @@ def _protocols_hold(s: SqliteMetadataStore, m: MemoryMetadataStore) -> list[Any]
     b: list[AccessStore] = [s, m]
     c: list[DefinitionsSource] = [s, m]
     return [a, b, c]
+
+
+def test_policies_persist_are_replaced_deleted_and_go_with_their_vhost(kit: Kit) -> None:
+    store, restart = kit
+    defn = {"pattern": "^q", "apply-to": "queues", "priority": 2,
+            "definition": {"max-length": 5, "overflow": "drop-head"}}
+    store.commit([Change("put", "vhost", ("pv",), {}), Change("put", "policy", ("pv", "p1"), defn),
+                  Change("put", "policy", ("/", "p2"), {**defn, "priority": 0})])
+    store.commit([Change("put", "policy", ("pv", "p1"), {**defn, "pattern": "^r"})])  # replaces
+    store = restart(store)
+    assert store.load()["policies"] == [
+        {"vhost": "/", "name": "p2", "pattern": "^q", "apply-to": "queues", "priority": 0,
+         "definition": {"max-length": 5, "overflow": "drop-head"}},
+        {"vhost": "pv", "name": "p1", "pattern": "^r", "apply-to": "queues", "priority": 2,
+         "definition": {"max-length": 5, "overflow": "drop-head"}}]
+    store.commit([Change("delete", "vhost", ("pv",)), Change("delete", "policy", ("/", "p2"))])
+    store = restart(store)
+    assert store.load()["policies"] == []

@@ -24,8 +24,11 @@ import inspect
 import json
 import logging
 import math
+import os
 import re
+import resource
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
+from haremq.core.arguments import QueueArgs
 from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.exchange import EXCHANGE_TYPES
+from haremq.core.policy import Policy, PolicyError, effective_arguments
 from haremq.core.queue import PAGED, Queue
 from haremq.errors import HareError, InternalError
 from haremq.message import Message, Properties
@@ -42,7 +47,7 @@ from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security.access import may_open_vhost
 from haremq.security.refusal import LoginRefused, Peer
 from haremq.security.users import Permission, User, hash_password
-from haremq.server.definitions import access_key_change, permission_change
+from haremq.server.definitions import access_key_change, permission_change, policy_change
 from haremq.server.http.metrics import Metrics
 from haremq.server.http.ui import DASHBOARD
 from haremq.store.api import Change
@@ -61,6 +66,7 @@ SESSION_TTL = 8 * 3600.0
 MAX_SESSIONS = 10000
 RATE_WINDOW = 5.0  # message rates: counters sampled at most this far apart (at least 1 s)
 STATE_CHANGING = ("PUT", "POST", "DELETE", "PATCH")
+ACKMODES = ("ack_requeue_false", "ack_requeue_true", "reject_requeue_false", "reject_requeue_true", "browse")
 
 
 class HttpError(Exception):
@@ -95,17 +101,45 @@ def _str(d: dict[str, Any], key: str, default: str | None = None) -> str:
 
 
 def _bool(d: dict[str, Any], key: str, default: bool) -> bool:
+    """A flag as RabbitMQ reads it: JSON true/false or the strings "true"/"false" (rabbitmqadmin sends
+    strings)."""
     v = d.get(key, default)
+    if isinstance(v, str) and v in ("true", "false"):
+        return v == "true"
     if not isinstance(v, bool):
         raise HttpError(400, f"'{key}' must be a boolean")
     return v
 
 
 def _args(d: dict[str, Any]) -> dict[str, Any]:
+    """``arguments``: an object; an empty list is no arguments (pyrabbit2 sends ``[]``, RabbitMQ accepts it)."""
     v = d.get("arguments", {})
+    if v == []:
+        return {}
     if not isinstance(v, dict):
         raise HttpError(400, "'arguments' must be an object")
     return v
+
+
+def _path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _project(obj: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """Only ``columns`` of ``obj`` (dotted paths keep their nesting), as RabbitMQ's ``columns=``."""
+    out: dict[str, Any] = {}
+    for col in columns:
+        parts = col.split(".")
+        v = _path(obj, col)
+        if v is None and not (isinstance(obj, dict) and col in obj):
+            continue
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = v
+    return out
 
 
 def _finite(text: str) -> float:
@@ -155,7 +189,7 @@ class ManagementApp:
         self.started = time.time()
         self.metrics = Metrics(node, listeners)
         self.sessions: dict[str, DashboardSession] = {}
-        self._samples: dict[tuple[str, str], deque[tuple[float, tuple[int, ...]]]] = {}
+        self._samples: dict[tuple[str, ...], deque[tuple[float, tuple[int, ...]]]] = {}
         self.routes: list[Route] = []
         r = self._route
         r("POST", "/api/login", self.login, "Dashboard login: sets the session cookie", None)
@@ -163,20 +197,35 @@ class ManagementApp:
         r("GET", "/api/whoami", self.whoami, "The authenticated user")
         r("GET", "/api/healthchecks/node", self.healthcheck, "Node health check")
         r("GET", "/api/aliveness-test/{vhost}", self.aliveness, "Declare, publish and get a test message")
+        r("GET", "/api/health/checks/alarms", self.check_alarms, "503 while a resource alarm is in effect")
+        r("GET", "/api/health/checks/local-alarms", self.check_alarms, "503 while this node has a resource alarm")
+        r("GET", "/api/health/checks/virtual-hosts", self.check_vhosts, "Every virtual host is running")
+        r("GET", "/api/health/checks/port-listener/{port}", self.check_port, "503 unless a listener is on the port")
+        r("GET", "/api/health/checks/protocol-listener/{protocol}", self.check_protocol,
+          "503 unless a listener serves the protocol")
         r("GET", "/api/overview", self.overview, "Cluster-wide totals")
+        r("GET", "/api/cluster-name", self.cluster_name, "The cluster name")
+        r("GET", "/api/extensions", self.extensions, "Dashboard extensions (none)")
+        r("GET", "/api/feature-flags", self.feature_flags, "Feature flags (what haremq behaves as)")
         r("GET", "/api/nodes", self.nodes, "Nodes")
+        r("GET", "/api/nodes/{node}", self.node_get, "One node")
         r("GET", "/api/vhosts", self.vhosts, "Virtual hosts")
         r("GET", "/api/vhosts/{vhost}", self.vhost_get, "One virtual host")
         r("PUT", "/api/vhosts/{vhost}", self.vhost_put, "Create a virtual host", True)
         r("DELETE", "/api/vhosts/{vhost}", self.vhost_delete, "Delete a virtual host", True)
+        r("GET", "/api/vhosts/{vhost}/permissions", self.vhost_permissions, "Permissions on a virtual host", True)
+        r("GET", "/api/vhost-limits", self.vhost_limits, "Virtual host limits (none are set)", True)
+        r("GET", "/api/vhost-limits/{vhost}", self.vhost_limits, "Limits of a virtual host (none are set)", True)
         r("GET", "/api/queues", self.queues, "Queues with message counts and rates")
         r("GET", "/api/queues/{vhost}", self.queues, "Queues of a vhost")
         r("GET", "/api/queues/{vhost}/{name}", self.queue_get, "One queue")
         r("PUT", "/api/queues/{vhost}/{name}", self.queue_put, "Declare a queue", True)
         r("DELETE", "/api/queues/{vhost}/{name}", self.queue_delete, "Delete a queue", True)
         r("DELETE", "/api/queues/{vhost}/{name}/contents", self.queue_purge, "Purge a queue", True)
-        r("GET", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
-        r("POST", "/api/queues/{vhost}/{name}/get", self.queue_browse, "Browse messages without consuming")
+        r("GET", "/api/queues/{vhost}/{name}/get", self.queue_get_messages,
+          "Browse messages (no ackmode) without consuming")
+        r("POST", "/api/queues/{vhost}/{name}/get", self.queue_get_messages,
+          "Get messages: ackmode ack_requeue_false consumes, *_requeue_true requeues, browse (default) peeks")
         r("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings, "Bindings to a queue")
         r("GET", "/api/exchanges", self.exchanges, "Exchanges")
         r("GET", "/api/exchanges/{vhost}", self.exchanges, "Exchanges of a vhost")
@@ -184,12 +233,26 @@ class ManagementApp:
         r("PUT", "/api/exchanges/{vhost}/{name}", self.exchange_put, "Declare an exchange", True)
         r("DELETE", "/api/exchanges/{vhost}/{name}", self.exchange_delete, "Delete an exchange", True)
         r("POST", "/api/exchanges/{vhost}/{name}/publish", self.exchange_publish, "Publish a message", True)
+        r("GET", "/api/exchanges/{vhost}/{name}/bindings/source", self.exchange_bindings_source,
+          "Bindings from an exchange")
+        r("GET", "/api/exchanges/{vhost}/{name}/bindings/destination", self.exchange_bindings_destination,
+          "Bindings to an exchange")
         r("GET", "/api/bindings", self.bindings, "Bindings")
         r("GET", "/api/bindings/{vhost}", self.bindings, "Bindings of a vhost")
         r("POST", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bind_queue, "Bind a queue", True)
         r("GET", "/api/bindings/{vhost}/e/{source}/q/{name}", self.bindings_between, "Bindings exchange->queue")
         r("DELETE", "/api/bindings/{vhost}/e/{source}/q/{name}/{props}", self.unbind_queue, "Unbind a queue", True)
+        r("POST", "/api/bindings/{vhost}/e/{source}/e/{name}", self.bind_exchange, "Bind an exchange", True)
+        r("GET", "/api/bindings/{vhost}/e/{source}/e/{name}", self.bindings_between_exchanges,
+          "Bindings exchange->exchange")
+        r("DELETE", "/api/bindings/{vhost}/e/{source}/e/{name}/{props}", self.unbind_exchange,
+          "Unbind an exchange", True)
         r("GET", "/api/connections", self.connections, "Client connections")
+        r("GET", "/api/connections/{name}", self.connection_get, "One client connection")
+        r("DELETE", "/api/connections/{name}", self.connection_close,
+          "Close a connection (reason in the X-Reason header)")
+        r("GET", "/api/connections/{name}/channels", self.connection_channels, "Channels of a connection")
+        r("GET", "/api/vhosts/{vhost}/connections", self.vhost_connections, "Connections to a virtual host")
         r("GET", "/api/channels", self.channels, "AMQP channels")
         r("GET", "/api/consumers", self.consumers, "Consumers")
         r("GET", "/api/consumers/{vhost}", self.consumers, "Consumers of a vhost")
@@ -197,12 +260,33 @@ class ManagementApp:
         r("GET", "/api/users/{username}", self.user_get, "One user", True)
         r("PUT", "/api/users/{username}", self.user_put, "Create or update a user", True)
         r("DELETE", "/api/users/{username}", self.user_delete, "Delete a user", True)
+        r("GET", "/api/users/{username}/permissions", self.user_permissions, "Permissions of a user", True)
         r("GET", "/api/permissions", self.permissions, "Permissions", True)
         r("GET", "/api/permissions/{vhost}/{username}", self.permission_get, "One permission", True)
         r("PUT", "/api/permissions/{vhost}/{username}", self.permission_put, "Set a permission", True)
         r("DELETE", "/api/permissions/{vhost}/{username}", self.permission_delete, "Clear a permission", True)
         r("GET", "/api/definitions", self.definitions_get, "Export definitions", True)
         r("POST", "/api/definitions", self.definitions_post, "Import definitions", True)
+        r("GET", "/api/definitions/{vhost}", self.definitions_vhost_get, "Export one virtual host's definitions", True)
+        r("POST", "/api/definitions/{vhost}", self.definitions_vhost_post, "Import into one virtual host", True)
+        r("GET", "/api/parameters", self.parameters, "Runtime parameters (no components are installed)", True)
+        r("GET", "/api/parameters/{component}", self.parameters, "Runtime parameters of a component", True)
+        r("GET", "/api/parameters/{component}/{vhost}", self.parameters, "Runtime parameters of a component",
+          True)
+        r("GET", "/api/parameters/{component}/{vhost}/{name}", self.parameter_get, "One runtime parameter", True)
+        r("PUT", "/api/parameters/{component}/{vhost}/{name}", self.parameter_put,
+          "Refused: no parameter component (shovel, federation) is installed", True)
+        r("GET", "/api/global-parameters", self.global_parameters, "Global parameters", True)
+        r("GET", "/api/global-parameters/{name}", self.global_parameter_get, "One global parameter", True)
+        r("GET", "/api/policies", self.policies, "Policies")
+        r("GET", "/api/policies/{vhost}", self.policies, "Policies of a virtual host")
+        r("GET", "/api/policies/{vhost}/{name}", self.policy_get, "One policy")
+        r("PUT", "/api/policies/{vhost}/{name}", self.policy_put,
+          "Set a policy (pattern, definition, priority, apply-to); applied to matching queues at once", True)
+        r("DELETE", "/api/policies/{vhost}/{name}", self.policy_delete, "Clear a policy", True)
+        r("GET", "/api/operator-policies", self.operator_policies, "Operator policies (none)", True)
+        r("GET", "/api/operator-policies/{vhost}", self.operator_policies, "Operator policies of a vhost (none)",
+          True)
 
     def _route(self, method: str, pattern: str, handler: Callable[..., Answer], summary: str,
                admin: bool | None = False) -> None:
@@ -270,7 +354,8 @@ class ManagementApp:
                     continue
                 ctype = req.headers.get("content-type")
                 if req.method in STATE_CHANGING and (req.body or ctype is not None) and \
-                        (ctype or "").split(";")[0].strip().lower() != "application/json":
+                        (ctype or "").split(";")[0].strip().lower() != "application/json" and \
+                        not (ctype is None and self._from_tool(req)):
                     # an HTML form (even an empty one) can only send form or text types
                     raise HttpError(415, "request body must be sent as Content-Type: application/json")
                 user = self._auth(req, admin) if admin is not None else None
@@ -357,6 +442,14 @@ class ManagementApp:
         except ValueError:
             return False
         return bool(netloc) and netloc.lower() == req.headers.get("host", "").lower()
+
+    @staticmethod
+    def _from_tool(req: HttpRequest) -> bool:
+        """A request no browser sent: no ``Origin``, ``Sec-Fetch-*`` or cookie (every browser request
+        that can carry a body without a Content-Type has them). Tools such as pyrabbit2 POST JSON
+        without a Content-Type, which RabbitMQ reads as JSON; so does haremq for them."""
+        h = req.headers
+        return not ("origin" in h or "sec-fetch-site" in h or "sec-fetch-mode" in h or "cookie" in h)
 
     @staticmethod
     def _wants_basic(req: HttpRequest) -> bool:
@@ -463,14 +556,16 @@ class ManagementApp:
             return [self._vhost(vhost, user)]
         return [vh for vh in self.broker.vhosts.values() if self._sees(user, vh.name)]
 
-    def _rates(self, key: tuple[str, str], stats: dict[str, int]) -> dict[str, Any]:
+    def _rates(self, key: tuple[str, ...], stats: dict[str, int], gauge: bool = False) -> dict[str, Any]:
         """``stats`` with ``<name>_details.rate`` (per second), from samples taken when asked, kept
         1 to ``RATE_WINDOW`` seconds apart (the rate covers the time since the oldest kept sample)."""
         now = time.monotonic()
         vals = tuple(stats.values())
         dq = self._samples.get(key)
         if dq is None:
-            if len(self._samples) > 4 * sum(len(vh.queues) for vh in self.broker.vhosts.values()) + 64:
+            live = sum(len(vh.queues) + len(vh.exchanges) + 1 for vh in self.broker.vhosts.values()) + \
+                sum(len(c.channels) + 1 for c in list(self.node.connections)) + len(self.node.stomp_connections)
+            if len(self._samples) > 4 * live + 64:
                 self._samples.clear()  # deleted queues' samples
             dq = self._samples[key] = deque()
         while len(dq) > 1 and now - dq[1][0] >= RATE_WINDOW:
@@ -480,32 +575,131 @@ class ManagementApp:
         span = now - base_t
         for i, name in enumerate(stats):
             rate = (vals[i] - base[i]) / span if span > 0.2 else 0.0
-            out[f"{name}_details"] = {"rate": round(max(rate, 0.0), 1)}
+            out[f"{name}_details"] = {"rate": round(rate if gauge else max(rate, 0.0), 1)}  # a gauge may fall
         if not dq or now - dq[-1][0] >= 1.0:
             dq.append((now, vals))
         return out
 
+    @staticmethod
+    def _listing(items: list[dict[str, Any]], query: dict[str, str],
+                 default_sort: tuple[str, ...] = ()) -> HttpResponse:
+        """A listing with RabbitMQ's query options: ``name`` (substring, or a regex with ``use_regex=true``,
+        both case-insensitive), ``sort``/``sort_reverse`` (else ``default_sort``), ``columns`` (dotted
+        paths), and with ``page`` one page of ``page_size`` (1-500, default 100) as ``{items, page,
+        page_count, ...}``."""
+        total = len(items)
+        name = query.get("name")
+        if name:
+            if query.get("use_regex") == "true":
+                try:
+                    rx = re.compile(name, re.IGNORECASE)
+                except re.error:
+                    raise HttpError(400, f"invalid regular expression '{name[:60]}'") from None
+                items = [x for x in items if rx.search(str(x.get("name", "")))]
+            else:
+                items = [x for x in items if name.lower() in str(x.get("name", "")).lower()]
+        sort = query.get("sort")
+        if sort:
+            def key(x: dict[str, Any]) -> tuple[int, Any]:
+                v = _path(x, sort)
+                return (0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
+            items = sorted(items, key=key, reverse=query.get("sort_reverse") == "true")
+        else:
+            if default_sort:  # RabbitMQ's order for the listing (queues, exchanges: vhost then name)
+                items = sorted(items, key=lambda x: tuple(str(x.get(k, "")) for k in default_sort))
+            if query.get("sort_reverse") == "true":
+                items = items[::-1]
+        columns = [c for c in query.get("columns", "").split(",") if c]
+        if columns:
+            items = [_project(x, columns) for x in items]
+        if "page" not in query:
+            return _json(items)
+        try:
+            page, size = int(query["page"]), int(query.get("page_size", "100"))
+        except ValueError:
+            raise HttpError(400, "page and page_size must be integers") from None
+        if not 1 <= size <= 500:
+            raise HttpError(400, "page_size must be between 1 and 500")
+        filtered = len(items)
+        page_count = max(1, -(-filtered // size))
+        if page < 1 or page > page_count:
+            raise HttpError(400, f"page out of range: {page} (page_count {page_count})")
+        chunk = items[(page - 1) * size:page * size]
+        return _json({"filtered_count": filtered, "item_count": len(chunk), "items": chunk, "page": page,
+                      "page_count": page_count, "page_size": size, "total_count": total})
+
     def queue_info(self, q: Queue) -> dict[str, Any]:
         r = q.receiver  # a polled queue: its group backlogs are ready too, and it may delay
         ready = q.message_count + (r.backlog_count if r is not None else 0)
+        counts = self._rates(("q", q.vhost.name, q.name), {
+            "messages": ready + q.unacked, "messages_ready": ready, "messages_unacknowledged": q.unacked}, gauge=True)
+        unacked_bytes = q.unacked * (q.ready.bytes // q.ready.count if q.ready.count else 0)
+        consumers = [self._consumer_info(q, c) for c in q.consumers]
         info: dict[str, Any] = {
             "name": q.name, "vhost": q.vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
             "exclusive": q.exclusive_owner is not None, "arguments": q.arguments, "type": q.args.queue_type,
-            "state": "running", "messages_ready": ready, "messages_unacknowledged": q.unacked,
-            "messages": ready + q.unacked, "consumers": q.consumer_count, "message_bytes_ready": q.ready.bytes,
+            "state": "running", **counts, "consumers": q.consumer_count,
+            "message_bytes": q.ready.bytes + unacked_bytes, "message_bytes_ready": q.ready.bytes,
+            "message_bytes_unacknowledged": unacked_bytes, "message_bytes_ram": q.ready.bytes - q.ready.paged,
+            "message_bytes_paged_out": q.ready.paged, "memory": q.memory_estimate(),
             "message_stats": self._rates((q.vhost.name, q.name), {
                 "publish": q.published, "deliver_get": q.delivered, "ack": q.acked, "redeliver": q.redelivered}),
-            "node": self.node.cluster_name,
+            "node": self.node.cluster_name, "policy": q.policy.name if q.policy is not None else None,
+            "effective_policy_definition": q.policy.definition if q.policy is not None else {},
+            "exclusive_consumer_tag": next((c.tag for c in q.consumers if c.exclusive), None),
+            "consumer_utilisation": self._utilisation(q), "consumer_capacity": self._utilisation(q),
+            "consumer_details": consumers, "head_message_timestamp": self._head_timestamp(q),
+            "messages_persistent": 0, "message_bytes_persistent": 0,
         }
+        if not q.consumers:
+            # RabbitMQ: when the queue last saw a consumer, a get or a declare
+            idle = time.time() - max(0.0, self.broker.clock.monotonic() - q.last_used)
+            info["idle_since"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(idle))
         if r is not None:
             info["messages_delayed"] = len(q.delayed)
         st = q.vhost.broker.storage_stats(q) if q.persist else None
         if st is not None:
+            info["messages_persistent"] = st.live_messages  # what the durable log holds for the queue
             # the durable log: what it costs on disk and which segment pins its tail
             info["disk"] = {"bytes": st.bytes_on_disk, "segments": st.segments, "live_messages": st.live_messages,
                             "oldest_segment": st.oldest_segment, "oldest_segment_live": st.oldest_segment_live,
                             "compactions": st.compactions, "deleted_segments": st.deleted_segments}
         return info
+
+    @staticmethod
+    def _utilisation(q: Queue) -> float | None:
+        """Share of consumers that can take a message now (RabbitMQ's is a time average; None without
+        consumers). 1.0 whenever nothing waits."""
+        if not q.consumers:
+            return None
+        if not q.ready.count:
+            return 1.0
+        return round(sum(1 for c in q.consumers if c.has_credit()) / len(q.consumers), 2)
+
+    @staticmethod
+    def _head_timestamp(q: Queue) -> int | None:
+        """The ``timestamp`` property of the message at the head (None if unset or paged out)."""
+        head = q.ready.peek()
+        msg = head.msg if head is not None else None
+        if not isinstance(msg, Message) or msg.props.timestamp is None:
+            return None
+        return int(msg.props.timestamp)
+
+    def _consumer_info(self, q: Queue, c: Any) -> dict[str, Any]:
+        conn = c.session.connection
+        chan = None
+        if hasattr(conn, "channels") and isinstance(conn.channels, dict):
+            chan = next((n for n, ch in conn.channels.items() if getattr(ch, "session", None) is c.session), None)
+        details: dict[str, Any] = {}
+        if hasattr(conn, "peer") and getattr(conn, "transport", None) is not None:
+            cname = self._conn_name(conn)
+            details = {"name": f"{cname} ({chan})" if chan is not None else cname, "number": chan,
+                       "connection_name": cname, "peer_host": conn.peer[0], "peer_port": conn.peer[1],
+                       "user": conn.user.name if getattr(conn, "user", None) else None}
+        return {"consumer_tag": c.tag, "queue": {"name": q.name, "vhost": q.vhost.name},
+                "channel_details": details, "ack_required": not c.no_ack, "exclusive": c.exclusive,
+                "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True,
+                "activity_status": "up"}
 
     # ---- overview / nodes / vhosts ----------------------------------------------------------------
     def overview(self, user: User, **_: Any) -> HttpResponse:
@@ -515,12 +709,6 @@ class ManagementApp:
         unacked = sum(q.unacked for q in queues)
         amqp = [c for c in self.node.connections if self._own(user, c.user)]
         conns = len(amqp) + sum(1 for c in self.node.stomp_connections if self._own(user, c.user))
-        http = self.listeners
-        listeners = [{"protocol": "amqp", "port": self.node.amqp_port}]
-        for proto, port in (("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
-                            ("http", http.management_port)):
-            if port is not None:
-                listeners.append({"protocol": proto, "port": port})
         return _json({
             "management_version": __version__, "product_name": "haremq", "product_version": __version__,
             "rabbitmq_version": "3.10.8", "node": self.node.cluster_name, "cluster_name": self.node.cluster_name,
@@ -528,26 +716,72 @@ class ManagementApp:
                               "channels": sum(len(c.channels) for c in amqp),
                               "consumers": sum(q.consumer_count for q in queues),
                               "exchanges": sum(len(vh.exchanges) for vh in vhs), "vhosts": len(vhs)},
-            "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
-                             "messages_unacknowledged": unacked},
+            "queue_totals": self._rates(("", "totals" if self._sees_all(user) else f"totals:{user.name}"), {
+                "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked}, gauge=True),
+            "churn_rates": {},
             "message_stats": self._rates(("", "" if self._sees_all(user) else f"user:{user.name}"), {
                 "publish": sum(q.published for q in queues), "deliver_get": sum(q.delivered for q in queues),
                 "ack": sum(q.acked for q in queues), "redeliver": sum(q.redelivered for q in queues)}),
-            "listeners": listeners,
+            "listeners": self._listeners(),
+            "contexts": [{"node": self.node.cluster_name, "description": "haremq management",
+                          "path": "/", "port": str(self.listeners.management_port)}],
+            "exchange_types": [{"name": t, "description": "", "enabled": True} for t in EXCHANGE_TYPES],
+            "statistics_db_event_queue": 0,
         })
 
-    def nodes(self, **_: Any) -> HttpResponse:
-        return _json([{"name": self.node.cluster_name, "type": "disc", "running": True,
-                       "mem_used": self.metrics.rss(), "uptime": int((time.time() - self.started) * 1000)}])
+    def _node_info(self) -> dict[str, Any]:
+        """RabbitMQ's node object from what this process really has: file descriptors, RSS against the
+        memory watermark, free disk against ``disk_free_limit`` (statvfs), alarms, listeners."""
+        node = self.node
+        try:
+            fd_used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            fd_used = 0
+        fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        disk_free = node.disk_free()
+        conns = len(node.connections) + len(node.stomp_connections)
+        return {
+            "name": node.cluster_name, "type": "disc", "running": True, "being_drained": False,
+            "os_pid": str(os.getpid()), "uptime": int((time.time() - self.started) * 1000),
+            "mem_used": self.metrics.rss(), "mem_limit": node.memory_limit(), "mem_alarm": node.memory_alarm,
+            "disk_free": disk_free if disk_free is not None else 0,
+            "disk_free_limit": node.settings.disk_free_limit, "disk_free_alarm": node.disk_alarm,
+            "fd_used": fd_used, "fd_total": fd_total if fd_total != resource.RLIM_INFINITY else 1 << 20,
+            "sockets_used": conns, "sockets_total": fd_total if fd_total != resource.RLIM_INFINITY else 1 << 20,
+            "proc_used": threading.active_count(), "proc_total": 1 << 20, "processors": os.cpu_count() or 1,
+            "run_queue": 0, "partitions": [], "net_ticktime": 60, "rates_mode": "basic",
+            "exchange_types": [{"name": t, "description": "", "enabled": True} for t in EXCHANGE_TYPES],
+            "applications": [{"name": "haremq", "description": "haremq message broker", "version": __version__}],
+            "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],
+            "listeners": self._listeners(), "config_files": [], "log_files": [],
+        }
 
-    def vhosts(self, user: User, **_: Any) -> HttpResponse:
-        return _json([self._vhost_info(vh) for vh in self._vhosts(None, user)])
+    def nodes(self, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._node_info()], query)
+
+    def node_get(self, node: str, **_: Any) -> HttpResponse:
+        if node != self.node.cluster_name:
+            raise HttpError(404, "Object Not Found")
+        return _json(self._node_info())
+
+    def vhosts(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._vhost_info(vh) for vh in self._vhosts(None, user)], query, ("name",))
 
     def _vhost_info(self, vh: VHost) -> dict[str, Any]:
-        ready = sum(q.message_count for q in vh.queues.values())
-        unacked = sum(q.unacked for q in vh.queues.values())
-        return {"name": vh.name, "messages": ready + unacked, "messages_ready": ready,
-                "messages_unacknowledged": unacked, "tracing": False}
+        qs = list(vh.queues.values())
+        ready = sum(q.message_count for q in qs)
+        unacked = sum(q.unacked for q in qs)
+        conns = [c for c in list(self.node.connections) + list(self.node.stomp_connections)
+                 if c.vhost is not None and c.vhost.name == vh.name]
+        return {"name": vh.name, "description": "", "tags": [], "tracing": False,
+                "cluster_state": {self.node.cluster_name: "running"},
+                **self._rates(("vhc", vh.name), {"messages": ready + unacked, "messages_ready": ready,
+                                                 "messages_unacknowledged": unacked}, gauge=True),
+                **self._rates(("vho", vh.name), {"recv_oct": sum(c.bytes_in for c in conns),
+                                                 "send_oct": sum(c.bytes_out for c in conns)}),
+                "message_stats": self._rates(("vh", vh.name), {
+                    "publish": sum(q.published for q in qs), "deliver_get": sum(q.delivered for q in qs),
+                    "ack": sum(q.acked for q in qs), "redeliver": sum(q.redelivered for q in qs)})}
 
     def vhost_get(self, vhost: str, user: User, **_: Any) -> HttpResponse:
         return _json(self._vhost_info(self._vhost(vhost, user)))
@@ -568,9 +802,9 @@ class ManagementApp:
         return HttpResponse(204)
 
     # ---- queues ----------------------------------------------------------------------------------------
-    def queues(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        return _json([self.queue_info(q) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
-                      if not q.deleted])
+    def queues(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
+        return self._listing([self.queue_info(q) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
+                              if not q.deleted], query, ("vhost", "name"))
 
     def queue_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json(self.queue_info(self._queue(vhost, name, user)))
@@ -594,32 +828,70 @@ class ManagementApp:
         self.broker.queue_purge(self._session(user, vhost), name)  # ready and delayed messages
         return HttpResponse(204)
 
-    def queue_browse(self, vhost: str, name: str, user: User, body: dict[str, Any], query: dict[str, str],
-                     **_: Any) -> HttpResponse:
-        """Peek at ready messages in delivery order; nothing is taken, counted or reordered."""
+    def queue_get_messages(self, vhost: str, name: str, user: User, body: dict[str, Any], query: dict[str, str],
+                           **_: Any) -> HttpResponse:
+        """RabbitMQ's "get messages": ``ackmode`` ``ack_requeue_false`` consumes, ``reject_requeue_false``
+        rejects (dead-letters), ``ack_requeue_true``/``reject_requeue_true`` take and requeue (flagged
+        redelivered). Without ``ackmode`` (or with haremq's ``"browse"``) it peeks: nothing is taken."""
         q = self._queue(vhost, name, user)
-        self.broker.check(self._session(user, vhost), "read", "queue", name)  # payloads: as a basic.get would
+        s = self._session(user, vhost)
+        self.broker.check(s, "read", "queue", name)  # payloads: as a basic.get would
         raw = body.get("count", query.get("count", 1))
         count = int(raw) if not isinstance(raw, bool) else 1
         if not 0 <= count <= 10000:
             raise HttpError(400, "count must be between 0 and 10000")
+        ackmode = body.get("ackmode", "browse")  # a GET (no body) only ever browses
+        if ackmode not in ACKMODES:
+            raise HttpError(400, f"ackmode must be one of {', '.join(ACKMODES)}")
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise HttpError(400, "encoding must be 'auto' or 'base64'")
+        trunc_raw = body.get("truncate")
+        truncate = None if trunc_raw in (None, "") or isinstance(trunc_raw, bool) else int(trunc_raw)
+        if truncate is not None and truncate < 0:
+            raise HttpError(400, "truncate must not be negative")
         out = []
-        for i, e in enumerate(q.entries()):
-            if i >= count:
+        if ackmode == "browse":
+            for i, e in enumerate(q.entries()):
+                if i >= count:
+                    break
+                out.append(self._message(self._entry_message(q, e), e.delivery_count, q.message_count - i - 1,
+                                         encoding, truncate))
+            return _json(out)
+        for _i in range(count):
+            got = self.broker.get(s, name, no_ack=False)
+            if got is None:
                 break
-            msg = e.msg
-            if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
-                r = q.vhost.broker.read_message(q, e.seq)
-                msg = Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
-            out.append(self._message(msg, e.delivery_count, q.message_count - i - 1))
+            _tag, e, left = got
+            out.append(self._message(self._entry_message(q, e), e.delivery_count - 1, left, encoding, truncate))
+        if out:
+            if ackmode == "ack_requeue_false":
+                s.ack(0, multiple=True)
+            else:
+                s.nack(0, multiple=True, requeue=ackmode.endswith("requeue_true"))
+        self.broker.flush()
+        self.node.flush_output()
         return _json(out)
 
     @staticmethod
-    def _message(msg: Message, delivery_count: int, left: int) -> dict[str, Any]:
+    def _entry_message(q: Queue, e: Any) -> Message:
+        msg: Message | Any = e.msg
+        if msg is PAGED:  # only in the store: read it for display, leave the entry paged out
+            r = q.vhost.broker.read_message(q, e.seq)
+            return Message(r.exchange, r.routing_key, Properties(**r.props), r.body or b"")
+        assert isinstance(msg, Message)
+        return msg
+
+    @staticmethod
+    def _message(msg: Message, delivery_count: int, left: int, encoding: str = "auto",
+                 truncate: int | None = None) -> dict[str, Any]:
+        body = msg.body if truncate is None else msg.body[:truncate]
         try:
-            payload, enc = msg.body.decode("utf-8"), "string"
+            if encoding == "base64":
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "base64 asked for")
+            payload, enc = body.decode("utf-8"), "string"
         except UnicodeDecodeError:
-            payload, enc = base64.b64encode(msg.body).decode(), "base64"
+            payload, enc = base64.b64encode(body).decode(), "base64"
         props = {f.name: getattr(msg.props, f.name) for f in dataclasses.fields(msg.props)
                  if getattr(msg.props, f.name) is not None}
         return {"payload": payload, "payload_encoding": enc, "payload_bytes": len(msg.body),
@@ -633,13 +905,20 @@ class ManagementApp:
 
     # ---- exchanges --------------------------------------------------------------------------------------
     @staticmethod
-    def _exchange_info(vh: VHost, name: str) -> dict[str, Any]:
+    def _exchange_def(vh: VHost, name: str) -> dict[str, Any]:
         ex = vh.exchanges[name]
         return {"name": ex.name, "vhost": vh.name, "type": ex.type, "durable": ex.durable,
                 "auto_delete": ex.auto_delete, "internal": ex.internal, "arguments": ex.arguments}
 
-    def exchanges(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        return _json([self._exchange_info(vh, n) for vh in self._vhosts(vhost, user) for n in vh.exchanges])
+    def _exchange_info(self, vh: VHost, name: str) -> dict[str, Any]:
+        ex = vh.exchanges[name]
+        return {**self._exchange_def(vh, name), "user_who_performed_action": "", "policy": None,
+                "message_stats": self._rates(("x", vh.name, name), {"publish_in": ex.publish_in,
+                                                                    "publish_out": ex.publish_out})}
+
+    def exchanges(self, user: User, query: dict[str, str], vhost: str | None = None, **_: Any) -> HttpResponse:
+        return self._listing([self._exchange_info(vh, n) for vh in self._vhosts(vhost, user) for n in vh.exchanges],
+                             query, ("vhost", "name"))
 
     def exchange_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
         vh = self._vhost(vhost, user)
@@ -647,6 +926,20 @@ class ManagementApp:
         if name not in vh.exchanges:
             raise HttpError(404, "Object Not Found")
         return _json(self._exchange_info(vh, name))
+
+    def exchange_bindings_source(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost, user)
+        name = "" if name == "amq.default" else name
+        if name not in vh.exchanges:
+            raise HttpError(404, "Object Not Found")
+        return _json([b for b in self._bindings(vh) if b["source"] == name])
+
+    def exchange_bindings_destination(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        vh = self._vhost(vhost, user)
+        if name not in vh.exchanges:
+            raise HttpError(404, "Object Not Found")
+        return _json([b for b in self._bindings(vh) if b["destination"] == name
+                      and b["destination_type"] == "exchange"])
 
     def exchange_put(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         type_ = _str(body, "type", "direct")
@@ -703,6 +996,25 @@ class ManagementApp:
     def bindings(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
         return _json([b for vh in self._vhosts(vhost, user) for b in self._bindings(vh)])
 
+    def bindings_between_exchanges(self, vhost: str, source: str, name: str, user: User, **_: Any) -> HttpResponse:
+        return _json([b for b in self._bindings(self._vhost(vhost, user)) if b["source"] == source
+                      and b["destination"] == name and b["destination_type"] == "exchange"])
+
+    def bind_exchange(self, vhost: str, source: str, name: str, user: User, body: dict[str, Any],
+                      **_: Any) -> Answer:
+        if name not in self._vhost(vhost).exchanges:
+            raise HttpError(404, "Object Not Found")
+        rk = _str(body, "routing_key", "")
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body))
+        return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
+
+    def unbind_exchange(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
+        if name not in self._vhost(vhost).exchanges:
+            raise HttpError(404, "Object Not Found")
+        rk = "" if props == "~" else props
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
+        return self._settled(HttpResponse(204))
+
     def bindings_between(self, vhost: str, source: str, name: str, user: User, **_: Any) -> HttpResponse:
         return _json([b for b in self._bindings(self._vhost(vhost, user)) if b["source"] == source
                       and b["destination"] == name and b["destination_type"] == "queue"])
@@ -721,48 +1033,107 @@ class ManagementApp:
         return self._settled(HttpResponse(204))
 
     # ---- connections, channels, consumers -------------------------------------------------------------
-    def connections(self, user: User, **_: Any) -> HttpResponse:
-        out = []
-        for c in list(self.node.connections):
-            if not self._own(user, c.user):
-                continue
-            out.append({"name": f"{c.peer[0]}:{c.peer[1]}", "protocol": "AMQP 0-9-1", "peer_host": c.peer[0],
-                        "peer_port": c.peer[1], "user": c.user.name if c.user else None,
-                        "vhost": c.vhost.name if c.vhost else None, "channels": len(c.channels),
-                        "recv_oct": c.bytes_in, "send_oct": c.bytes_out, "state": "running",
-                        "client_properties": c.client_properties})
-        for s in list(self.node.stomp_connections):
-            if not self._own(user, s.user):
-                continue
-            out.append({"name": f"{s.peer[0]}:{s.peer[1]}", "protocol": "STOMP", "peer_host": s.peer[0],
-                        "peer_port": s.peer[1], "user": s.user.name if s.user else None,
-                        "vhost": s.vhost.name if s.vhost else None, "channels": 0, "recv_oct": s.bytes_in,
-                        "send_oct": s.bytes_out, "state": "running"})
-        return _json(out)
+    def _conn_name(self, c: Any) -> str:
+        """RabbitMQ's connection name: ``peer -> local`` (what rabbitmqadmin's close takes)."""
+        local = self._local(c)
+        return f"{c.peer[0]}:{c.peer[1]} -> {local[0]}:{local[1]}"
 
-    def channels(self, user: User, **_: Any) -> HttpResponse:
+    @staticmethod
+    def _local(c: Any) -> tuple[str, int]:
+        t = c.transport
+        sock = t.get_extra_info("sockname") if t is not None else None
+        return (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) and len(sock) >= 2 else ("?", 0)
+
+    def _conn_info(self, c: Any, protocol: str) -> dict[str, Any]:
+        t = c.transport
+        host, port = self._local(c)
+        amqp = protocol == "AMQP 0-9-1"
+        proto = c.proto if amqp else None
+        connected = getattr(c, "connected_at", None)
+        info: dict[str, Any] = {
+            "name": self._conn_name(c), "protocol": protocol, "node": self.node.cluster_name,
+            "type": "network", "peer_host": c.peer[0], "peer_port": c.peer[1], "host": host, "port": port,
+            "user": c.user.name if c.user else None, "user_who_performed_action": c.user.name if c.user else None,
+            "vhost": c.vhost.name if c.vhost else None, "channels": len(c.channels) if amqp else 0,
+            "recv_oct": c.bytes_in, "send_oct": c.bytes_out,
+            "state": "closing" if c.closing else "blocked" if c.reading_paused else "running",
+            "ssl": t is not None and t.get_extra_info("sslcontext") is not None,
+            "connected_at": int(connected * 1000) if connected is not None else None,
+            "auth_mechanism": c.auth_mechanism if amqp else None,  # STOMP: login/passcode headers
+        }
+        info.update(self._rates(("conn", info["name"]), {"recv_oct": c.bytes_in, "send_oct": c.bytes_out}))
+        if proto is not None:
+            info.update({"channel_max": proto.channel_max, "frame_max": proto.frame_max, "timeout": proto.heartbeat,
+                         "client_properties": c.client_properties})
+        else:
+            info.update({"channel_max": 0, "frame_max": 0, "timeout": 0, "client_properties": {}})
+        return info
+
+    def _all_conns(self, user: User) -> list[tuple[Any, str]]:
+        return [(c, "AMQP 0-9-1") for c in list(self.node.connections) if self._own(user, c.user)] + \
+            [(s, "STOMP") for s in list(self.node.stomp_connections) if self._own(user, s.user)]
+
+    def connections(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing([self._conn_info(c, p) for c, p in self._all_conns(user)], query)
+
+    def vhost_connections(self, vhost: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        self._vhost(vhost, user)
+        return self._listing([self._conn_info(c, p) for c, p in self._all_conns(user)
+                              if c.vhost is not None and c.vhost.name == vhost], query)
+
+    def _conn(self, name: str, user: User) -> tuple[Any, str]:
+        for c, p in self._all_conns(user):
+            if self._conn_name(c) == name:
+                return c, p
+        raise HttpError(404, "Object Not Found")
+
+    def connection_get(self, name: str, user: User, **_: Any) -> HttpResponse:
+        return _json(self._conn_info(*self._conn(name, user)))
+
+    def connection_close(self, name: str, user: User, req: HttpRequest, **_: Any) -> HttpResponse:
+        """Close a client connection, as RabbitMQ does: AMQP connection.close 320 (CONNECTION_FORCED) with
+        the ``X-Reason`` header's text; STOMP an ERROR frame. A user may close its own connections; closing
+        another user's needs ``administrator`` (RabbitMQ: the same rule)."""
+        c, _p = self._conn(name, user)
+        if "administrator" not in user.tags and (c.user is None or c.user.name != user.name):
+            raise HttpError(403, "Not administrator user")
+        reason = req.headers.get("x-reason", "Closed via management plugin")[:255]
+        c.shutdown(reason)
+        self.node.flush_output()
+        return HttpResponse(204)
+
+    def _channel_infos(self, user: User, only: Any = None) -> list[dict[str, Any]]:
         out = []
         for c in list(self.node.connections):
-            if not self._own(user, c.user):
+            if not self._own(user, c.user) or (only is not None and c is not only):
                 continue
+            cname = self._conn_name(c)
             for n, ch in c.channels.items():
                 s = ch.session
-                out.append({"name": f"{c.peer[0]}:{c.peer[1]} ({n})", "number": n,
-                            "user": c.user.name if c.user else None, "vhost": s.vhost.name,
-                            "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),
-                            "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
-                            "confirm": ch.confirm, "transactional": ch.tx})
-        return _json(out)
+                info = {"name": f"{cname} ({n})", "number": n, "node": self.node.cluster_name,
+                        "connection_details": {"name": cname, "peer_host": c.peer[0], "peer_port": c.peer[1]},
+                        "user": c.user.name if c.user else None, "vhost": s.vhost.name,
+                        "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),
+                        "messages_unconfirmed": 0, "messages_uncommitted": len(ch.tx_publishes) if ch.tx else 0,
+                        "acks_uncommitted": len(ch.tx_acks) if ch.tx else 0,
+                        "prefetch_count": s.prefetch, "global_prefetch_count": s.global_prefetch,
+                        "confirm": ch.confirm, "transactional": ch.tx, "state": "running"}
+                # delivery tags number every delivery and get on the channel: the count of both
+                info["message_stats"] = self._rates(("channel", str(info["name"])), {
+                    "publish": s.published, "deliver_get": s.next_tag - 1, "ack": s.acked})
+                out.append(info)
+        return out
+
+    def channels(self, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        return self._listing(self._channel_infos(user), query)
+
+    def connection_channels(self, name: str, user: User, query: dict[str, str], **_: Any) -> HttpResponse:
+        c, p = self._conn(name, user)
+        return self._listing(self._channel_infos(user, c) if p == "AMQP 0-9-1" else [], query)
 
     def consumers(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
-        out = []
-        for vh in self._vhosts(vhost, user):
-            for q in vh.queues.values():
-                for c in q.consumers:
-                    out.append({"consumer_tag": c.tag, "queue": {"name": q.name, "vhost": vh.name},
-                                "ack_required": not c.no_ack, "exclusive": c.exclusive,
-                                "prefetch_count": c.prefetch, "arguments": c.arguments, "active": True})
-        return _json(out)
+        return _json([self._consumer_info(q, c) for vh in self._vhosts(vhost, user) for q in vh.queues.values()
+                      for c in q.consumers])
 
     # ---- users and permissions --------------------------------------------------------------------------
     @staticmethod
@@ -873,9 +1244,10 @@ class ManagementApp:
             "queues": [{"name": q.name, "vhost": vh.name, "durable": q.durable, "auto_delete": q.auto_delete,
                         "arguments": q.arguments} for vh in vhs for q in vh.queues.values()
                        if q.exclusive_owner is None and not q.deleted],
-            "exchanges": [self._exchange_info(vh, n) for vh in vhs for n in vh.exchanges
+            "exchanges": [self._exchange_def(vh, n) for vh in vhs for n in vh.exchanges
                           if n and not n.startswith("amq.")],
             "bindings": [b for vh in vhs for b in self._bindings(vh) if b["source"]],
+            "policies": [p.to_json() for vh in vhs for p in vh.policies.values()],
         })
 
     async def definitions_post(self, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
@@ -908,6 +1280,11 @@ class ManagementApp:
             if vh not in vhosts or who not in users:
                 raise HttpError(400, f"permission of unknown user '{who[:60]}' or vhost '{vh[:60]}'")
             changes.append(permission_change(who, vh, self._permission(p)))
+        for pd in items("policies"):
+            pvh = _str(pd, "vhost", "/")
+            if pvh not in vhosts:
+                raise HttpError(400, f"policy in unknown vhost '{pvh[:60]}'")
+            changes.append(policy_change(self._policy(pvh, _str(pd, "name"), pd)))
         exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
         for doc in (*exchanges, *queues, *bindings):  # their shape, before anything is applied
             if _str(doc, "vhost", "/") not in vhosts:
@@ -945,6 +1322,174 @@ class ManagementApp:
         if inspect.iscoroutine(answer):
             answer.close()
 
+    # ---- health checks (RabbitMQ's /api/health/checks/*) ---------------------------------------------------
+    def _alarms(self) -> list[dict[str, str]]:
+        out = []
+        if self.node.memory_alarm:
+            out.append({"node": self.node.cluster_name, "resource": "memory"})
+        if self.node.disk_alarm:
+            out.append({"node": self.node.cluster_name, "resource": "disk"})
+        return out
+
+    def check_alarms(self, **_: Any) -> HttpResponse:
+        alarms = self._alarms()
+        if alarms:
+            return _json({"status": "failed", "reason": "There are alarms in effect in the cluster",
+                          "alarms": alarms}, 503)
+        return _json({"status": "ok"})
+
+    def check_vhosts(self, **_: Any) -> HttpResponse:
+        return _json({"status": "ok"})  # a vhost exists only while it runs (no per-vhost supervisor to fail)
+
+    def _listeners(self) -> list[dict[str, Any]]:
+        http = self.listeners
+        out: list[dict[str, Any]] = []
+        for proto, port in (("amqp", self.node.amqp_port), ("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
+                            ("http", http.management_port)):
+            if port is not None:
+                out.append({"node": self.node.cluster_name, "protocol": proto,
+                            "ip_address": self.node.settings.bind, "port": port})
+        return out
+
+    def check_port(self, port: str, **_: Any) -> HttpResponse:
+        try:
+            wanted = int(port)
+        except ValueError:
+            raise HttpError(400, f"invalid port '{port[:20]}'") from None
+        ports = [x["port"] for x in self._listeners()]
+        if wanted in ports:
+            return _json({"status": "ok", "port": wanted})
+        return _json({"status": "failed", "reason": f"No active listener on port {wanted}", "missing": wanted,
+                      "ports": ports}, 503)
+
+    def check_protocol(self, protocol: str, **_: Any) -> HttpResponse:
+        aliases = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp", "stomp": "stomp", "http": "http",
+                   "https": "https", "amqp": "amqp", "sqs": "sqs"}
+        wanted = aliases.get(protocol.lower(), protocol.lower())
+        protocols = [x["protocol"] for x in self._listeners()]
+        if wanted in protocols:
+            return _json({"status": "ok", "protocol": wanted})
+        return _json({"status": "failed", "reason": f"No active listener for protocol {protocol}",
+                      "missing": protocol, "protocols": protocols}, 503)
+
+    # ---- cluster, extensions, feature flags, parameters ----------------------------------------------------
+    def cluster_name(self, **_: Any) -> HttpResponse:
+        return _json({"name": self.node.cluster_name})
+
+    def extensions(self, **_: Any) -> HttpResponse:
+        return _json([])
+
+    def feature_flags(self, **_: Any) -> HttpResponse:
+        """The RabbitMQ feature flags whose behaviour haremq has (all enabled; nothing to migrate)."""
+        flags = (("implicit_default_bindings", "Default bindings are computed, not stored"),
+                 ("quorum_queue", "x-queue-type quorum is accepted"),
+                 ("virtual_host_metadata", "Virtual host descriptions and tags"),
+                 ("empty_basic_get_metric", "Count empty basic.get"))
+        return _json([{"name": n, "desc": d, "doc_url": "", "stability": "stable", "provided_by": "rabbit",
+                       "state": "enabled"} for n, d in flags])
+
+    def parameters(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])  # no parameter components (shovel, federation) exist
+
+    def parameter_get(self, vhost: str, **_: Any) -> HttpResponse:
+        self._vhost(vhost)
+        raise HttpError(404, "Object Not Found")
+
+    def parameter_put(self, component: str, **_: Any) -> HttpResponse:
+        # RabbitMQ's answer when the plugin providing a component is not enabled
+        raise HttpError(400, f"component '{component[:60]}' not found: haremq has no shovel or federation")
+
+    def global_parameters(self, **_: Any) -> HttpResponse:
+        return _json([{"name": "cluster_name", "value": self.node.cluster_name}])
+
+    def global_parameter_get(self, name: str, **_: Any) -> HttpResponse:
+        if name != "cluster_name":
+            raise HttpError(404, "Object Not Found")
+        return _json({"name": "cluster_name", "value": self.node.cluster_name})
+
+    def policies(self, user: User, vhost: str | None = None, **_: Any) -> HttpResponse:
+        return _json([p.to_json() for vh in self._vhosts(vhost, user)
+                      for p in sorted(vh.policies.values(), key=lambda p: (-p.priority, p.name))])
+
+    def policy_get(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
+        p = self._vhost(vhost, user).policies.get(name)
+        if p is None:
+            raise HttpError(404, "Object Not Found")
+        return _json(p.to_json())
+
+    @staticmethod
+    def _policy(vhost: str, name: str, body: dict[str, Any]) -> Policy:
+        if not name or len(name) > 255:
+            raise HttpError(400, "invalid policy name")
+        try:
+            return Policy.parse(vhost, name, body)
+        except PolicyError as e:
+            raise HttpError(400, str(e)) from None
+
+    async def policy_put(self, vhost: str, name: str, body: dict[str, Any], **_: Any) -> HttpResponse:
+        """Validated, stored (metadata store), then applied to the vhost's queues: RabbitMQ's
+        policy keys for length limits, TTLs, expiry, overflow and dead-lettering."""
+        vh = self._vhost(vhost)
+        policy = self._policy(vhost, name, body)
+        for q in list(vh.queues.values()):  # the merged arguments must be valid for every queue it would match
+            if policy.matches_queue(q.name):
+                QueueArgs.parse(q.name, vhost, effective_arguments(q.arguments, policy))
+        existed = name in vh.policies
+        await self.node.definitions.put_policy(policy)
+        self.node.flush_output()  # a lower limit may have dead-lettered to consumers
+        return HttpResponse(204 if existed else 201)
+
+    async def policy_delete(self, vhost: str, name: str, **_: Any) -> HttpResponse:
+        if name not in self._vhost(vhost).policies:
+            raise HttpError(404, "Object Not Found")
+        await self.node.definitions.delete_policy(vhost, name)
+        return HttpResponse(204)
+
+    def operator_policies(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])
+
+    def vhost_limits(self, vhost: str | None = None, **_: Any) -> HttpResponse:
+        if vhost is not None:
+            self._vhost(vhost)
+        return _json([])  # haremq enforces no per-vhost limits (max-connections, max-queues)
+
+    def vhost_permissions(self, vhost: str, **_: Any) -> HttpResponse:
+        self._vhost(vhost)
+        return _json([{"user": u.name, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+                      for u in self.broker.users.users.values() for vh, p in u.permissions.items() if vh == vhost])
+
+    def user_permissions(self, username: str, **_: Any) -> HttpResponse:
+        u = self._perm_user(username)
+        return _json([{"user": u.name, "vhost": vh, "configure": p.configure, "write": p.write, "read": p.read}
+                      for vh, p in u.permissions.items()])
+
+    def definitions_vhost_get(self, vhost: str, req: HttpRequest, **kw: Any) -> HttpResponse:
+        """One vhost's exchanges, queues and bindings (RabbitMQ leaves out users, vhosts, permissions)."""
+        self._vhost(vhost)
+        full = json.loads(self.definitions_get(**kw).body)
+        return _json({"rabbit_version": full["rabbit_version"], "product_name": full["product_name"],
+                      "product_version": full["product_version"],
+                      **{k: [x for x in full[k] if x.get("vhost") == vhost]
+                         for k in ("queues", "exchanges", "bindings", "policies")}})
+
+    async def definitions_vhost_post(self, vhost: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+        """Import exchanges, queues and bindings into ``vhost`` (their own ``vhost`` fields are ignored)."""
+        self._vhost(vhost)
+        for key in ("users", "vhosts", "permissions"):
+            if body.get(key):
+                raise HttpError(400, f"'{key}' cannot be imported into a single virtual host")
+        doc: dict[str, Any] = {}
+        for key in ("exchanges", "queues", "bindings", "policies"):
+            items = body.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+                raise HttpError(400, f"'{key}' must be a list of objects")
+            doc[key] = [{**x, "vhost": vhost} for x in items]
+        return await self.definitions_post(user=user, body=doc)
+
     # ---- OpenAPI ------------------------------------------------------------------------------------------
     def openapi(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
@@ -956,7 +1501,9 @@ class ManagementApp:
                                   "responses": {"200": {"description": "OK"}, "201": {"description": "Created"},
                                                 "204": {"description": "Done"}, "400": {"description": "Bad input"},
                                                 "401": {"description": "Unauthorized"},
-                                                "404": {"description": "Not found"}}}
+                                                "404": {"description": "Not found"},
+                                                "503": {"description": "Health check failed, or the "
+                                                                       "definitions store is unavailable"}}}
             if access is None:
                 op["security"] = []
             if method in ("PUT", "POST"):

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import resource
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from haremq import __version__
+from haremq.core.broker import MESSAGE_SIZE_BUCKETS
+
+RABBITMQ_VERSION = "3.10.8"  # the RabbitMQ version the management API reports (overview)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -36,6 +43,25 @@ QUEUE_FAMILIES = (
     ("haremq_queue_messages_acked", "counter", "Acknowledged (SQS: deleted)"),
 )
 QueueSample = tuple[str, str, int, int, int, int, int, int, int]
+# RabbitMQ's queue gauges (rabbitmq_prometheus), from the same sample: (name, help, value of a sample)
+RABBIT_QUEUE_FAMILIES: tuple[tuple[str, str, Callable[[QueueSample], int]], ...] = (
+    ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", lambda s: s[2]),
+    ("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", lambda s: s[3]),
+    ("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth",
+     lambda s: s[2] + s[3]),
+    ("rabbitmq_queue_consumers", "Consumers on a queue", lambda s: s[5]),
+)
+
+
+def _go_float(v: float) -> str:
+    """A bucket bound as Prometheus clients write it (``100.0``, ``1e+06``, ``+Inf``): dashboards match it."""
+    if v == float("inf"):
+        return "+Inf"
+    text = repr(float(v))
+    if "e+" in text:  # 1e+16 style already
+        return text
+    mantissa, _, exp = f"{v:e}".partition("e")
+    return text if v < 1e6 else f"{float(mantissa):g}e+{int(exp):02d}"
 
 
 def _label(v: str) -> str:
@@ -56,6 +82,12 @@ def format_queues(samples: list[QueueSample], per_object: bool) -> bytes:
             out.extend(f'{sample}{{vhost="{_label(s[0])}",queue="{_label(s[1])}"}} {s[idx]}\n' for s in samples)
         else:
             out.append(f"{sample} {sum(int(s[i + 2]) for s in samples)}\n")
+    for name, help_, value in RABBIT_QUEUE_FAMILIES:
+        out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")
+        if per_object:
+            out.extend(f'{name}{{vhost="{_label(s[0])}",queue="{_label(s[1])}"}} {value(s)}\n' for s in samples)
+        else:
+            out.append(f"{name} {sum(int(value(s)) for s in samples)}\n")
     return "".join(out).encode()
 
 
@@ -116,15 +148,124 @@ class BrokerCollector(Collector):
             yield from (syncs, fsyncs, hist)
 
 
+class RabbitCollector(Collector):
+    """RabbitMQ's node-wide series (rabbitmq_prometheus names and labels), so dashboards and alerts
+    written for RabbitMQ (Grafana's RabbitMQ-Overview) work unchanged. ``endpoint`` labels
+    ``rabbitmq_identity_info`` as RabbitMQ does: ``metrics`` or ``per-object``."""
+
+    def __init__(self, node: Node, started: float) -> None:
+        self.node = node
+        self.started = started
+        self.endpoint = "metrics"
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        b = node.broker
+        st = b.stats
+        conns = list(node.connections)
+        stomp = list(node.stomp_connections)
+
+        def gauge(name: str, help_: str, value: float, labels: dict[str, str] | None = None) -> Metric:
+            g = GaugeMetricFamily(name, help_, labels=list(labels or {}))
+            g.add_metric(list((labels or {}).values()), value)
+            return g
+
+        def counter(name: str, help_: str, value: float) -> Metric:
+            return CounterMetricFamily(name, help_, value=value)
+
+        yield gauge("rabbitmq_identity_info", "RabbitMQ node & cluster identity info", 1,
+                    {"rabbitmq_node": node.cluster_name, "rabbitmq_cluster": node.cluster_name,
+                     "rabbitmq_cluster_permanent_id": node.cluster_name, "rabbitmq_endpoint": self.endpoint})
+        yield gauge("rabbitmq_build_info", "RabbitMQ & Erlang/OTP version info", 1,
+                    {"rabbitmq_version": RABBITMQ_VERSION, "prometheus_plugin_version": __version__,
+                     "prometheus_client_version": "haremq", "erlang_version": "none (haremq " + __version__ + ")"})
+        yield gauge("rabbitmq_erlang_uptime_seconds", "Node uptime", time.time() - self.started)
+        channels = sum(len(c.channels) for c in conns)
+        queues = [q for vh in list(b.vhosts.values()) for q in vh.queues.values() if not q.deleted]
+        consumers = sum(q.consumer_count for q in queues)
+        yield gauge("rabbitmq_connections", "Connections currently open", len(conns) + len(stomp))
+        yield gauge("rabbitmq_channels", "Channels currently open", channels)
+        yield gauge("rabbitmq_queues", "Queues available", len(queues))
+        yield gauge("rabbitmq_consumers", "Consumers currently connected", consumers)
+        yield gauge("rabbitmq_channel_consumers", "Consumers on a channel", consumers)
+        yield gauge("rabbitmq_global_consumers", "Current number of consumers", consumers)
+        yield gauge("rabbitmq_global_publishers", "Current number of publishers",
+                    sum(1 for c in conns if c.published) + sum(1 for c in stomp if c.published))
+        opened = st.connections_opened
+        yield counter("rabbitmq_connections_opened", "Total number of connections opened", opened)
+        yield counter("rabbitmq_connections_closed", "Total number of connections closed or terminated",
+                      max(0, opened - len(conns) - len(stomp)))
+        yield counter("rabbitmq_channels_opened", "Total number of channels opened", st.channels_opened)
+        yield counter("rabbitmq_channels_closed", "Total number of channels closed",
+                      max(0, st.channels_opened - channels))
+        yield counter("rabbitmq_queues_declared", "Total number of queues declared", st.queues_declared)
+        yield counter("rabbitmq_queues_created", "Total number of queues created", st.queues_created)
+        yield counter("rabbitmq_queues_deleted", "Total number of queues deleted", st.queues_deleted)
+        try:
+            open_fds = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            open_fds = 0
+        max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        max_fds = max_fds if max_fds != resource.RLIM_INFINITY else 1 << 20
+        yield gauge("rabbitmq_process_open_fds", "Open file descriptors", open_fds)
+        yield gauge("rabbitmq_process_max_fds", "Open file descriptors limit", max_fds)
+        yield gauge("rabbitmq_process_open_tcp_sockets", "Open TCP sockets", len(conns) + len(stomp))
+        yield gauge("rabbitmq_process_max_tcp_sockets", "Open TCP sockets limit", max_fds)
+        yield gauge("rabbitmq_process_resident_memory_bytes", "Memory used in bytes", Metrics.rss())
+        yield gauge("rabbitmq_resident_memory_limit_bytes", "Memory high watermark in bytes", node.memory_limit())
+        free = node.disk_free()
+        yield gauge("rabbitmq_disk_space_available_bytes", "Disk space available in bytes",
+                    free if free is not None else 0)
+        yield gauge("rabbitmq_disk_space_available_limit_bytes", "Free disk space low watermark in bytes",
+                    node.settings.disk_free_limit)
+        delivered = (st.delivered_consume_auto_ack + st.delivered_consume_manual_ack + st.delivered_get_auto_ack
+                     + st.delivered_get_manual_ack)
+        for name, help_, value in (
+                ("received", "Total number of messages received from publishers", st.received),
+                ("received_confirm", "Total number of messages received from publishers expecting confirmations",
+                 st.received_confirm),
+                ("routed", "Total number of messages routed to queues or streams", st.routed),
+                ("unroutable_dropped", "Total number of messages published as non-mandatory into an exchange and "
+                                       "dropped as unroutable", max(0, st.unroutable - st.returned)),
+                ("unroutable_returned", "Total number of messages published as mandatory into an exchange and "
+                                        "returned to the publisher as unroutable", st.returned),
+                ("confirmed", "Total number of messages confirmed to publishers", st.confirmed),
+                ("delivered", "Total number of messages delivered to consumers", delivered),
+                ("delivered_consume_manual_ack", "Total number of messages delivered to consumers using "
+                                                 "basic.consume with manual acknowledgment",
+                 st.delivered_consume_manual_ack),
+                ("delivered_consume_auto_ack", "Total number of messages delivered to consumers using "
+                                               "basic.consume with automatic acknowledgment",
+                 st.delivered_consume_auto_ack),
+                ("delivered_get_manual_ack", "Total number of messages delivered to consumers using basic.get "
+                                             "with manual acknowledgment", st.delivered_get_manual_ack),
+                ("delivered_get_auto_ack", "Total number of messages delivered to consumers using basic.get "
+                                           "with automatic acknowledgment", st.delivered_get_auto_ack),
+                ("get_empty", "Total number of times basic.get operations fetched no message", st.get_empty),
+                ("redelivered", "Total number of messages redelivered to consumers", st.redelivered),
+                ("acknowledged", "Total number of messages acknowledged by consumers", st.acknowledged)):
+            yield counter(f"rabbitmq_global_messages_{name}", help_, value)
+        size = HistogramMetricFamily("rabbitmq_message_size_bytes", "Size of messages received from publishers")
+        cumulative, running = [], 0
+        for bound, count in zip((*MESSAGE_SIZE_BUCKETS, float("inf")), st.size_counts, strict=True):
+            running += count
+            cumulative.append((_go_float(bound), running))
+        size.add_metric([], buckets=cumulative, sum_value=st.size_sum)
+        yield size
+
+
 class Metrics:
     def __init__(self, node: Node, listeners: HttpListeners) -> None:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BrokerCollector(node, listeners))
+        self.rabbit = RabbitCollector(node, time.time())
+        self.registry.register(self.rabbit)
         self.registry.register(ProcessCollector(registry=None))
 
     async def render(self, per_object: bool) -> bytes:
         """The whole exposition; the queue part is copied in slices and formatted off the loop."""
+        self.rabbit.endpoint = "per-object" if per_object else "metrics"
         node_part = generate_latest(self.registry)
         samples = await sample_queues(self.node)
         queue_part = await asyncio.to_thread(format_queues, samples, per_object)

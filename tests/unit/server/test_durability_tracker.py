@@ -13,7 +13,8 @@ import pytest
 from haremq.core.broker import Broker
 from haremq.errors import ResourceError
 from haremq.message import Message, Properties
-from haremq.server.amqp import Channel
+from haremq.protocol.amqp import connection as ev
+from haremq.protocol.amqp.channel import AmqpChannel, AmqpChannels
 from haremq.server.durability import WAIT, Answers, Durability, Gate
 from haremq.store.api import CommitLog, Positions
 from haremq.store.file import FileQueueStore
@@ -179,19 +180,21 @@ def test_a_gate_holds_later_answers_until_it_opens() -> None:
 
 
 # ---- the AMQP channel: coalesced confirms -----------------------------------------------------------
-class _Proto:
-    def __init__(self) -> None:
-        self._out: list[bytes] = []
-
-
 class _Conn:
+    """The owner and broker port a channel handler needs here (only a session to open)."""
+
     def __init__(self, broker: Broker) -> None:
-        self.node = self
+        self.published = False
+        self.client_properties: dict[str, Any] = {}
         self.broker = broker
-        self.vhost = broker.vhosts["/"]
-        self.user = broker.users.add("guest", "guest")
-        self.channels: dict[int, Channel] = {}
-        self.proto = _Proto()
+        self.written = broker.written
+        self.proto = ev.AmqpConnection({})
+        self.chans = AmqpChannels(self.proto, self, self,  # type: ignore[arg-type]
+                                  want_output=lambda: None, fail_connection=lambda err: None)
+        self.channels = self.chans.channels
+
+    def open_session(self, sink: Any) -> Any:
+        return session_for(self.broker)[0]
 
     def write_pending(self) -> None:
         pass
@@ -212,7 +215,7 @@ def _frames(out: list[bytes]) -> list[tuple[str, int]]:
 
 def test_channel_confirms_coalesce_into_ack_multiple_per_run_and_stop_at_the_first_waiting() -> None:
     conn = _Conn(Broker())
-    ch = Channel(conn, 1)  # type: ignore[arg-type]  # the attributes a Channel reads from its connection
+    ch = AmqpChannel(conn.chans, 1)
     conn.channels[1] = ch
     log = FakeLog()
     for seq, lsn in [(1, 1), (2, 2), (3, 3)]:
@@ -231,7 +234,7 @@ def test_channel_confirms_coalesce_into_ack_multiple_per_run_and_stop_at_the_fir
 
 def test_channel_refusal_nacks_every_waiting_confirm() -> None:
     conn = _Conn(Broker())
-    ch = Channel(conn, 1)  # type: ignore[arg-type]
+    ch = AmqpChannel(conn.chans, 1)
     conn.channels[1] = ch
     log = FakeLog()
     ch.outcomes.add(1, pos((log, 1)))

@@ -29,7 +29,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
@@ -746,7 +746,7 @@ class ManagementApp:
             if not self._own(user, c.user):
                 continue
             for n, ch in c.channels.items():
-                s = ch.session
+                s = cast(Session, ch.session)  # the core session behind the channel handler
                 out.append({"name": f"{c.peer[0]}:{c.peer[1]} ({n})", "number": n,
                             "user": c.user.name if c.user else None, "vhost": s.vhost.name,
                             "consumer_count": len(s.consumers), "messages_unacknowledged": len(s.leases),

@@ -116,7 +116,7 @@ class Harness:
         self.proto = ev.AmqpConnection({})
         self.port = FakePort()
         self.owner = Owner()
-        self.chans = AmqpChannels(self.proto, self.port, self.owner,  # type: ignore[arg-type]
+        self.chans = AmqpChannels(self.proto, self.port, self.owner,
                                   want_output=lambda: None, fail_connection=self.owner.failed.append)
         self.proto.receive_data(codec.PROTOCOL_HEADER)
         for m in (C.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\0guest\0guest"),

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
@@ -1109,7 +1109,7 @@ class ManagementApp:
                 continue
             cname = self._conn_name(c)
             for n, ch in c.channels.items():
-                s = ch.session
+                s = cast(Session, ch.session)  # the core session behind the channel handler
                 info = {"name": f"{cname} ({n})", "number": n, "node": self.node.cluster_name,
                         "connection_details": {"name": cname, "peer_host": c.peer[0], "peer_port": c.peer[1]},
                         "user": c.user.name if c.user else None, "vhost": s.vhost.name,

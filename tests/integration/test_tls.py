@@ -241,3 +241,47 @@ def test_bad_tls_files_are_one_startup_error(pki: Pki, tmp_path: Path, case: str
     expected = {"missing cert": "nope.pem: no such file", "key of another cert": "does the key match",
                 "cert without key": "needs both a certificate and its key"}[case]
     assert expected in lines[0]
+
+
+def test_management_lists_the_tls_listeners_and_a_connection_s_tls_details(tls_broker: BrokerProcess,
+                                                                            pki: Pki) -> None:
+    overview = json.load(_get(f"{tls_broker.management_url}/api/overview"))
+    protocols = {x["protocol"]: x["port"] for x in overview["listeners"]}
+    assert protocols["amqp/ssl"] == tls_broker.ports["amqps"] and protocols["https"] == tls_broker.ports["https"]
+    conn = pika_tls(tls_broker.ports["amqps"], client_ctx(pki, pki.client("guest")),
+                    pika.credentials.ExternalCredentials())
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            conns = json.load(_get(f"{tls_broker.management_url}/api/connections"))
+            mine = [c for c in conns if c["port"] == tls_broker.ports["amqps"]]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert mine and mine[0]["ssl"] is True and mine[0]["auth_mechanism"] == "EXTERNAL"
+        assert mine[0]["peer_cert_subject"] == "CN=guest" and mine[0]["ssl_protocol"] in ("TLSv1.2", "TLSv1.3")
+    finally:
+        conn.close()
+
+
+def test_the_testing_broker_thread_exposes_the_tls_listeners(pki: Pki) -> None:
+    from haremq.testing import BrokerThread
+
+    with BrokerThread(tls_cert_file=str(pki.cert), tls_key_file=str(pki.key)) as b:
+        pika_tls(b.amqps_port, client_ctx(pki)).close()
+        assert b.stomps_port and b.sqs_https_endpoint_url.startswith("https://127.0.0.1:")
+        assert json.load(_get(f"{b.management_https_url}/api/overview", client_ctx(pki)))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"tls_cert_file": "c.pem"}, "needs both a certificate and its key"),
+    ({"tls_ca_file": "ca.pem"}, "tls_ca_file: needs tls_cert_file"),
+    ({"tls_cert_file": "c", "tls_key_file": "k", "tls_fail_if_no_peer_cert": True}, "needs tls_ca_file"),
+    ({"amqps_port": 70000}, "amqps_port: 70000 is not a TCP port"),
+])
+def test_inconsistent_tls_settings_are_refused(settings: dict[str, object], message: str) -> None:
+    from haremq.config import load
+    from haremq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load(env={}, overrides=settings)

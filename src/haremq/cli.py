@@ -59,6 +59,10 @@ async def _serve(settings: Settings) -> None:
     urls = [f"amqp://{settings.bind}:{node.amqp_port}"]
     if node.stomp_port is not None:
         urls.append(f"stomp://{settings.bind}:{node.stomp_port}")
+    if node.http is not None and node.http.sqs_port is not None:
+        urls.append(f"sqs://{settings.bind}:{node.http.sqs_port}")
+    if node.http is not None and node.http.management_port is not None:
+        urls.append(f"http://{settings.bind}:{node.http.management_port}")
     if node.amqps_port is not None:
         urls.append(f"amqps://{settings.bind}:{node.amqps_port}")
     if node.stomps_port is not None:
@@ -67,10 +71,6 @@ async def _serve(settings: Settings) -> None:
         urls.append(f"sqs+https://{settings.bind}:{node.http.sqs_https_port}")
     if node.http is not None and node.http.management_https_port is not None:
         urls.append(f"https://{settings.bind}:{node.http.management_https_port}")
-    if node.http is not None and node.http.sqs_port is not None:
-        urls.append(f"sqs://{settings.bind}:{node.http.sqs_port}")
-    if node.http is not None and node.http.management_port is not None:
-        urls.append(f"http://{settings.bind}:{node.http.management_port}")
     print(f"haremq {__version__} ready: {' '.join(urls)}", flush=True)
     await stop.wait()
     logging.getLogger("haremq").info("shutting down")

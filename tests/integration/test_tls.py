@@ -285,3 +285,20 @@ def test_inconsistent_tls_settings_are_refused(settings: dict[str, object], mess
 
     with pytest.raises(ConfigError, match=message):
         load(env={}, overrides=settings)
+
+
+def test_a_client_that_never_finishes_the_tls_handshake_is_dropped_after_handshake_timeout(pki: Pki) -> None:
+    b = start_broker("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *TLS_PORTS,
+                     env={"HAREMQ_HANDSHAKE_TIMEOUT": "1"})
+    try:
+        for name in ("amqps", "https"):
+            with socket.create_connection(("127.0.0.1", b.ports[name]), timeout=5) as raw:
+                started = time.monotonic()
+                raw.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
+                try:
+                    assert raw.recv(1024) == b""
+                except ConnectionResetError:
+                    pass
+                assert time.monotonic() - started < 4, name
+    finally:
+        stop_broker(b)

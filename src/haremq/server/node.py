@@ -254,10 +254,11 @@ class Node:
         or refused becomes one startup error naming the listener."""
         assert self._loop is not None
         s = self.settings
+        ctx = self.tls_context(name)
         try:
             server = await self._loop.create_server(
                 factory, host=s.bind, port=port, reuse_address=True, family=socket.AF_UNSPEC, backlog=1024,
-                ssl=self.tls_context(name))
+                ssl=ctx, ssl_handshake_timeout=s.handshake_timeout if ctx is not None else None)
         except OSError as exc:
             raise listen_error(name, s.bind, port, exc) from None
         self._servers.append(server)

@@ -37,13 +37,15 @@ class HttpListeners:
 
         loop = asyncio.get_running_loop()
         s = self.node.settings
+        ctx = self.node.tls_context(name)
         try:
             server = await loop.create_server(
                 lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
                                            request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
                                            too_large=too_large),
                 host=s.bind, port=port,
-                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024, ssl=self.node.tls_context(name))
+                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024, ssl=ctx,
+                ssl_handshake_timeout=s.handshake_timeout if ctx is not None else None)
         except OSError as exc:
             raise listen_error(name, s.bind, port, exc) from None
         self.servers.append(server)

@@ -133,6 +133,7 @@ def test_a_client_certificate_from_an_unknown_ca_is_refused(tls_broker: BrokerPr
         pika_tls(tls_broker.ports["amqps"], ctx, pika.credentials.ExternalCredentials())
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 def test_tls_below_1_2_is_refused(tls_broker: BrokerProcess, pki: Pki) -> None:
     def attempt(version: ssl.TLSVersion) -> str:
         ctx = client_ctx(pki)

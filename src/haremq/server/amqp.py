@@ -292,8 +292,13 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
             return
         self.proto.send_tune()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.cert_name is not None:  # a verified client certificate: connection.start offers EXTERNAL
+            self.proto.mechanisms = self.node.auth.mechanisms_for(self._peer())
+
     def _peer(self) -> Peer:
-        return Peer("amqp", self.peer_name, self.loopback)
+        return Peer("amqp", self.peer_name, self.loopback, self.cert_name)
 
     def _update_secret(self, e: ev.UpdateSecret) -> None:
         """connection.update-secret (RabbitMQ): re-authenticate this connection's user with the new

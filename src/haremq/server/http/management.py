@@ -1061,6 +1061,10 @@ class ManagementApp:
             "connected_at": int(connected * 1000) if connected is not None else None,
             "auth_mechanism": c.auth_mechanism if amqp else None,  # STOMP: login/passcode headers
         }
+        tls = t.get_extra_info("ssl_object") if info["ssl"] else None
+        if tls is not None:  # RabbitMQ's names; the subject of a verified client certificate only
+            info.update({"ssl_protocol": tls.version(), "ssl_cipher": (tls.cipher() or ("?",))[0],
+                         "peer_cert_subject": f"CN={c.cert_name}" if c.cert_name is not None else None})
         info.update(self._rates(("conn", info["name"]), {"recv_oct": c.bytes_in, "send_oct": c.bytes_out}))
         if proto is not None:
             info.update({"channel_max": proto.channel_max, "frame_max": proto.frame_max, "timeout": proto.heartbeat,
@@ -1345,7 +1349,9 @@ class ManagementApp:
         http = self.listeners
         out: list[dict[str, Any]] = []
         for proto, port in (("amqp", self.node.amqp_port), ("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
-                            ("http", http.management_port)):
+                            ("http", http.management_port), ("amqp/ssl", self.node.amqps_port),
+                            ("stomp/ssl", self.node.stomps_port), ("sqs/ssl", http.sqs_https_port),
+                            ("https", http.management_https_port)):
             if port is not None:
                 out.append({"node": self.node.cluster_name, "protocol": proto,
                             "ip_address": self.node.settings.bind, "port": port})

@@ -3,7 +3,8 @@
 applies. Its definition is merged with the queue's own ``x-*`` arguments the way RabbitMQ resolves
 conflicts (rabbit_amqqueue_process): for ``message-ttl``, ``expires``, ``max-length`` and
 ``max-length-bytes`` the smaller value wins; for ``overflow``, ``dead-letter-exchange`` and
-``dead-letter-routing-key`` the queue's argument wins. Keys haremq does not implement are refused,
+``dead-letter-routing-key`` the queue's argument wins; ``delivery-limit`` (the smaller wins) applies to
+quorum queues only, as in RabbitMQ. Keys haremq does not implement are refused,
 so a policy that is accepted is one that is applied.
 """
 
@@ -34,6 +35,7 @@ POLICY_KEYS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
     "overflow": ("x-overflow", _arg),
     "dead-letter-exchange": ("x-dead-letter-exchange", _arg),
     "dead-letter-routing-key": ("x-dead-letter-routing-key", _arg),
+    "delivery-limit": ("x-delivery-limit", _min),  # quorum queues only (RabbitMQ's too)
 }
 APPLY_TO = ("queues", "exchanges", "all")
 
@@ -80,7 +82,7 @@ class Policy:
             if key not in POLICY_KEYS:
                 raise PolicyError(f"policy key '{str(key)[:60]}' is not supported by haremq (it applies "
                                   f"{', '.join(POLICY_KEYS)})")
-            if key in ("message-ttl", "max-length", "max-length-bytes", "expires"):
+            if key in ("message-ttl", "max-length", "max-length-bytes", "expires", "delivery-limit"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "expires" else 0):
                     raise PolicyError(f"{key} must be {'a positive' if key == 'expires' else 'a non-negative'} "
                                       f"integer, not {str(value)[:40]}")

@@ -195,6 +195,23 @@ def test_quorum_delivery_limit_from_a_policy(broker: BrokerProcess) -> None:
     conn.close()
 
 
+def test_quorum_queue_refuses_consumers_under_global_qos(broker: BrokerProcess) -> None:
+    q = uniq("qq-gqos")
+    conn, ch = channel(broker)
+    ch.queue_declare(q, durable=True, arguments=QUORUM)
+    ch.basic_qos(prefetch_count=10)  # per consumer: fine
+    ch.basic_consume(q, lambda *a: None)
+    ch.basic_qos(prefetch_count=10, global_qos=True)
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+        ch.basic_consume(q, lambda *a: None)
+    assert (info.value.reply_code, info.value.reply_text) == (
+        540, f"NOT_IMPLEMENTED - queue '{q}' in vhost '/' does not support global qos")
+    conn, ch = channel(broker)  # a classic queue takes it
+    ch.basic_qos(prefetch_count=10, global_qos=True)
+    ch.basic_consume(_classic(broker), lambda *a: None)
+    conn.close()
+
+
 def test_classic_queue_ignores_delivery_limit_and_stamps_nothing(broker: BrokerProcess) -> None:
     q = uniq("classic-limit")
     conn, ch = channel(broker)

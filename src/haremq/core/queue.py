@@ -28,7 +28,7 @@ from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
 from haremq.core.lease import Lease
 from haremq.core.policy import Policy, effective_arguments
-from haremq.errors import ResourceError
+from haremq.errors import NotImplementedByBroker, ResourceError
 from haremq.message import Message, Properties
 
 if TYPE_CHECKING:
@@ -355,6 +355,13 @@ class Queue:
             self.consumers.sort(key=lambda x: -x.priority)
         self.touch()
         self.vhost.broker.mark_dirty(self)
+
+    def check_consume(self, global_prefetch: int) -> None:
+        """540 for a consumer on a quorum queue from a channel with a global (channel-wide) prefetch:
+        RabbitMQ's quorum queues do not support one, and a client that works here must work there."""
+        if self.quorum and global_prefetch:
+            raise NotImplementedByBroker(f"queue '{self.name}' in vhost '{self.vhost.name}' does not support "
+                                         "global qos")
 
     def remove_consumer(self, c: Consumer) -> None:
         try:

@@ -4,7 +4,8 @@ applies. Its definition is merged with the queue's own ``x-*`` arguments the way
 conflicts (rabbit_amqqueue_process): for ``message-ttl``, ``expires``, ``max-length`` and
 ``max-length-bytes`` the smaller value wins; for ``overflow``, ``dead-letter-exchange`` and
 ``dead-letter-routing-key`` the queue's argument wins; ``delivery-limit`` (the smaller wins) applies to
-quorum queues only, as in RabbitMQ. Keys haremq does not implement are refused,
+quorum queues only, as in RabbitMQ, whose quorum queues also let the policy win for ``overflow`` and
+``expires``. Keys haremq does not implement are refused,
 so a policy that is accepted is one that is applied.
 """
 
@@ -24,6 +25,10 @@ def _min(policy: Any, arg: Any) -> Any:
 
 def _arg(_policy: Any, arg: Any) -> Any:
     return arg
+
+
+def _policy(policy: Any, _arg: Any) -> Any:
+    return policy
 
 
 # policy key -> (queue argument, conflict resolution (policy value, argument value) -> value)
@@ -110,12 +115,19 @@ def best_policy(policies: list[Policy], queue: str) -> Policy | None:
     return best
 
 
-def effective_arguments(arguments: dict[str, Any], policy: Policy | None) -> dict[str, Any]:
+# RabbitMQ 3.10 resolves these differently for quorum queues (rabbit_quorum_queue:ra_machine_config):
+# the policy wins
+QUORUM_POLICY_WINS = ("overflow", "expires")
+
+
+def effective_arguments(arguments: dict[str, Any], policy: Policy | None, *, quorum: bool = False) -> dict[str, Any]:
     """The queue's arguments with ``policy`` merged in (RabbitMQ's conflict resolution)."""
     if policy is None:
         return arguments
     out = dict(arguments)
     for key, value in policy.definition.items():
         arg, resolve = POLICY_KEYS[key]
+        if quorum and key in QUORUM_POLICY_WINS:
+            resolve = _policy
         out[arg] = value if arg not in arguments else resolve(value, arguments[arg])
     return out

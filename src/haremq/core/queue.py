@@ -203,7 +203,8 @@ class Queue:
         """Apply ``policy`` (or none): the queue's arguments merged with it become its effective
         arguments now. A lower length limit drops from the head (``drop-head``) as a publish would;
         a TTL applies to messages enqueued from now on; ``expires`` restarts its timer."""
-        args = QueueArgs.parse(self.name, self.vhost.name, effective_arguments(self.arguments, policy))
+        args = QueueArgs.parse(self.name, self.vhost.name,
+                               effective_arguments(self.arguments, policy, quorum=self.quorum))
         self.policy = policy
         if args == self.args:
             return

@@ -70,6 +70,10 @@ def test_quorum_declare_refusals_are_rabbitmq_406s_with_its_texts(broker: Broker
          f"PRECONDITION_FAILED - invalid arg 'x-quorum-initial-group-size' for {where}: {{value_zero,0}}"),
         ({"durable": True, "arguments": {**QUORUM, "x-delivery-limit": "three"}},
          f"PRECONDITION_FAILED - invalid arg 'x-delivery-limit' for {where}: {{unacceptable_type,longstr}}"),
+        ({"durable": True, "arguments": {**QUORUM, "x-dead-letter-strategy": "sometimes"}},
+         f"PRECONDITION_FAILED - invalid arg 'x-dead-letter-strategy' for {where}: invalid_dlx_strategy"),
+        ({"durable": True, "arguments": {**QUORUM, "x-max-in-memory-length": -1}},
+         f"PRECONDITION_FAILED - invalid arg 'x-max-in-memory-length' for {where}: {{value_negative,-1}}"),
     ]
     for kw, text in cases:
         assert refused(broker, q, **kw) == (406, text), kw

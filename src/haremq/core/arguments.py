@@ -17,6 +17,8 @@ from haremq.errors import PreconditionFailed
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
 log = logging.getLogger("haremq.queue")
+# dead-lettering is one in-process step here: both strategies behave as at-most-once (README)
+DLX_STRATEGIES = ("at-most-once", "at-least-once")
 # RabbitMQ 3.10: arguments of the classic and stream queue types that a quorum queue refuses
 # (rabbit_amqqueue:check_declare_arguments against each type's ``queue_arguments`` capability)
 NOT_FOR_QUORUM = frozenset({"x-max-priority", "x-queue-mode", "x-queue-version", "x-queue-master-locator",
@@ -137,6 +139,19 @@ def check_declare(queue: str, vhost: str, *, durable: bool, exclusive: bool, aut
             if v < minimum:
                 raise PreconditionFailed(f"invalid arg '{name}' for {rs}: "
                                          f"{{value_{'zero' if v == 0 else 'negative'},{v}}}")
+    for name in ("x-max-in-memory-length", "x-max-in-memory-bytes"):  # accepted; haremq pages by its own budget
+        v = args.get(name, 0)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise PreconditionFailed(f"invalid arg '{name}' for {rs}: {{unacceptable_type,{_type_name(v)}}}")
+        if v < 0:
+            raise PreconditionFailed(f"invalid arg '{name}' for {rs}: {{value_negative,{v}}}")
+    if "x-dead-letter-strategy" in args:
+        v = args["x-dead-letter-strategy"]
+        if not isinstance(v, str | bytes):
+            raise PreconditionFailed(f"invalid arg 'x-dead-letter-strategy' for {rs}: "
+                                     f"{{unacceptable_type,{_type_name(v)}}}")
+        if _str(v) not in DLX_STRATEGIES:
+            raise PreconditionFailed(f"invalid arg 'x-dead-letter-strategy' for {rs}: invalid_dlx_strategy")
     for name in args:
         if name in NOT_FOR_QUORUM:
             raise PreconditionFailed(f"invalid arg '{name}' for {rs} of queue type rabbit_quorum_queue")

@@ -77,6 +77,8 @@ def test_quorum_declare_refusals_are_rabbitmq_406s_with_its_texts(broker: Broker
     ]
     for kw, text in cases:
         assert refused(broker, q, **kw) == (406, text), kw
+    assert refused(broker, "", durable=True, arguments=QUORUM) == (
+        406, "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue")
     # nothing was created by the refusals; the broker serves on
     conn, ch = channel(broker)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:

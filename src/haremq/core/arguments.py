@@ -124,12 +124,14 @@ def _int_or_none(v: Any) -> int | None:
 
 def check_declare(queue: str, vhost: str, *, durable: bool, exclusive: bool, auto_delete: bool,
                   args: dict[str, Any]) -> None:
-    """Refuse a new quorum queue RabbitMQ 3.10 would refuse, with its texts and in its order: argument
-    values, arguments of other queue types, then auto-delete, exclusive, non-durable. A declare that
+    """Refuse a new quorum queue RabbitMQ 3.10 would refuse, with its texts and in its order: a server
+    name, argument values, arguments of other queue types, then auto-delete, exclusive, non-durable. A declare that
     passes is logged as a warning: the queue will have one replica, whatever a client may assume.
     A no-op for classic queues (their arguments are checked by ``QueueArgs.parse``)."""
     if _str(args.get("x-queue-type")) != "quorum":
         return
+    if queue.startswith("amq.gen-"):  # a new queue may only have this name if the server chose it
+        raise PreconditionFailed("Cannot declare a server-named queue for type rabbit_quorum_queue")
     rs = f"queue '{queue}' in vhost '{vhost}'"
     for name, minimum in (("x-quorum-initial-group-size", 1), ("x-delivery-limit", 0)):
         if name in args:

@@ -8,6 +8,7 @@ import base64
 import json
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from typing import Any
@@ -104,6 +105,26 @@ def test_quorum_queue_is_single_replica_in_management_and_log(broker: BrokerProc
         time.sleep(0.05)
     flags = {f["name"]: f["desc"] for f in mgmt(broker, "/api/feature-flags")}
     assert "single replica" in flags["quorum_queue"]
+
+
+def test_management_api_declares_quorum_queues_by_the_same_rules(broker: BrokerProcess) -> None:
+    q = uniq("qq-http")
+
+    def put(body: dict[str, Any]) -> tuple[int, Any]:
+        req = urllib.request.Request(broker.management_url + f"/api/queues/%2F/{q}", data=json.dumps(body).encode(),
+                                     method="PUT", headers={"Content-Type": "application/json", "Authorization":
+                                                            "Basic " + base64.b64encode(b"guest:guest").decode()})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as res:
+                return res.status, None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, err = put({"durable": False, "arguments": QUORUM})
+    assert status == 400 and f"invalid property 'non-durable' for queue '{q}' in vhost '/'" in err["reason"], err
+    assert put({"durable": True, "arguments": QUORUM}) == (201, None)
+    info = mgmt(broker, f"/api/queues/%2F/{q}")
+    assert (info["type"], info["members"]) == ("quorum", [info["node"]])
 
 
 def _classic(b: BrokerProcess) -> str:

@@ -146,10 +146,11 @@ def test_quorum_deliveries_carry_x_delivery_count(broker: BrokerProcess) -> None
         assert method is not None
         seen.append((method.redelivered, (props.headers or {}).get("x-delivery-count")))
         assert props.headers["own"] == 1
-        ch.basic_nack(method.delivery_tag, requeue=True)
         if len(seen) == 3:
+            ch.cancel()  # first, so the nack below cannot bring it back to this consumer
+            ch.basic_nack(method.delivery_tag, requeue=True)
             break
-    ch.cancel()
+        ch.basic_nack(method.delivery_tag, requeue=True)
     # as RabbitMQ: no header on the first delivery to a consumer, then the returns so far
     assert seen == [(False, None), (True, 1), (True, 2)]
     method, props, _body = ch.basic_get(q)

@@ -655,6 +655,10 @@ class ManagementApp:
             # RabbitMQ: when the queue last saw a consumer, a get or a declare
             idle = time.time() - max(0.0, self.broker.clock.monotonic() - q.last_used)
             info["idle_since"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(idle))
+        if q.quorum:
+            # RabbitMQ's quorum queue fields; with no cluster the one member is this node (a single replica)
+            me = self.node.cluster_name
+            info.update(leader=me, members=[me], online=[me])
         if r is not None:
             info["messages_delayed"] = len(q.delayed)
         st = q.vhost.broker.storage_stats(q) if q.persist else None
@@ -1388,7 +1392,8 @@ class ManagementApp:
     def feature_flags(self, **_: Any) -> HttpResponse:
         """The RabbitMQ feature flags whose behaviour haremq has (all enabled; nothing to migrate)."""
         flags = (("implicit_default_bindings", "Default bindings are computed, not stored"),
-                 ("quorum_queue", "x-queue-type quorum is accepted"),
+                 ("quorum_queue", "x-queue-type quorum: RabbitMQ's quorum queue rules (durable, delivery limit, "
+                                  "x-delivery-count), with a single replica until clustering arrives"),
                  ("virtual_host_metadata", "Virtual host descriptions and tags"),
                  ("empty_basic_get_metric", "Count empty basic.get"))
         return _json([{"name": n, "desc": d, "doc_url": "", "stability": "stable", "provided_by": "rabbit",

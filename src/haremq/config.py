@@ -60,6 +60,10 @@ class Settings:
     etcd_endpoints: str = ""  # comma-separated host:port of the etcd members (coordinator = etcd)
     cluster_lease_ttl: int = 3  # seconds a dead node holds its membership and queue leaderships
     cluster_lease_margin: float = 0.5  # a node drops its leaderships this long before its lease may expire
+    # encryption at rest (store/crypto.py): a key file of ``ID: BASE64`` lines (the last is active),
+    # or the same entries in ``encryption_key`` (env HAREMQ_ENCRYPTION_KEY; kept out of repr)
+    encryption_key_file: str = ""
+    encryption_key: str = dataclasses.field(default="", repr=False)
 
     def validate(self) -> Settings:
         try:
@@ -102,6 +106,8 @@ class Settings:
         if not 0 < self.cluster_lease_margin < self.cluster_lease_ttl / 2:
             raise ConfigError(f"cluster_lease_margin: {self.cluster_lease_margin} is not between 0 and half "
                               f"of cluster_lease_ttl")
+        if self.encryption_key_file and self.encryption_key:
+            raise ConfigError("encryption_key_file and encryption_key (HAREMQ_ENCRYPTION_KEY) are both set: use one")
         return self
 
 

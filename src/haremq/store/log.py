@@ -467,6 +467,7 @@ class QueueLog:
             seg, off, n = self._append(R.PUBLISH, payload)
         else:
             seg, off, n = self._append(R.ENC_PUBLISH, self.cipher.seal(self.epoch, self.next_lsn, payload))
+            self._verified_keys.add(self.cipher.active_id)
         if not seg.seqs:
             self._add_pubseg(seg, seq)
         seg.add(seq, off, n)
@@ -527,7 +528,17 @@ class QueueLog:
         if rec[8] == R.ENC_PUBLISH:
             if self.cipher is None:  # (recovery refuses such a log; a record written since cannot be one)
                 raise EncryptionKeyError(no_key_message(key_id_of(rec)))
-            return self.cipher.open(rec)
+            try:
+                return self.cipher.open(rec)
+            except EncryptionKeyError as exc:
+                kid = key_id_of(rec)
+                seq = R.SEQ.unpack_from(rec, R.REC_HEADER_SIZE)[0]
+                if kid in self._verified_keys:  # the key opened another record: this one was changed
+                    raise EncryptionKeyError(
+                        f"queue {self.name!r} in vhost {self.vhost!r}: message {seq} fails authentication "
+                        f"under key id {kid}, which opens other records: the record was altered "
+                        f"(haremq store-check lists it)") from None
+                raise EncryptionKeyError(f"queue {self.name!r} in vhost {self.vhost!r}: message {seq}: {exc}") from None
         return rec
 
     # ---- reclaiming --------------------------------------------------------------------------

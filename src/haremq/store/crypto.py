@@ -115,7 +115,7 @@ class RecordCipher:
     ``seal`` runs on the event-loop thread only (appends); ``open`` on any thread (the AESGCM
     objects are stateless)."""
 
-    __slots__ = ("_aeads", "_counter", "_prefix", "active_id", "keys")
+    __slots__ = ("_active", "_active_kid", "_aeads", "_counter", "_prefix", "active_id", "keys")
 
     def __init__(self, keys: dict[int, bytes]) -> None:
         if not keys:
@@ -123,25 +123,27 @@ class RecordCipher:
         self.keys = dict(keys)
         self.active_id = list(keys)[-1]
         self._aeads = {kid: AESGCM(k) for kid, k in keys.items()}
+        self._active = self._aeads[self.active_id]
+        self._active_kid = _U32.pack(self.active_id)
         self._prefix = os.urandom(8)
         self._counter = 0
 
-    def _nonce(self) -> bytes:
+    def seal(self, epoch: int, lsn: int, payload: bytes, kid: int | None = None) -> bytes:
+        """The ENC_PUBLISH payload for a plain PUBLISH ``payload`` written at (epoch, lsn), sealed
+        with the active key (or ``kid``). Loop thread: the nonce counter is not locked."""
+        if kid is None:
+            aead, kid_b = self._active, self._active_kid
+        else:
+            aead, kid_b = self._aeads[kid], _U32.pack(kid)
         n = self._counter
         if n > 0xFFFF_FFFF:  # counter exhausted: a fresh random prefix (see the module docstring)
             self._prefix = os.urandom(8)
             n = 0
         self._counter = n + 1
-        return self._prefix + _U32.pack(n)
-
-    def seal(self, epoch: int, lsn: int, payload: bytes, kid: int | None = None) -> bytes:
-        """The ENC_PUBLISH payload for a plain PUBLISH ``payload`` written at (epoch, lsn)."""
-        kid = self.active_id if kid is None else kid
-        seq = payload[:8]
-        kid_b = _U32.pack(kid)
-        nonce = self._nonce()
-        aad = _AAD_HEAD.pack(R.ENC_PUBLISH, epoch, lsn) + seq + kid_b
-        return b"".join((seq, kid_b, nonce, self._aeads[kid].encrypt(nonce, memoryview(payload)[8:], aad)))
+        nonce = self._prefix + _U32.pack(n)
+        clear = payload[:8] + kid_b  # seq | key id: in clear, authenticated
+        return b"".join((clear, nonce, aead.encrypt(nonce, memoryview(payload)[8:],
+                                                    _AAD_HEAD.pack(R.ENC_PUBLISH, epoch, lsn) + clear)))
 
     def open(self, rec: bytes) -> bytes:
         """A whole ENC_PUBLISH record -> the same record with the plain payload (type PUBLISH; its

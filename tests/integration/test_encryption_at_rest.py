@@ -68,3 +68,17 @@ def test_encrypted_broker_keeps_bodies_sealed_and_refuses_to_start_without_the_r
         conn.close()
     finally:
         stop_broker(b)
+
+
+def test_store_rewrap_refuses_a_data_dir_held_by_a_running_broker(tmp_path: pathlib.Path) -> None:
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(new_key_line(1) + "\n")
+    b = start_broker("--encryption-key-file", str(keyfile), env=NO_KEY_ENV)
+    try:
+        proc = subprocess.run([*HAREMQ, "store-rewrap", b.data_dir, "--encryption-key-file", str(keyfile)],
+                              capture_output=True, text=True, timeout=30, env=NO_KEY_ENV)
+        assert proc.returncode == 2
+        assert "in use by another haremq broker" in proc.stderr and "stop it before store-rewrap" in proc.stderr
+        assert b.alive()
+    finally:
+        stop_broker(b)

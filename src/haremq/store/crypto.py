@@ -37,9 +37,6 @@ import binascii
 import os
 import struct
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from haremq.errors import StartupError
 from haremq.store import records as R
 
@@ -120,6 +117,9 @@ class RecordCipher:
     def __init__(self, keys: dict[int, bytes]) -> None:
         if not keys:
             raise EncryptionKeyError("encryption: empty key ring")
+        # imported here: a node without a key ring never loads the cipher library (memory, start time)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.keys = dict(keys)
         self.active_id = list(keys)[-1]
         self._aeads = {kid: AESGCM(k) for kid, k in keys.items()}
@@ -153,6 +153,8 @@ class RecordCipher:
         aead = self._aeads.get(kid)
         if aead is None:
             raise EncryptionKeyError(missing_key_message(kid))
+        from cryptography.exceptions import InvalidTag
+
         try:
             pt = aead.decrypt(rec[NONCE_OFFSET:CT_OFFSET], rec[CT_OFFSET:], rec[8:NONCE_OFFSET])
         except InvalidTag:

@@ -137,7 +137,8 @@ class Haremq:
     """haremq subprocess (through ``_serve``) on a free port with HAREMQ_FSYNC (default always)."""
 
     def __init__(self, data_dir: str, fsync: str = "always", python: str = sys.executable,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, src: str | None = None) -> None:
+        self.src = src  # haremq-base: run the package of an older checkout's src/ (--baseline-src)
         self.data_dir = data_dir
         self.fsync = fsync
         self.extra = extra or []  # more ``serve`` flags (haremq-enc: --encryption-key-file)
@@ -152,10 +153,12 @@ class Haremq:
     def start(self, timeout: float = 300.0) -> dict[str, Any]:
         """Spawn; return {"ready_s": spawn -> ready line, "recovered": log line or None}."""
         env = dict(os.environ, HAREMQ_FSYNC=self.fsync, PERSIST_BENCH_FSYNC_LOG=self.fsync_log)
+        if self.src:
+            env["PYTHONPATH"] = os.path.abspath(self.src)
         cmd = [self.python, os.path.abspath(__file__), "_serve", "--amqp-port", "0", "--stomp-port", "0",
                "--data-dir", self.data_dir, "--log-level", "info", *self.extra]
         helptext = subprocess.run([self.python, "-m", "haremq.cli", "serve", "--help"], capture_output=True,
-                                  text=True).stdout
+                                  text=True, env=env).stdout
         for opt in ("--sqs-port", "--management-port"):  # newer listeners default to fixed ports: use free ones
             if opt in helptext:
                 cmd += [opt, "0"]
@@ -292,6 +295,8 @@ def encryption_flags(base: str) -> list[str]:
 
 
 def make_haremq(name: str, data_dir: str, args: argparse.Namespace, base: str) -> Haremq:
+    if name == "haremq-base":
+        return Haremq(data_dir, args.fsync, src=args.baseline_src)
     return Haremq(data_dir, args.fsync, extra=encryption_flags(base) if name == "haremq-enc" else None)
 
 
@@ -397,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(fsync_probe(a.dir, a.seconds)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default="haremq,rabbitmq")
+    ap.add_argument("--brokers", default="haremq,rabbitmq",
+                    help="haremq, rabbitmq, haremq-enc (encryption at rest), haremq-base (--baseline-src)")
+    ap.add_argument("--baseline-src", help="an older checkout's src/ folder, run as broker haremq-base in the "
+                    "same run (before/after a change)")
     ap.add_argument("--scenarios", default="p100,e100,p1k,e1k,recovery")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--count", type=int, default=200_000, help="messages per 100-byte scenario")
@@ -438,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         probe("before")
         if tp:
             targets: dict[str, tuple[str, int | None, str | None]] = {}
-            for name in ("haremq", "haremq-enc"):
+            for name in ("haremq", "haremq-base", "haremq-enc"):
                 if name in brokers:
                     hq = make_haremq(name, os.path.join(base, f"{name}-tp"), args, base)
                     hq.start()

@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import secrets
-import select
 import threading
 import time
 import weakref
@@ -115,8 +114,6 @@ class ShmQueue(LockMixin, WaitMixin):
         "_pid",
         "_plim",
         "_pmx",
-        "_poll_ne",
-        "_poll_nf",
         "_prod_ready",
         "_put_count",
         "_salt",
@@ -186,10 +183,6 @@ class ShmQueue(LockMixin, WaitMixin):
         self._spin_ns = 50_000
         self._pid = os.getpid()
         self._slot = (self._pid * 31 + threading.get_ident()) % NSLOTS
-        self._poll_ne = select.poll()
-        self._poll_ne.register(self._ne_fd, select.POLLIN)
-        self._poll_nf = select.poll()
-        self._poll_nf.register(self._nf_fd, select.POLLIN)
 
     def _reopen_after_fork(self) -> None:
         if self._closed:

@@ -42,17 +42,27 @@ def _bind(lib: Any, name: str, *argtypes: Any) -> Any:
     return fn
 
 
+def _unsupported(*_: Any) -> int:
+    raise IpcError(f"haremq.ipc needs robust process-shared pthread mutexes, which this libc lacks ({_missing})")
+
+
 _vp = ctypes.c_void_p
-TRYLOCK: Final = _bind(_plibc, "pthread_mutex_trylock", _vp)
-UNLOCK: Final = _bind(_plibc, "pthread_mutex_unlock", _vp)
-_timedlock = _bind(_libc, "pthread_mutex_timedlock", _vp, ctypes.POINTER(_Timespec))
-_consistent = _bind(_libc, "pthread_mutex_consistent", _vp)
-_init = _bind(_libc, "pthread_mutex_init", _vp, _vp)
-_attr_init = _bind(_libc, "pthread_mutexattr_init", _vp)
-_attr_destroy = _bind(_libc, "pthread_mutexattr_destroy", _vp)
-_attr_pshared = _bind(_libc, "pthread_mutexattr_setpshared", _vp, ctypes.c_int)
-_attr_robust = _bind(_libc, "pthread_mutexattr_setrobust", _vp, ctypes.c_int)
-_attr_type = _bind(_libc, "pthread_mutexattr_settype", _vp, ctypes.c_int)
+_missing = ""
+try:
+    TRYLOCK: Any = _bind(_plibc, "pthread_mutex_trylock", _vp)
+    UNLOCK: Any = _bind(_plibc, "pthread_mutex_unlock", _vp)
+    _timedlock = _bind(_libc, "pthread_mutex_timedlock", _vp, ctypes.POINTER(_Timespec))
+    _consistent = _bind(_libc, "pthread_mutex_consistent", _vp)
+    _init = _bind(_libc, "pthread_mutex_init", _vp, _vp)
+    _attr_init = _bind(_libc, "pthread_mutexattr_init", _vp)
+    _attr_destroy = _bind(_libc, "pthread_mutexattr_destroy", _vp)
+    _attr_pshared = _bind(_libc, "pthread_mutexattr_setpshared", _vp, ctypes.c_int)
+    _attr_robust = _bind(_libc, "pthread_mutexattr_setrobust", _vp, ctypes.c_int)
+    _attr_type = _bind(_libc, "pthread_mutexattr_settype", _vp, ctypes.c_int)
+except AttributeError as e:  # not Linux: importing still works, creating or opening a queue raises IpcError
+    _missing = str(e)
+    TRYLOCK = UNLOCK = _timedlock = _consistent = _init = _unsupported
+    _attr_init = _attr_destroy = _attr_pshared = _attr_robust = _attr_type = _unsupported
 
 
 def _check(rc: int, what: str) -> None:
@@ -83,6 +93,8 @@ class Mutex:
     __slots__ = ("_anchor", "path", "ptr")
 
     def __init__(self, buf: mmap, off: int, path: str) -> None:
+        if _missing:
+            _unsupported()
         self._anchor: Any = ctypes.c_char.from_buffer(buf, off)  # pins the mapping while we hold its address
         self.ptr = ctypes.c_void_p(ctypes.addressof(self._anchor))
         self.path = path

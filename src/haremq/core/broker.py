@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from haremq.clock import Clock, SystemClock
@@ -33,10 +34,22 @@ from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFaile
 from haremq.message import Message, Properties
 from haremq.security.access import vhost_refusal
 from haremq.security.users import Access, Permission, User, UserStore
-from haremq.store.api import MetadataStore, Positions, RecoverableQueueStore, RecoveredMessage
+from haremq.store.api import Change, MetadataStore, Positions, RecoverableQueueStore, RecoveredMessage
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
 
 ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
+
+Then = Callable[[BaseException | None], None]
+
+
+def commit_failure(fut: Future[int]) -> BaseException | None:
+    return fut.exception() if not fut.cancelled() else InterruptedError("definitions commit cancelled")
+
+
+def run_when_durable(fut: Future[int], then: Then) -> None:
+    """Without an event loop: ``then(failure)`` when ``fut`` completes (at once if it has: the
+    memory store)."""
+    fut.add_done_callback(lambda f: then(commit_failure(f)))
 
 
 class Broker:
@@ -63,7 +76,38 @@ class Broker:
         self._timer_due: dict[TimerTarget, float] = {}
         self._timer_seq = itertools.count()
         self.on_schedule: Callable[[float], None] | None = None
+        # how a deferred declare learns its commit is durable; the server's Definitions runs it on the loop
+        self.when_durable: Callable[[Future[int], Then], None] = run_when_durable
+        self._applied: Future[int] | None = None  # done once the newest deferred declare is applied
         self.add_vhost("/")
+
+    def commit_then(self, changes: Sequence[Change], then: Then) -> None:
+        """Submit ``changes`` to the metadata store (its writer thread); ``then(failure)`` once
+        durable (failure None) or refused. Bad input raises here, before anything is submitted."""
+        fut = self.metadata.commit(changes)
+        applied: Future[int] = Future()
+        self._applied = applied
+
+        def run(failure: BaseException | None) -> None:
+            try:
+                then(failure)
+            finally:
+                if failure is None:
+                    applied.set_result(fut.result())
+                else:
+                    applied.set_exception(failure)
+
+        self.when_durable(fut, run)
+
+    def pending_definitions(self) -> Future[int] | None:
+        """What an answer that reports a definitions change waits for: the newest commit not yet
+        durable (its release is queued after every earlier apply), else the newest deferred declare
+        durable but not applied yet (the loop runs the apply after the writer thread is done)."""
+        pending = self.metadata.pending()
+        if pending is not None:
+            return pending
+        applied = self._applied
+        return applied if applied is not None and not applied.done() else None
 
     def add_vhost(self, name: str) -> VHost:
         vh = self.vhosts.get(name)
@@ -148,11 +192,13 @@ class Broker:
     # ---- exchanges -----------------------------------------------------------------------------
     def exchange_declare(self, s: Session, name: str, type_: str, *, passive: bool = False,
                          durable: bool = False, auto_delete: bool = False, internal: bool = False,
-                         arguments: dict[str, Any] | None = None) -> Exchange:
+                         arguments: dict[str, Any] | None = None, defer: bool = False) -> Exchange:
+        """``defer``: a new durable exchange becomes visible only once its put is durable (the
+        caller holds its answer until then: the store's ``pending()``); see core/vhost.py."""
         if not passive:
             self.check(s, "configure", "exchange", name)
-        return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable,
-                                        auto_delete=auto_delete, internal=internal, arguments=arguments or {})
+        return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable, auto_delete=auto_delete,
+                                        internal=internal, arguments=arguments or {}, defer=defer)
 
     def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False) -> None:
         self.check(s, "configure", "exchange", name)
@@ -176,7 +222,9 @@ class Broker:
     # ---- queues --------------------------------------------------------------------------------
     def queue_declare(self, s: Session, name: str, *, passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = False,
-                      arguments: dict[str, Any] | None = None) -> Queue:
+                      arguments: dict[str, Any] | None = None, defer: bool = False) -> Queue:
+        """``defer``: a new durable queue becomes visible only once its put is durable (the caller
+        holds its answer until then: the store's ``pending()``); see core/vhost.py."""
         if name == REPLY_TO or name.startswith(REPLY_TO_PREFIX):
             if not passive:
                 raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -187,11 +235,11 @@ class Broker:
         if not passive:
             self.check(s, "configure", "queue", name or "amq.gen")
         return s.vhost.declare_queue(s, name, passive=passive, durable=durable, exclusive=exclusive,
-                                     auto_delete=auto_delete, arguments=arguments or {})
+                                     auto_delete=auto_delete, arguments=arguments or {}, defer=defer)
 
     def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         self.check(s, "configure", "queue", name)
-        q = s.vhost.queues.get(name)
+        q = s.vhost.queues.get(name) or s.vhost.pending_queues.get(name)
         if q is None:
             return 0
         s.vhost.check_exclusive(q, s)

@@ -183,6 +183,8 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         self.client_properties: dict[str, Any] = {}
         self.blocked_sent = False
         self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
+        # input already read, waiting (with ``_held``) until a declare before it is durable and applied
+        self._backlog: list[ev.Event] | None = None
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
             C.Basic.Get: self._get, C.Basic.Recover: self._recover, C.Basic.RecoverAsync: self._recover,
@@ -211,15 +213,33 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_in += nbytes
-        node = self.node
-        self.last_recv = node.loop_time()
-        revision = node.broker.metadata.revision
+        self.last_recv = self.node.loop_time()
         try:
             events = self.proto.buffer_updated(nbytes)
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on connection from %s", self.peer)
+            events = []
+            self._fail(InternalError("internal error"))
+        if self._held is not None:  # read before the pause took effect: after the held input
+            self._backlog = (self._backlog or []) + events
+            return
+        self._run(events)
+
+    def _run(self, events: list[ev.Event]) -> None:
+        """Handle ``events`` in order; after one that committed a definition, the rest wait in
+        ``_backlog`` until it is durable and applied (a publish after a declare sees the queue)."""
+        node = self.node
+        metadata = node.broker.metadata
+        revision = metadata.revision
+        try:
             handlers = self._events
-            for event in events:
+            for i, event in enumerate(events):
                 handlers[type(event)](event)
                 if self.closing:
+                    break
+                if (metadata.revision != revision and i + 1 < len(events)
+                        and node.broker.pending_definitions() is not None):
+                    self._backlog = events[i + 1:]
                     break
             node.broker.flush()
             for ch in list(self.channels.values()):
@@ -228,7 +248,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
-        if node.broker.metadata.revision != revision:
+        if metadata.revision != revision:
             self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
@@ -251,7 +271,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _hold_for_definitions(self) -> None:
         """A declare, delete or bind changed durable definitions: hold this connection's output (its
         -ok and whatever follows) and input until the metadata store's writer thread has them."""
-        pending = self.node.broker.metadata.pending()
+        pending = self.node.broker.pending_definitions()
         if pending is None:
             return
         self.pause_reading(DEFINITIONS)
@@ -262,11 +282,15 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         if held is not self._held:
             return  # a later hold is still waiting
         self._held = None
+        backlog, self._backlog = self._backlog, None
         if held.cancelled() or held.exception() is not None:
             log.error("definitions of connection %s not persisted; dropping it", self.peer)
             self.abort()  # no -ok for what was not kept
             return
-        self.resume_reading(DEFINITIONS)
+        if backlog:
+            self._run(backlog)  # may hold again
+        if self._held is None:
+            self.resume_reading(DEFINITIONS)
         self.node.want_flush(self)
         self.node.flush_output()
 
@@ -526,7 +550,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _exchange_declare(self, ch: Channel, m: Any) -> None:
         self.node.broker.exchange_declare(ch.session, m.exchange, m.exchange_type, passive=m.passive,
                                           durable=m.durable, auto_delete=m.auto_delete, internal=m.internal,
-                                          arguments=dict(m.arguments or {}))
+                                          arguments=dict(m.arguments or {}), defer=True)
         if not m.nowait:
             self.proto.send_method(ch.number, codec.build(C.Exchange.DeclareOk))
 
@@ -546,7 +570,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _queue_declare(self, ch: Channel, m: Any) -> None:
         q = self.node.broker.queue_declare(ch.session, m.queue, passive=m.passive, durable=m.durable,
                                            exclusive=m.exclusive, auto_delete=m.auto_delete,
-                                           arguments=dict(m.arguments or {}))
+                                           arguments=dict(m.arguments or {}), defer=True)
         ch.last_queue = q.name
         if not m.nowait:
             self.proto.send_method(ch.number, codec.build(

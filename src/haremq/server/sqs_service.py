@@ -395,7 +395,20 @@ class SqsService:
         config = SqsConfig(attrs, fifo)
         created = self.broker.clock.time()
         arguments = {SQS_ARGUMENT: {"attributes": dict(config.attributes), "tags": dict(tags), "created": int(created)}}
-        q = self.broker.queue_declare(self.session(user), name, durable=True, arguments=arguments)
+        pending = self.vhost.pending_queues.get(name)
+        if pending is not None:
+            # a CreateQueue of that name is being made durable: the same attribute check, then this
+            # answer waits for it too (the core commits the same put again)
+            made = pending.arguments.get(SQS_ARGUMENT)
+            current = made.get("attributes", {}) if isinstance(made, dict) else {}
+            defaults = SqsConfig({}, fifo).attributes
+            for k, v in attrs.items():
+                if current.get(k, defaults.get(k, "")) != v:
+                    raise QueueNameExists("A queue already exists with the same name and a different value for "
+                                          f"attribute {k}")
+            arguments = pending.arguments
+        # a new queue is visible (sendable, listed) only once its definition is durable
+        q = self.broker.queue_declare(self.session(user), name, durable=True, arguments=arguments, defer=True)
         return SqsQueue(q, config, dict(tags), created)
 
     def delete(self, user: User, name: str) -> None:

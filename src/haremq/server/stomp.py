@@ -304,7 +304,7 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
-        pending = metadata.pending() if metadata.revision != revision else None
+        pending = broker.pending_definitions() if metadata.revision != revision else None
         if pending is not None and "receipt" in frame.headers:
             self._hold_receipt(frame, written, pending)
         else:

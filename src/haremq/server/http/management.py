@@ -421,7 +421,7 @@ class ManagementApp:
     # ---- helpers ---------------------------------------------------------------------------------
     def _settled(self, res: HttpResponse) -> Answer:
         """``res`` once the definitions the request changed through the core are durable."""
-        if self.broker.metadata.pending() is None:
+        if self.broker.pending_definitions() is None:
             return res
 
         async def later() -> HttpResponse:
@@ -580,7 +580,7 @@ class ManagementApp:
             raise HttpError(400, "invalid queue name")
         existed = name in self._vhost(vhost).queues
         self.broker.queue_declare(self._session(user, vhost), name, durable=_bool(body, "durable", True),
-                                  auto_delete=_bool(body, "auto_delete", False), arguments=_args(body))
+                                  auto_delete=_bool(body, "auto_delete", False), arguments=_args(body), defer=True)
         return self._settled(HttpResponse(204 if existed else 201))
 
     def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> Answer:
@@ -655,7 +655,7 @@ class ManagementApp:
         existed = name in self._vhost(vhost).exchanges
         self.broker.exchange_declare(self._session(user, vhost), name, type_, durable=_bool(body, "durable", True),
                                      auto_delete=_bool(body, "auto_delete", False),
-                                     internal=_bool(body, "internal", False), arguments=_args(body))
+                                     internal=_bool(body, "internal", False), arguments=_args(body), defer=True)
         return self._settled(HttpResponse(204 if existed else 201))
 
     def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> Answer:
@@ -928,6 +928,7 @@ class ManagementApp:
             self._sync(self.exchange_put(_str(e, "vhost", "/"), _str(e, "name"), user, e))
         for q in queues:
             self._sync(self.queue_put(_str(q, "vhost", "/"), _str(q, "name"), user, q))
+        await self.node.definitions.settle()  # durable exchanges and queues exist once their put is durable
         for b in bindings:
             vh, src, dest = _str(b, "vhost", "/"), _str(b, "source"), _str(b, "destination")
             s = self._session(user, vh)

@@ -6,6 +6,7 @@ connection's next commands wait for it; racing declares and deletes are ordered 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -219,3 +220,64 @@ def test_a_failed_declare_commit_applies_nothing() -> None:
             sqs.create_queue(QueueName="lost-s")
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 500
         assert "lost-s" not in vh.queues and "lost-s" not in vh.pending_queues
+
+
+class Stomp:
+    """A raw STOMP 1.2 client: one frame out, the next frame in."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        assert self.frame("CONNECT", **{"accept-version": "1.2", "host": "/", "login": "guest",
+                                        "passcode": "guest"}).startswith(b"CONNECTED")
+
+    def send(self, command: str, body: str = "", **headers: str) -> None:
+        self.sock.sendall((command + "\n" + "".join(f"{k}:{v}\n" for k, v in headers.items()) + "\n" + body
+                           + "\0").encode())
+
+    def read(self) -> bytes:
+        while b"\0" not in self.buf:
+            got = self.sock.recv(4096)
+            if not got:
+                raise ConnectionError("closed")
+            self.buf += got
+        frame, _, self.buf = self.buf.partition(b"\0")
+        return frame.lstrip(b"\n")
+
+    def frame(self, command: str, **headers: str) -> bytes:
+        self.send(command, **headers)
+        return self.read()
+
+
+def test_stomp_subscribe_creating_a_durable_queue_consumes_once_it_is_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    assert bt.node is not None and bt.node.stomp_port is not None
+    stomp = Stomp(bt.node.stomp_port)
+    other = connect(bt)
+    och = other.channel()
+    och.confirm_delivery()
+    with ThreadPoolExecutor(1) as pool:
+        # SUBSCRIBE then a SEND to the same new queue, in one write: the SEND waits for the queue too
+        fut = in_thread(pool, lambda: (stomp.send("SUBSCRIBE", id="1", destination="/queue/stomp-q", receipt="r1"),
+                                       stomp.send("SEND", "own", destination="/queue/stomp-q"),
+                                       stomp.read())[-1])
+        with pytest.raises(pika.exceptions.UnroutableError):
+            och.basic_publish("", "stomp-q", b"early", mandatory=True)  # not there yet for anyone else
+        disk.gate.set()
+        assert fut.result(10).startswith(b"RECEIPT")
+    got = stomp.read()
+    assert got.startswith(b"MESSAGE") and got.endswith(b"own")
+    stomp.sock.close()
+    other.close()
+
+
+def test_stomp_subscribe_whose_queue_definition_fails_gets_an_error_and_no_queue() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None and bt.node.stomp_port is not None
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        stomp = Stomp(bt.node.stomp_port)
+        assert stomp.frame("SUBSCRIBE", id="1", destination="/queue/stomp-lost", receipt="r1").startswith(b"ERROR")
+        vh = bt.node.broker.vhosts["/"]
+        assert "stomp-lost" not in vh.queues and "stomp-lost" not in vh.pending_queues
+        stomp.sock.close()

@@ -151,6 +151,14 @@ class _NoDeliveries:
         return None
 
 
+DEFINITIONS = "definitions"  # read-pause reason: a frame waits for a queue it declared to be durable
+
+
+class DeclarePending(Exception):
+    """A frame declared a durable queue that exists only once its definition is durable: the frame
+    (and those after it) runs again then, when the queue is there."""
+
+
 class StompServerProtocol(ClientListener, asyncio.Protocol):
     protocol = "stomp"
     log = log
@@ -169,6 +177,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         # the receipt of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts = Answers()
         self._error: tuple[HareError, str | None, tuple[tuple[str, str], ...]] | None = None  # sent after them
+        self._backlog: list[S.Event] | None = None  # frames waiting for a declared queue (DeclarePending)
+        self._committing = False  # a COMMIT's frames run once: their queues are declared at once
 
     @property
     def conn(self) -> StompServerProtocol:
@@ -183,8 +193,25 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         if self.closing:
             return
         try:
-            for event in self.proto.receive_data(data):
-                self._handle(event)
+            events = self.proto.receive_data(data)
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on STOMP connection from %s", self.peer)
+            events = []
+            self.fail(InternalError("internal error"))
+        if self._backlog is not None:  # read before the pause took effect: after the waiting frames
+            self._backlog += events
+            return
+        self._run(events)
+
+    def _run(self, events: list[S.Event]) -> None:
+        node = self.node
+        try:
+            for i, event in enumerate(events):
+                try:
+                    self._handle(event)
+                except DeclarePending:
+                    self._wait_for_declare(events[i:])
+                    break
                 if self.closing:
                     break
             node.broker.flush()
@@ -310,6 +337,26 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         else:
             self._receipt(frame, written)
 
+    def _wait_for_declare(self, backlog: list[S.Event]) -> None:
+        """Stop reading; run ``backlog`` (from the frame that declared) once the queue is applied, or
+        end the connection with an ERROR if its definition could not be kept."""
+        pending = self.node.broker.pending_definitions()
+        assert pending is not None
+        self._backlog = backlog
+        self.pause_reading(DEFINITIONS)
+
+        def release(done: asyncio.Future[int]) -> None:
+            events, self._backlog = self._backlog or [], None
+            if done.cancelled() or done.exception() is not None:
+                self.fail(ResourceError("queue definition not durable"))
+                self.node.want_flush(self)
+                self.node.flush_output()
+                return
+            self.resume_reading(DEFINITIONS)
+            self._run(events)
+
+        asyncio.wrap_future(pending).add_done_callback(release)
+
     def _hold_receipt(self, frame: Frame, written: Positions, pending: Future[int]) -> None:
         """The frame declared a durable queue: its RECEIPT (and later ones) also waits for the
         definition to be on disk (the metadata store's writer thread)."""
@@ -376,9 +423,11 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         total: Positions = {}  # what the whole transaction wrote: the COMMIT's own receipt waits for it
         for r in e.frames:
             written.clear()
+            self._committing = True
             try:
                 self._apply(r)
             finally:
+                self._committing = False
                 total.update(written)  # (lsns only grow: the newest per log wins)
             if r.action is S.Action.SEND:
                 self._receipt(r.frame, written)
@@ -470,7 +519,14 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         if name not in self.vhost.queues:
             self.node.broker.queue_declare(self.pub, name, durable=_flag(h, "durable", True),
                                            auto_delete=_flag(h, "auto-delete"), exclusive=_flag(h, "exclusive"),
-                                           arguments=_queue_args(h))
+                                           arguments=_queue_args(h), defer=not self._committing)
+            self._unless_pending(name)
+
+    def _unless_pending(self, name: str) -> None:
+        """DeclarePending while the durable queue ``name`` this frame declared is not applied yet."""
+        assert self.vhost is not None
+        if name not in self.vhost.queues and name in self.vhost.pending_queues:
+            raise DeclarePending(name)
 
     def _temp_queue(self, name: str) -> str:
         """The private queue behind ``/temp-queue/<name>``, created (and subscribed) on first use."""
@@ -507,7 +563,7 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         try:
             sub.queue = self._subscription_queue(sub, dest, h)
             broker.consume(sub.session, sub.queue, sub.tag, no_ack=ack == "auto")
-        except HareError:
+        except (HareError, DeclarePending):
             sub.session.close()
             raise
         self.subs[sub_id] = sub
@@ -531,7 +587,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
                     hashlib.md5(h["id"].encode()).digest()).rstrip(b"=").decode()
                 q = broker.queue_declare(s, name, durable=True, auto_delete=_flag(h, "auto-delete"),
-                                         arguments=_queue_args(h))
+                                         arguments=_queue_args(h), defer=True)
+                self._unless_pending(q.name)
                 sub.delete_on_unsubscribe = True
             else:
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(

@@ -7,16 +7,18 @@ through ``Definitions``: validate (the caller) -> commit (one transaction on the
 thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. Every
 command returns the store revision of its change.
 
-Durable exchange and queue declares (AMQP, SQS CreateQueue, management PUT) go the same way through
+Durable exchange and queue declares (AMQP, SQS CreateQueue, management PUT and import, STOMP frames
+that ask for a RECEIPT) go the same way through
 the core: ``Broker.exchange_declare``/``queue_declare`` with ``defer=True`` check (permissions,
 equivalence, arguments), submit the put, and keep the new object pending and invisible (not routable,
 not bindable, 404) until ``when_durable`` below applies it on the loop; a failed commit applies
 nothing. The server holds its answer until the store's ``pending()`` is durable, which is after that
 apply (the apply callback is queued first), and the AMQP listener holds the rest of the connection's
-input too, so a publish right after a declare sees the queue. Transient, exclusive and other
-never-persisted objects apply at once. Deletes, bindings and SQS attribute changes still change
-memory first and only their answer waits (``settle``); STOMP's queue-creating frames apply at once
-and hold their RECEIPT.
+input too, so a publish right after a declare sees the queue (STOMP: the frame runs again once the
+queue is applied). ``Broker.pending_definitions`` is what every answer waits for: the newest commit,
+or the newest declare durable but not applied yet. Transient, exclusive and other never-persisted
+objects apply at once, as do STOMP frames without a receipt. Deletes, bindings and SQS attribute
+changes still change memory first and only their answer waits (``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of

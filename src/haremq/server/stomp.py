@@ -519,8 +519,15 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         if name not in self.vhost.queues:
             self.node.broker.queue_declare(self.pub, name, durable=_flag(h, "durable", True),
                                            auto_delete=_flag(h, "auto-delete"), exclusive=_flag(h, "exclusive"),
-                                           arguments=_queue_args(h), defer=not self._committing)
+                                           arguments=_queue_args(h), defer=self._defers(h))
             self._unless_pending(name)
+
+    def _defers(self, h: dict[str, str]) -> bool:
+        """Whether this frame's new durable queue waits for its definition before it exists: yes for
+        a frame that asks for a RECEIPT; a frame without one keeps the order in which clients see its
+        effects (a durable subscription, then another connection's SEND: the interop suites) and is
+        applied at once, as are a COMMIT's frames (they must not run twice)."""
+        return "receipt" in h and not self._committing
 
     def _unless_pending(self, name: str) -> None:
         """DeclarePending while the durable queue ``name`` this frame declared is not applied yet."""
@@ -587,7 +594,7 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
                     hashlib.md5(h["id"].encode()).digest()).rstrip(b"=").decode()
                 q = broker.queue_declare(s, name, durable=True, auto_delete=_flag(h, "auto-delete"),
-                                         arguments=_queue_args(h), defer=True)
+                                         arguments=_queue_args(h), defer=self._defers(h))
                 self._unless_pending(q.name)
                 sub.delete_on_unsubscribe = True
             else:

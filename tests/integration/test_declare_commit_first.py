@@ -25,6 +25,7 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 from test_definitions_hold import BrokenDisk, SlowDisk, http
 
+from haremq.protocol.sqs.attributes import SQS_ARGUMENT
 from haremq.testing.server import BrokerThread
 
 Slow = tuple[BrokerThread, SlowDisk]
@@ -281,3 +282,31 @@ def test_stomp_subscribe_whose_queue_definition_fails_gets_an_error_and_no_queue
         vh = bt.node.broker.vhosts["/"]
         assert "stomp-lost" not in vh.queues and "stomp-lost" not in vh.pending_queues
         stomp.sock.close()
+
+
+def test_sqs_set_queue_attributes_apply_once_durable_and_racing_sets_both_stick(slowed: Slow) -> None:
+    bt, disk = slowed
+
+    def client() -> Any:
+        return boto3.client("sqs", endpoint_url=bt.sqs_endpoint_url, region_name="us-east-1",
+                            aws_access_key_id="guest", aws_secret_access_key="guest")
+
+    sqs = client()
+    disk.gate.set()
+    url = sqs.create_queue(QueueName="sqs-attrs")["QueueUrl"]
+    disk.gate.clear()
+
+    def get(name: str) -> str:
+        return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"][name])
+
+    with ThreadPoolExecutor(2) as pool:
+        a = in_thread(pool, lambda: client().set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "99"}))
+        b = in_thread(pool, lambda: client().set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "7"}))
+        assert get("VisibilityTimeout") == "30"  # not before it is durable
+        disk.gate.set()
+        a.result(10)
+        b.result(10)
+    assert (get("VisibilityTimeout"), get("DelaySeconds")) == ("99", "7")
+    assert bt.node is not None
+    kept = bt.node.broker.metadata.load()["queues"][0]["arguments"][SQS_ARGUMENT]["attributes"]  # type: ignore[attr-defined]
+    assert (kept["VisibilityTimeout"], kept["DelaySeconds"]) == ("99", "7")

@@ -310,3 +310,26 @@ def test_sqs_set_queue_attributes_apply_once_durable_and_racing_sets_both_stick(
     assert bt.node is not None
     kept = bt.node.broker.metadata.load()["queues"][0]["arguments"][SQS_ARGUMENT]["attributes"]  # type: ignore[attr-defined]
     assert (kept["VisibilityTimeout"], kept["DelaySeconds"]) == ("99", "7")
+
+
+def test_a_durable_binding_routes_only_once_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    binder, other = connect(bt), connect(bt)
+    bch, och = binder.channel(), other.channel()
+    och.confirm_delivery()
+    disk.gate.set()
+    bch.exchange_declare("bind-x", "fanout", durable=True)
+    bch.queue_declare("bind-q", durable=True)
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: bch.queue_bind("bind-q", "bind-x"))
+        with pytest.raises(pika.exceptions.UnroutableError):
+            och.basic_publish("bind-x", "", b"early", mandatory=True)  # the binding is not there yet
+        disk.gate.set()
+        fut.result(10)
+    och.basic_publish("bind-x", "", b"late", mandatory=True)
+    assert och.queue_declare("bind-q", passive=True).method.message_count == 1
+    assert bt.node is not None
+    assert [b["destination"] for b in bt.node.broker.metadata.load()["bindings"]] == ["bind-q"]  # type: ignore[attr-defined]
+    binder.close()
+    other.close()

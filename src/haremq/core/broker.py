@@ -205,7 +205,7 @@ class Broker:
         s.vhost.delete_exchange(name, if_unused=if_unused)
 
     def exchange_bind(self, s: Session, destination: str, source: str, routing_key: str,
-                      arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+                      arguments: dict[str, Any] | None = None, *, unbind: bool = False, defer: bool = False) -> None:
         self.check(s, "write", "exchange", destination)
         if destination == "" or source == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -217,7 +217,7 @@ class Broker:
                 s.vhost.unbind(source, dest, routing_key, arguments or {}, s)
         else:
             s.vhost.exchange(source)  # a missing source is reported before a missing destination (RabbitMQ)
-            s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {})
+            s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {}, defer=defer)
 
     # ---- queues --------------------------------------------------------------------------------
     def queue_declare(self, s: Session, name: str, *, passive: bool = False, durable: bool = False,
@@ -252,7 +252,7 @@ class Broker:
         return s.vhost.queue(name, s).purge()
 
     def queue_bind(self, s: Session, queue: str, exchange: str, routing_key: str,
-                   arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+                   arguments: dict[str, Any] | None = None, *, unbind: bool = False, defer: bool = False) -> None:
         self.check(s, "write", "queue", queue)
         if exchange == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -265,7 +265,7 @@ class Broker:
                 s.vhost.unbind(exchange, q, routing_key, arguments or {}, s)
         else:
             s.vhost.exchange(exchange)  # a missing source is reported before a missing destination (RabbitMQ)
-            s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {})
+            s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {}, defer=defer)
 
     # ---- consuming -----------------------------------------------------------------------------
     def consume(self, s: Session, queue: str, tag: str, *, no_ack: bool = False, exclusive: bool = False,

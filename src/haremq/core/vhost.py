@@ -326,14 +326,33 @@ class VHost:
         return count
 
     # ---- bindings ------------------------------------------------------------------------------
-    def bind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+    def bind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any], *,
+             defer: bool = False) -> None:
+        """``defer``: a new durable binding routes only once its definition is durable (the caller's
+        answer waits for that); a binding whose source or destination is gone by then is not made."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
+        if defer and ex.durable and dest.durable:
+            want = canonical(arguments)
+            if not any(b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+                change = Change("put", "binding", (self.name, ex.name, dest.name, dest.kind, routing_key),
+                                {"arguments": dict(arguments)})
+                self.broker.commit_then([change], lambda failure: self._bound(ex, dest, routing_key, arguments,
+                                                                              failure))
+            return
         if ex.table.bind(dest, routing_key, arguments):
             ex.bindings.append((dest, routing_key, dict(arguments)))
             if ex.durable and dest.durable:
                 self.broker.metadata.save_binding(self.name, ex.name, dest, routing_key, arguments)
+
+    def _bound(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+               failure: BaseException | None) -> None:
+        alive = (self.queues.get(dest.name) is dest and not dest.deleted if isinstance(dest, Queue)
+                 else self.exchanges.get(dest.name) is dest)
+        if failure is None and alive and self.exchanges.get(ex.name) is ex and ex.table.bind(dest, routing_key,
+                                                                                             arguments):
+            ex.bindings.append((dest, routing_key, dict(arguments)))
 
     def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
                session: Session | None = None) -> None:

@@ -562,7 +562,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _exchange_bind(self, ch: Channel, m: Any) -> None:
         unbind = isinstance(m, C.Exchange.Unbind)
         self.node.broker.exchange_bind(ch.session, m.destination, m.source, m.routing_key,
-                                       dict(m.arguments or {}), unbind=unbind)
+                                       dict(m.arguments or {}), unbind=unbind, defer=True)
         if not m.nowait:
             ok = C.Exchange.UnbindOk if unbind else C.Exchange.BindOk
             self.proto.send_method(ch.number, codec.build(ok))
@@ -580,7 +580,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         unbind = isinstance(m, C.Queue.Unbind)
         queue = self._queue_name(ch, m.queue)
         self.node.broker.queue_bind(ch.session, queue, m.exchange, m.routing_key, dict(m.arguments or {}),
-                                    unbind=unbind)
+                                    unbind=unbind, defer=True)
         if unbind:
             self.proto.send_method(ch.number, codec.build(C.Queue.UnbindOk))
         elif not m.nowait:

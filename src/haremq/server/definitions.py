@@ -18,8 +18,9 @@ input too, so a publish right after a declare sees the queue (STOMP: the frame r
 queue is applied). ``Broker.pending_definitions`` is what every answer waits for: the newest commit,
 or the newest declare durable but not applied yet. Transient, exclusive and other never-persisted
 objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttributes on a durable
-queue commits, then applies (server/sqs_service.py). Deletes and bindings still change memory first
-and only their answer waits (``settle``).
+queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
+once durable). Deletes and unbinds still change memory first and only their answer waits
+(``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of

@@ -601,7 +601,7 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
                     os.urandom(16)).rstrip(b"=").decode()
                 q = broker.queue_declare(s, name, exclusive=True, auto_delete=True, arguments=_queue_args(h))
-            broker.queue_bind(s, q.name, dest.name, dest.key)
+            broker.queue_bind(s, q.name, dest.name, dest.key, defer=self._defers(h))
             return q.name
         raise SyntaxError_(f"cannot SUBSCRIBE to '{h['destination'][:200]}': "
                            f"{kind} destinations are only for SEND and reply-to")

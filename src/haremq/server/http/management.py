@@ -711,7 +711,7 @@ class ManagementApp:
                    **_: Any) -> Answer:
         self._queue(vhost, name)
         rk = _str(body, "routing_key", "")
-        self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body))
+        self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body), defer=True)
         return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
 
     def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
@@ -933,9 +933,9 @@ class ManagementApp:
             vh, src, dest = _str(b, "vhost", "/"), _str(b, "source"), _str(b, "destination")
             s = self._session(user, vh)
             if b.get("destination_type", "queue") == "queue":
-                self.broker.queue_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+                self.broker.queue_bind(s, dest, src, _str(b, "routing_key", ""), _args(b), defer=True)
             else:
-                self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+                self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b), defer=True)
         self.broker.flush()
         await self.node.definitions.settle()
         return HttpResponse(204)

@@ -287,7 +287,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
             log.error("definitions of connection %s not persisted; dropping it", self.peer)
             self.abort()  # no -ok for what was not kept
             return
-        if backlog:
+        if backlog and not self.closing:  # (a lost or closing connection runs nothing more)
             self._run(backlog)  # may hold again
         if self._held is None:
             self.resume_reading(DEFINITIONS)

@@ -352,6 +352,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
                 self.node.want_flush(self)
                 self.node.flush_output()
                 return
+            if self.closing:
+                return  # lost meanwhile: its frames run no more (no subscription outlives it)
             self.resume_reading(DEFINITIONS)
             self._run(events)
 

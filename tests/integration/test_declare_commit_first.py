@@ -333,3 +333,23 @@ def test_a_durable_binding_routes_only_once_durable(slowed: Slow) -> None:
     assert [b["destination"] for b in bt.node.broker.metadata.load()["bindings"]] == ["bind-q"]  # type: ignore[attr-defined]
     binder.close()
     other.close()
+
+
+def test_a_durable_queue_deleted_stays_until_its_delete_is_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    deleter, other = connect(bt), connect(bt)
+    disk.gate.set()
+    deleter.channel().queue_declare("del-q", durable=True)
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: deleter.channel().queue_delete("del-q"))
+        # a crash now would keep the queue: so it is still there for everyone
+        assert other.channel().queue_declare("del-q", passive=True).method.queue == "del-q"
+        disk.gate.set()
+        fut.result(10)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        other.channel().queue_declare("del-q", passive=True)
+    assert info.value.reply_code == 404
+    assert "del-q" not in stored(bt, "queues")
+    deleter.close()
+    other.close()

@@ -237,13 +237,14 @@ class Broker:
         return s.vhost.declare_queue(s, name, passive=passive, durable=durable, exclusive=exclusive,
                                      auto_delete=auto_delete, arguments=arguments or {}, defer=defer)
 
-    def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
+    def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False,
+                     defer: bool = False) -> int:
         self.check(s, "configure", "queue", name)
         q = s.vhost.queues.get(name) or s.vhost.pending_queues.get(name)
         if q is None:
             return 0
         s.vhost.check_exclusive(q, s)
-        count = s.vhost.delete_queue(q, if_unused=if_unused, if_empty=if_empty)
+        count = s.vhost.delete_queue(q, if_unused=if_unused, if_empty=if_empty, defer=defer)
         self.flush()
         return count
 

@@ -294,7 +294,10 @@ class VHost:
         self.exchanges[""].table.bind(q, name, {})
         return q
 
-    def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
+    def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False,
+                     defer: bool = False) -> int:
+        """``defer``: a durable queue goes once its delete is durable (until then it still exists for
+        everyone; the caller's answer waits); the count is the messages it held when checked."""
         if if_unused and q.consumers:
             raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' in use")
         if if_empty and q.message_count:
@@ -303,6 +306,19 @@ class VHost:
             return 0
         if self.pending_queues.get(q.name) is q:
             self._delete_pending(q)
+            return 0
+        if defer and q.persist:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None:
+                    self._remove_queue(q, commit=False)
+                    self.broker.flush()
+
+            self.broker.commit_then([Change("delete", "queue", (self.name, q.name))], durable)
+            return q.message_count
+        return self._remove_queue(q)
+
+    def _remove_queue(self, q: Queue, *, commit: bool = True) -> int:
+        if q.deleted:
             return 0
         q.deleted = True
         count = q.message_count
@@ -321,7 +337,8 @@ class VHost:
             else:
                 self._unbind_all(ex, q)
         if q.persist:
-            self.broker.metadata.delete_queue(self.name, q.name)
+            if commit:
+                self.broker.metadata.delete_queue(self.name, q.name)
             self.broker.store.delete_queue(q)
         return count
 

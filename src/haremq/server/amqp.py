@@ -598,7 +598,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         ch.held_cancels = held
         try:
             n = self.node.broker.queue_delete(ch.session, self._queue_name(ch, m.queue),
-                                              if_unused=m.if_unused, if_empty=m.if_empty)
+                                              if_unused=m.if_unused, if_empty=m.if_empty, defer=True)
             if not m.nowait:
                 self.proto.send_method(ch.number, codec.build(C.Queue.DeleteOk, message_count=n))
         finally:

@@ -586,7 +586,7 @@ class ManagementApp:
     def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> Answer:
         self._queue(vhost, name)
         self.broker.queue_delete(self._session(user, vhost), name, if_unused=query.get("if-unused") == "true",
-                                 if_empty=query.get("if-empty") == "true")
+                                 if_empty=query.get("if-empty") == "true", defer=True)
         return self._settled(HttpResponse(204))
 
     def queue_purge(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:

@@ -353,3 +353,26 @@ def test_a_durable_queue_deleted_stays_until_its_delete_is_durable(slowed: Slow)
     assert "del-q" not in stored(bt, "queues")
     deleter.close()
     other.close()
+
+
+def test_a_durable_exchange_deleted_routes_until_its_delete_is_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    deleter, other = connect(bt), connect(bt)
+    och = other.channel()
+    och.confirm_delivery()
+    disk.gate.set()
+    deleter.channel().exchange_declare("del-x", "fanout", durable=True)
+    q = och.queue_declare("", exclusive=True).method.queue
+    och.queue_bind(q, "del-x")
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: deleter.channel().exchange_delete("del-x"))
+        och.basic_publish("del-x", "", b"still routed", mandatory=True)  # a crash now would keep it
+        disk.gate.set()
+        fut.result(10)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        other.channel().exchange_declare("del-x", passive=True)
+    assert info.value.reply_code == 404
+    assert "del-x" not in stored(bt, "exchanges")
+    deleter.close()
+    other.close()

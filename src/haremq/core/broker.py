@@ -200,9 +200,9 @@ class Broker:
         return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable, auto_delete=auto_delete,
                                         internal=internal, arguments=arguments or {}, defer=defer)
 
-    def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False) -> None:
+    def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False, defer: bool = False) -> None:
         self.check(s, "configure", "exchange", name)
-        s.vhost.delete_exchange(name, if_unused=if_unused)
+        s.vhost.delete_exchange(name, if_unused=if_unused, defer=defer)
 
     def exchange_bind(self, s: Session, destination: str, source: str, routing_key: str,
                       arguments: dict[str, Any] | None = None, *, unbind: bool = False, defer: bool = False) -> None:

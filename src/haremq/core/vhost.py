@@ -206,7 +206,8 @@ class VHost:
                 raise PreconditionFailed(f"inequivalent arg '{k}' for {kind} '{name}' in vhost '{self.name}': "
                                          f"received {got_s} but current is {cur_s}")
 
-    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+    def delete_exchange(self, name: str, *, if_unused: bool, defer: bool = False) -> None:
+        """``defer``: a durable exchange goes once its delete is durable (it routes until then)."""
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
         if name.startswith("amq."):
@@ -219,9 +220,16 @@ class VHost:
             return
         if if_unused and ex.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        if defer and ex.durable:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None and self.exchanges.get(ex.name) is ex:
+                    self._remove_exchange(ex, commit=False)
+
+            self.broker.commit_then([Change("delete", "exchange", (self.name, ex.name))], durable)
+            return
         self._remove_exchange(ex)
 
-    def _remove_exchange(self, ex: Exchange) -> None:
+    def _remove_exchange(self, ex: Exchange, *, commit: bool = True) -> None:
         del self.exchanges[ex.name]
         # bindings from it go with it; bindings to it are removed from their sources
         for dest, rk, args in list(ex.bindings):
@@ -229,7 +237,7 @@ class VHost:
         ex.bindings.clear()
         for src in list(self.exchanges.values()):
             self._unbind_all(src, ex)
-        if ex.durable:
+        if ex.durable and commit:
             self.broker.metadata.delete_exchange(self.name, ex.name)
 
     def _unbind_all(self, src: Exchange, dest: object) -> None:

@@ -555,7 +555,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
             self.proto.send_method(ch.number, codec.build(C.Exchange.DeclareOk))
 
     def _exchange_delete(self, ch: Channel, m: Any) -> None:
-        self.node.broker.exchange_delete(ch.session, m.exchange, if_unused=m.if_unused)
+        self.node.broker.exchange_delete(ch.session, m.exchange, if_unused=m.if_unused, defer=True)
         if not m.nowait:
             self.proto.send_method(ch.number, codec.build(C.Exchange.DeleteOk))
 

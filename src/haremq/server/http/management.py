@@ -661,7 +661,7 @@ class ManagementApp:
     def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> Answer:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
-        self.broker.exchange_delete(self._session(user, vhost), name)
+        self.broker.exchange_delete(self._session(user, vhost), name, defer=True)
         return self._settled(HttpResponse(204))
 
     def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:

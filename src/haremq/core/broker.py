@@ -21,7 +21,8 @@ import bisect
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from haremq.clock import Clock, SystemClock
@@ -36,7 +37,7 @@ from haremq.errors import AccessRefused, NotAllowed, NotFound, PreconditionFaile
 from haremq.message import Message, Properties
 from haremq.security.access import vhost_refusal
 from haremq.security.users import Access, Permission, User, UserStore
-from haremq.store.api import MetadataStore, Positions, RecoverableQueueStore, RecoveredMessage
+from haremq.store.api import Change, MetadataStore, Positions, RecoverableQueueStore, RecoveredMessage
 from haremq.store.memory import MemoryMetadataStore, MemoryQueueStore
 
 ROUTED, UNROUTABLE, REJECTED = 0, 1, 2
@@ -70,6 +71,19 @@ class BrokerStats:
     size_sum: int = 0
 
 
+Then = Callable[[BaseException | None], None]
+
+
+def commit_failure(fut: Future[int]) -> BaseException | None:
+    return fut.exception() if not fut.cancelled() else InterruptedError("definitions commit cancelled")
+
+
+def run_when_durable(fut: Future[int], then: Then) -> None:
+    """Without an event loop: ``then(failure)`` when ``fut`` completes (at once if it has: the
+    memory store)."""
+    fut.add_done_callback(lambda f: then(commit_failure(f)))
+
+
 class Broker:
     def __init__(self, *, clock: Clock | None = None, store: RecoverableQueueStore | None = None,
                  metadata: MetadataStore | None = None, users: UserStore | None = None) -> None:
@@ -95,7 +109,38 @@ class Broker:
         self._timer_seq = itertools.count()
         self.on_schedule: Callable[[float], None] | None = None
         self.stats = BrokerStats()
+        # how a deferred declare learns its commit is durable; the server's Definitions runs it on the loop
+        self.when_durable: Callable[[Future[int], Then], None] = run_when_durable
+        self._applied: Future[int] | None = None  # done once the newest deferred declare is applied
         self.add_vhost("/")
+
+    def commit_then(self, changes: Sequence[Change], then: Then) -> None:
+        """Submit ``changes`` to the metadata store (its writer thread); ``then(failure)`` once
+        durable (failure None) or refused. Bad input raises here, before anything is submitted."""
+        fut = self.metadata.commit(changes)
+        applied: Future[int] = Future()
+        self._applied = applied
+
+        def run(failure: BaseException | None) -> None:
+            try:
+                then(failure)
+            finally:
+                if failure is None:
+                    applied.set_result(fut.result())
+                else:
+                    applied.set_exception(failure)
+
+        self.when_durable(fut, run)
+
+    def pending_definitions(self) -> Future[int] | None:
+        """What an answer that reports a definitions change waits for: the newest commit not yet
+        durable (its release is queued after every earlier apply), else the newest deferred declare
+        durable but not applied yet (the loop runs the apply after the writer thread is done)."""
+        pending = self.metadata.pending()
+        if pending is not None:
+            return pending
+        applied = self._applied
+        return applied if applied is not None and not applied.done() else None
 
     def add_vhost(self, name: str) -> VHost:
         vh = self.vhosts.get(name)
@@ -180,18 +225,20 @@ class Broker:
     # ---- exchanges -----------------------------------------------------------------------------
     def exchange_declare(self, s: Session, name: str, type_: str, *, passive: bool = False,
                          durable: bool = False, auto_delete: bool = False, internal: bool = False,
-                         arguments: dict[str, Any] | None = None) -> Exchange:
+                         arguments: dict[str, Any] | None = None, defer: bool = False) -> Exchange:
+        """``defer``: a new durable exchange becomes visible only once its put is durable (the
+        caller holds its answer until then: the store's ``pending()``); see core/vhost.py."""
         if not passive:
             self.check(s, "configure", "exchange", name)
-        return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable,
-                                        auto_delete=auto_delete, internal=internal, arguments=arguments or {})
+        return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable, auto_delete=auto_delete,
+                                        internal=internal, arguments=arguments or {}, defer=defer)
 
-    def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False) -> None:
+    def exchange_delete(self, s: Session, name: str, *, if_unused: bool = False, defer: bool = False) -> None:
         self.check(s, "configure", "exchange", name)
-        s.vhost.delete_exchange(name, if_unused=if_unused)
+        s.vhost.delete_exchange(name, if_unused=if_unused, defer=defer)
 
     def exchange_bind(self, s: Session, destination: str, source: str, routing_key: str,
-                      arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+                      arguments: dict[str, Any] | None = None, *, unbind: bool = False, defer: bool = False) -> None:
         self.check(s, "write", "exchange", destination)
         if destination == "" or source == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -203,12 +250,14 @@ class Broker:
                 s.vhost.unbind(source, dest, routing_key, arguments or {}, s)
         else:
             s.vhost.exchange(source)  # a missing source is reported before a missing destination (RabbitMQ)
-            s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {})
+            s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {}, defer=defer)
 
     # ---- queues --------------------------------------------------------------------------------
     def queue_declare(self, s: Session, name: str, *, passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = False,
-                      arguments: dict[str, Any] | None = None) -> Queue:
+                      arguments: dict[str, Any] | None = None, defer: bool = False) -> Queue:
+        """``defer``: a new durable queue becomes visible only once its put is durable (the caller
+        holds its answer until then: the store's ``pending()``); see core/vhost.py."""
         if name == REPLY_TO or name.startswith(REPLY_TO_PREFIX):
             if not passive:
                 raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -220,21 +269,23 @@ class Broker:
             return s.vhost.declare_queue(s, name, passive=True, durable=durable, exclusive=exclusive,
                                          auto_delete=auto_delete, arguments=arguments or {})
         self.check(s, "configure", "queue", name or "amq.gen")
-        before = len(s.vhost.queues)
-        q = s.vhost.declare_queue(s, name, passive=False, durable=durable, exclusive=exclusive,
-                                  auto_delete=auto_delete, arguments=arguments or {})
+        vh = s.vhost
+        before = len(vh.queues) + len(vh.pending_queues)  # a deferred new queue is created (pending) too
+        q = vh.declare_queue(s, name, passive=False, durable=durable, exclusive=exclusive,
+                             auto_delete=auto_delete, arguments=arguments or {}, defer=defer)
         self.stats.queues_declared += 1
-        if len(s.vhost.queues) > before:
+        if len(vh.queues) + len(vh.pending_queues) > before:
             self.stats.queues_created += 1
         return q
 
-    def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
+    def queue_delete(self, s: Session, name: str, *, if_unused: bool = False, if_empty: bool = False,
+                     defer: bool = False) -> int:
         self.check(s, "configure", "queue", name)
-        q = s.vhost.queues.get(name)
+        q = s.vhost.queues.get(name) or s.vhost.pending_queues.get(name)
         if q is None:
             return 0
         s.vhost.check_exclusive(q, s)
-        count = s.vhost.delete_queue(q, if_unused=if_unused, if_empty=if_empty)
+        count = s.vhost.delete_queue(q, if_unused=if_unused, if_empty=if_empty, defer=defer)
         self.flush()
         return count
 
@@ -243,7 +294,7 @@ class Broker:
         return s.vhost.queue(name, s).purge()
 
     def queue_bind(self, s: Session, queue: str, exchange: str, routing_key: str,
-                   arguments: dict[str, Any] | None = None, *, unbind: bool = False) -> None:
+                   arguments: dict[str, Any] | None = None, *, unbind: bool = False, defer: bool = False) -> None:
         self.check(s, "write", "queue", queue)
         if exchange == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -256,7 +307,7 @@ class Broker:
                 s.vhost.unbind(exchange, q, routing_key, arguments or {}, s)
         else:
             s.vhost.exchange(exchange)  # a missing source is reported before a missing destination (RabbitMQ)
-            s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {})
+            s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {}, defer=defer)
 
     # ---- consuming -----------------------------------------------------------------------------
     def consume(self, s: Session, queue: str, tag: str, *, no_ack: bool = False, exclusive: bool = False,

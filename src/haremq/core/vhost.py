@@ -2,6 +2,13 @@
 
 Every operation checks the same things RabbitMQ does, in the same order, and raises the same
 errors with the same texts, because client libraries and users match on them.
+
+A deferred declare (``defer=True``) of a new durable exchange or queue is checked, then kept in
+``pending_exchanges``/``pending_queues`` (invisible: not routable, not bindable, 404 to a passive
+declare) while its put commits to the metadata store; it is applied (made visible) on the event loop
+once durable, and dropped if the commit fails or a delete of it came first. An equivalent declare
+of a pending name commits the same put again, so its answer (held until that later revision is
+durable) comes after the object exists; a delete of a pending name commits the delete after it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from haremq.core.queue import Queue
 from haremq.core.routing.table import canonical
 from haremq.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from haremq.message import Message
+from haremq.store.api import Change, exchange_change, queue_change
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
@@ -51,6 +59,9 @@ class VHost:
         self.queues: dict[str, Queue] = {}
         self.reply_queues: dict[str, Queue] = {}
         self.policies: dict[str, Policy] = {}
+        # durable declares whose put is not durable yet: checked, not visible (see the module docstring)
+        self.pending_exchanges: dict[str, Exchange] = {}
+        self.pending_queues: dict[str, Queue] = {}
         self.exchanges[""] = Exchange("", "direct", durable=True, auto_delete=False, internal=False,
                                       arguments={})
         for ename, etype in STANDARD_EXCHANGES:
@@ -97,7 +108,7 @@ class VHost:
 
     # ---- exchanges -----------------------------------------------------------------------------
     def declare_exchange(self, name: str, type_: str, *, passive: bool, durable: bool, auto_delete: bool,
-                         internal: bool, arguments: dict[str, Any]) -> Exchange:
+                         internal: bool, arguments: dict[str, Any], defer: bool = False) -> Exchange:
         # RabbitMQ's order: the type (active only), then the default exchange, passive or not
         if not passive and type_ not in EXCHANGE_TYPES:
             raise CommandInvalid(f"unknown exchange type '{type_}'")
@@ -106,11 +117,18 @@ class VHost:
         if passive:
             return self.exchange(name)
         ex = self.exchanges.get(name)
+        pending = None
+        if ex is None:
+            ex = pending = self.pending_exchanges.get(name)
         if ex is None:
             if name.startswith("amq."):
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             ex = Exchange(name, type_, durable=durable, auto_delete=auto_delete, internal=internal,
                           arguments=arguments)
+            if durable and defer:
+                self.pending_exchanges[name] = ex
+                self._commit_then_show(exchange_change(self.name, ex), ex, first=True)
+                return ex
             if durable:  # persisted before it exists here: a failed save leaves nothing behind
                 self.broker.metadata.save_exchange(self.name, ex)
             self.exchanges[name] = ex
@@ -122,7 +140,64 @@ class VHost:
                 raise PreconditionFailed(f"inequivalent arg '{field}' for exchange '{name}' in vhost "
                                          f"'{self.name}': received '{_s(got)}' but current is '{_s(cur)}'")
         self._check_args("exchange", name, ex.arguments, arguments, ("alternate-exchange",))
+        if pending is not None:
+            if defer:  # answered once the first declare is durable (its put, then this one)
+                self._commit_then_show(exchange_change(self.name, ex), ex, first=False)
+            else:
+                self._show(ex)
         return ex
+
+    # ---- deferred declares ---------------------------------------------------------------------
+    def _commit_then_show(self, change: Change, obj: Exchange | Queue, *, first: bool) -> None:
+        """Commit ``change`` (off the loop); ``obj`` becomes visible once it is durable."""
+        try:
+            self.broker.commit_then([change], lambda failure: self._durable(obj, failure))
+        except BaseException:
+            if first:
+                self._drop_pending(obj)
+            raise
+
+    def _durable(self, obj: Exchange | Queue, failure: BaseException | None) -> None:
+        """The put of a deferred declare is durable (or failed): show ``obj`` unless it is already
+        shown (an equivalent declare's commit) or dropped (a delete, a failed commit)."""
+        pending: dict[str, Any] = self.pending_queues if isinstance(obj, Queue) else self.pending_exchanges
+        if pending.get(obj.name) is not obj:
+            return
+        if failure is not None:
+            self._drop_pending(obj)
+            return
+        self._show(obj)
+
+    def _show(self, obj: Exchange | Queue) -> None:
+        if isinstance(obj, Queue):
+            if self.pending_queues.get(obj.name) is obj:
+                del self.pending_queues[obj.name]
+            self.queues[obj.name] = obj
+            # every queue is bound to the default exchange by its name
+            self.exchanges[""].table.bind(obj, obj.name, {})
+            if self.policies:  # (set_policy meanwhile saw only visible queues)
+                obj.set_policy(best_policy(list(self.policies.values()), obj.name))
+        else:
+            if self.pending_exchanges.get(obj.name) is obj:
+                del self.pending_exchanges[obj.name]
+            self.exchanges[obj.name] = obj
+
+    def _drop_pending(self, obj: Exchange | Queue) -> None:
+        if isinstance(obj, Queue):
+            if self.pending_queues.get(obj.name) is obj:
+                del self.pending_queues[obj.name]
+            obj.deleted = True  # its x-expires timer must not delete a later queue of that name
+        elif self.pending_exchanges.get(obj.name) is obj:
+            del self.pending_exchanges[obj.name]
+
+    def _delete_pending(self, obj: Exchange | Queue) -> None:
+        """Delete a declare not yet durable: it never becomes visible; its delete commits after its put."""
+        self._drop_pending(obj)
+        if isinstance(obj, Queue):
+            self.broker.stats.queues_deleted += 1  # (it counted as created when declared)
+            self.broker.metadata.delete_queue(self.name, obj.name)
+        else:
+            self.broker.metadata.delete_exchange(self.name, obj.name)
 
     def _check_args(self, kind: str, name: str, current: dict[str, Any], got: dict[str, Any],
                     keys: tuple[str, ...] | None) -> None:
@@ -137,19 +212,30 @@ class VHost:
                 raise PreconditionFailed(f"inequivalent arg '{k}' for {kind} '{name}' in vhost '{self.name}': "
                                          f"received {got_s} but current is {cur_s}")
 
-    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+    def delete_exchange(self, name: str, *, if_unused: bool, defer: bool = False) -> None:
+        """``defer``: a durable exchange goes once its delete is durable (it routes until then)."""
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
         if name.startswith("amq."):
             raise AccessRefused(f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
+            pending = self.pending_exchanges.get(name)
+            if pending is not None:
+                self._delete_pending(pending)
             return
         if if_unused and ex.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        if defer and ex.durable:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None and self.exchanges.get(ex.name) is ex:
+                    self._remove_exchange(ex, commit=False)
+
+            self.broker.commit_then([Change("delete", "exchange", (self.name, ex.name))], durable)
+            return
         self._remove_exchange(ex)
 
-    def _remove_exchange(self, ex: Exchange) -> None:
+    def _remove_exchange(self, ex: Exchange, *, commit: bool = True) -> None:
         del self.exchanges[ex.name]
         # bindings from it go with it; bindings to it are removed from their sources
         for dest, rk, args in list(ex.bindings):
@@ -157,7 +243,7 @@ class VHost:
         ex.bindings.clear()
         for src in list(self.exchanges.values()):
             self._unbind_all(src, ex)
-        if ex.durable:
+        if ex.durable and commit:
             self.broker.metadata.delete_exchange(self.name, ex.name)
 
     def _unbind_all(self, src: Exchange, dest: object) -> None:
@@ -173,7 +259,7 @@ class VHost:
 
     # ---- queues --------------------------------------------------------------------------------
     def declare_queue(self, session: Session, name: str, *, passive: bool, durable: bool, exclusive: bool,
-                      auto_delete: bool, arguments: dict[str, Any]) -> Queue:
+                      auto_delete: bool, arguments: dict[str, Any], defer: bool = False) -> Queue:
         if passive:
             q = self.queue(name, session)
             q.touch()
@@ -181,9 +267,12 @@ class VHost:
         durable = durable and not exclusive  # as RabbitMQ: an exclusive queue never outlives its connection
         if name == "":
             name = server_name()
-        elif name.startswith("amq.") and name not in self.queues:
+        elif name.startswith("amq.") and name not in self.queues and name not in self.pending_queues:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         existing = self.queues.get(name)
+        pending = None
+        if existing is None:
+            existing = pending = self.pending_queues.get(name)
         if existing is not None:
             q = existing
             self.check_exclusive(q, session, declared_exclusive=exclusive)
@@ -192,11 +281,22 @@ class VHost:
                     raise PreconditionFailed(f"inequivalent arg '{field}' for queue '{name}' in vhost "
                                              f"'{self.name}': received '{_s(got)}' but current is '{_s(cur)}'")
             self._check_args("queue", name, q.arguments, arguments, None)
+            if pending is not None:
+                if defer:  # answered once the first declare is durable (its put, then this one)
+                    self._commit_then_show(queue_change(self.name, q), q, first=False)
+                else:
+                    self._show(q)
             q.touch()
             return q
         check_declare(name, self.name, durable=durable, exclusive=exclusive, auto_delete=auto_delete, args=arguments)
         q = Queue(self, name, durable=durable, exclusive_owner=session.connection if exclusive else None,
                   auto_delete=auto_delete, arguments=arguments)
+        if durable and not exclusive and defer:
+            # every check is done: commit, and show it once durable (not before: nobody may route to,
+            # bind to or see a queue that a crash now would lose)
+            self.pending_queues[name] = q
+            self._commit_then_show(queue_change(self.name, q), q, first=True)
+            return q
         # every check is done: persist, then make it visible; a failed save leaves nothing behind
         if durable and not exclusive:
             try:
@@ -228,11 +328,30 @@ class VHost:
                 q.set_policy(best_policy(policies, q.name))
         self.broker.flush()
 
-    def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
+    def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False,
+                     defer: bool = False) -> int:
+        """``defer``: a durable queue goes once its delete is durable (until then it still exists for
+        everyone; the caller's answer waits); the count is the messages it held when checked."""
         if if_unused and q.consumers:
             raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' in use")
         if if_empty and q.message_count:
             raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
+        if q.deleted:
+            return 0
+        if self.pending_queues.get(q.name) is q:
+            self._delete_pending(q)
+            return 0
+        if defer and q.persist:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None:
+                    self._remove_queue(q, commit=False)
+                    self.broker.flush()
+
+            self.broker.commit_then([Change("delete", "queue", (self.name, q.name))], durable)
+            return q.message_count
+        return self._remove_queue(q)
+
+    def _remove_queue(self, q: Queue, *, commit: bool = True) -> int:
         if q.deleted:
             return 0
         q.deleted = True
@@ -253,19 +372,39 @@ class VHost:
             else:
                 self._unbind_all(ex, q)
         if q.persist:
-            self.broker.metadata.delete_queue(self.name, q.name)
+            if commit:
+                self.broker.metadata.delete_queue(self.name, q.name)
             self.broker.store.delete_queue(q)
         return count
 
     # ---- bindings ------------------------------------------------------------------------------
-    def bind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any]) -> None:
+    def bind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any], *,
+             defer: bool = False) -> None:
+        """``defer``: a new durable binding routes only once its definition is durable (the caller's
+        answer waits for that); a binding whose source or destination is gone by then is not made."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
+        if defer and ex.durable and dest.durable:
+            want = canonical(arguments)
+            if not any(b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+                change = Change("put", "binding", (self.name, ex.name, dest.name, dest.kind, routing_key),
+                                {"arguments": dict(arguments)})
+                self.broker.commit_then([change], lambda failure: self._bound(ex, dest, routing_key, arguments,
+                                                                              failure))
+            return
         if ex.table.bind(dest, routing_key, arguments):
             ex.bindings.append((dest, routing_key, dict(arguments)))
             if ex.durable and dest.durable:
                 self.broker.metadata.save_binding(self.name, ex.name, dest, routing_key, arguments)
+
+    def _bound(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+               failure: BaseException | None) -> None:
+        alive = (self.queues.get(dest.name) is dest and not dest.deleted if isinstance(dest, Queue)
+                 else self.exchanges.get(dest.name) is dest)
+        if failure is None and alive and self.exchanges.get(ex.name) is ex and ex.table.bind(dest, routing_key,
+                                                                                             arguments):
+            ex.bindings.append((dest, routing_key, dict(arguments)))
 
     def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
                session: Session | None = None) -> None:

@@ -44,6 +44,11 @@ log = logging.getLogger("haremq.amqp")
 assert (amqp_channel.UNROUTABLE, amqp_channel.REJECTED) == (UNROUTABLE, REJECTED)
 DEFINITIONS = "definitions"  # read-pause reason: a declare's -ok waits for the metadata store
 
+
+class _HoldInput(Exception):
+    """Raised by ``_on_method`` to stop handling a batch of events at a declare not yet applied."""
+
+
 CAPABILITIES = {
     "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
     "consumer_cancel_notify": True, "connection.blocked": True, "consumer_priorities": True,
@@ -61,7 +66,10 @@ def server_properties(cluster_name: str) -> dict[str, Any]:
 
 class BrokerChannelPort:
     """The ``BrokerPort`` of one connection's channels over the core ``Broker``: the hot calls are the
-    broker's own bound methods (no extra call per message), the rest forward with core types."""
+    broker's own bound methods (no extra call per message), the rest forward with core types.
+
+    Durable declares, deletes and binds go with ``defer=True``: committed first, applied on the loop
+    once durable (core/vhost.py); the listener holds the -ok and the input after it until then."""
 
     def __init__(self, conn: AmqpServerProtocol) -> None:
         broker = conn.node.broker
@@ -85,29 +93,30 @@ class BrokerChannelPort:
     def exchange_declare(self, s: Any, name: str, type_: str, *, passive: bool, durable: bool,
                          auto_delete: bool, internal: bool, arguments: dict[str, Any]) -> object:
         return self._broker.exchange_declare(s, name, type_, passive=passive, durable=durable,
-                                             auto_delete=auto_delete, internal=internal, arguments=arguments)
+                                             auto_delete=auto_delete, internal=internal, arguments=arguments,
+                                             defer=True)
 
     def exchange_delete(self, s: Any, name: str, *, if_unused: bool) -> None:
-        self._broker.exchange_delete(s, name, if_unused=if_unused)
+        self._broker.exchange_delete(s, name, if_unused=if_unused, defer=True)
 
     def exchange_bind(self, s: Any, destination: str, source: str, routing_key: str, arguments: dict[str, Any],
                       *, unbind: bool) -> None:
-        self._broker.exchange_bind(s, destination, source, routing_key, arguments, unbind=unbind)
+        self._broker.exchange_bind(s, destination, source, routing_key, arguments, unbind=unbind, defer=True)
 
     def queue_declare(self, s: Any, name: str, *, passive: bool, durable: bool, exclusive: bool,
                       auto_delete: bool, arguments: dict[str, Any]) -> Queue:
         return self._broker.queue_declare(s, name, passive=passive, durable=durable, exclusive=exclusive,
-                                          auto_delete=auto_delete, arguments=arguments)
+                                          auto_delete=auto_delete, arguments=arguments, defer=True)
 
     def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any],
                    *, unbind: bool) -> None:
-        self._broker.queue_bind(s, queue, exchange, routing_key, arguments, unbind=unbind)
+        self._broker.queue_bind(s, queue, exchange, routing_key, arguments, unbind=unbind, defer=True)
 
     def queue_purge(self, s: Any, name: str) -> int:
         return self._broker.queue_purge(s, name)
 
     def queue_delete(self, s: Any, name: str, *, if_unused: bool, if_empty: bool) -> int:
-        return self._broker.queue_delete(s, name, if_unused=if_unused, if_empty=if_empty)
+        return self._broker.queue_delete(s, name, if_unused=if_unused, if_empty=if_empty, defer=True)
 
     def consume(self, s: Any, queue: str, tag: str, *, no_ack: bool, exclusive: bool,
                 arguments: dict[str, Any]) -> Consumer:
@@ -140,11 +149,13 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         self.blocked_sent = False
         self.auth_mechanism: str | None = None  # for the management API
         self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
+        # input already read, waiting (with ``_held``) until a declare before it is durable and applied
+        self._backlog: list[ev.Event] | None = None
         # event type -> handler (``buffer_updated`` looks it up once per event); channel events go
         # straight to the channel handlers
         chans = self.chans
         self._events: dict[type[ev.Event], Callable[[Any], None]] = {
-            ev.Publish: chans.on_publish, ev.Settle: chans.on_settle, ev.MethodReceived: chans.on_method,
+            ev.Publish: chans.on_publish, ev.Settle: chans.on_settle, ev.MethodReceived: self._on_method,
             ev.ChannelOpened: chans.on_channel_opened, ev.ChannelClosed: chans.on_channel_closed,
             ev.ChannelFailed: chans.on_channel_closed, ev.StartOk: self._authenticate,
             ev.TuneOk: self._on_tune_ok, ev.OpenVhost: self._on_open_vhost,
@@ -159,16 +170,33 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_in += nbytes
-        node = self.node
-        self.last_recv = node.loop_time()
-        revision = node.broker.metadata.revision
+        self.last_recv = self.node.loop_time()
         try:
             events = self.proto.buffer_updated(nbytes)
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on connection from %s", self.peer)
+            events = []
+            self._fail(InternalError("internal error"))
+        if self._held is not None:  # read before the pause took effect: after the held input
+            self._backlog = (self._backlog or []) + events
+            return
+        self._run(events)
+
+    def _run(self, events: list[ev.Event]) -> None:
+        """Handle ``events`` in order; after a method that committed a definition, the rest wait in
+        ``_backlog`` until it is durable and applied (a publish after a declare sees the queue)."""
+        node = self.node
+        revision = node.broker.metadata.revision
+        it = iter(events)
+        try:
             handlers = self._events
-            for event in events:
-                handlers[type(event)](event)
-                if self.closing:
-                    break
+            try:
+                for event in it:
+                    handlers[type(event)](event)
+                    if self.closing:
+                        break
+            except _HoldInput:
+                self._backlog = list(it)
             node.broker.flush()
             for ch in list(self.channels.values()):
                 if ch.outcomes and ch.flush_confirms():
@@ -182,6 +210,16 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         node.flush_output()
         if node.publishers_blocked and self.published:
             self.apply_alarms(node.memory_alarm, node.disk_alarm)
+
+    def _on_method(self, event: ev.MethodReceived) -> None:
+        """A channel method; one that committed a definition not yet applied stops the batch
+        (``_HoldInput``): what follows runs once it is (only methods change definitions, so the
+        publish path checks nothing)."""
+        broker = self.node.broker
+        revision = broker.metadata.revision
+        self.chans.on_method(event)
+        if broker.metadata.revision != revision and not self.closing and broker.pending_definitions() is not None:
+            raise _HoldInput
 
     def connection_ended(self) -> None:
         for ch in self.chans.close_all():
@@ -197,7 +235,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
     def _hold_for_definitions(self) -> None:
         """A declare, delete or bind changed durable definitions: hold this connection's output (its
         -ok and whatever follows) and input until the metadata store's writer thread has them."""
-        pending = self.node.broker.metadata.pending()
+        pending = self.node.broker.pending_definitions()
         if pending is None:
             return
         self.pause_reading(DEFINITIONS)
@@ -208,11 +246,15 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         if held is not self._held:
             return  # a later hold is still waiting
         self._held = None
+        backlog, self._backlog = self._backlog, None
         if held.cancelled() or held.exception() is not None:
             log.error("definitions of connection %s not persisted; dropping it", self.peer)
             self.abort()  # no -ok for what was not kept
             return
-        self.resume_reading(DEFINITIONS)
+        if backlog and not self.closing:  # (a lost or closing connection runs nothing more)
+            self._run(backlog)  # may hold again
+        if self._held is None:
+            self.resume_reading(DEFINITIONS)
         self.node.want_flush(self)
         self.node.flush_output()
 

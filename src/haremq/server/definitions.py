@@ -1,26 +1,42 @@
-"""The definitions command layer: every change to vhosts, users, permissions, policies and SQS access
-keys (management API, ``haremq ctl``, definitions imports) goes through ``Definitions``.
+"""The definitions command layer: every change to vhosts, users, permissions, policies, SQS access
+keys, exchanges, queues and bindings goes to the metadata store before (or, for deletes and bindings,
+as) it changes memory, and is answered after it is durable.
 
-Order: validate (the caller) -> commit to the metadata store (one transaction on its writer
-thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. So
-a 2xx means the change is on disk, and a restart shows exactly what was answered. Every command
-returns the store revision of its change.
+Vhosts, users, permissions, policies, access keys (management API, ``haremq ctl``, definitions imports) go
+through ``Definitions``: validate (the caller) -> commit (one transaction on the store's writer
+thread, awaited: the loop never waits for SQLite) -> apply to memory -> the caller answers. Every
+command returns the store revision of its change.
 
-Exchanges, queues, bindings and queue attributes are validated and applied by the core (the rules
-every protocol shares), which submits their commit to the same store and revision sequence;
-``settle`` waits for it before the answer (the AMQP server holds declare-ok the same way).
+Durable exchange and queue declares (AMQP, SQS CreateQueue, management PUT and import, STOMP frames
+that ask for a RECEIPT) go the same way through
+the core: ``Broker.exchange_declare``/``queue_declare`` with ``defer=True`` check (permissions,
+equivalence, arguments), submit the put, and keep the new object pending and invisible (not routable,
+not bindable, 404) until ``when_durable`` below applies it on the loop; a failed commit applies
+nothing. The server holds its answer until the store's ``pending()`` is durable, which is after that
+apply (the apply callback is queued first), and the AMQP listener holds the rest of the connection's
+input too, so a publish right after a declare sees the queue (STOMP: the frame runs again once the
+queue is applied). ``Broker.pending_definitions`` is what every answer waits for: the newest commit,
+or the newest declare durable but not applied yet. Transient, exclusive and other never-persisted
+objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttributes on a durable
+queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
+once durable); a durable queue or exchange deleted by AMQP or the management API stays until its
+delete is durable. Unbinds, auto-deletes, SQS DeleteQueue and vhost deletes still change memory
+first and only their answer waits (``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
-revision), ``apply`` is what a watch of remote changes calls, ``subscribe`` sees every durable
-change (any path: commands, protocol declares) with its revision, on the event loop.
+revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of
+remote changes calls, ``subscribe`` sees every durable change (any path: commands, protocol
+declares) with its revision, on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from haremq.core.broker import Then, commit_failure, run_when_durable
 from haremq.core.policy import Policy
 from haremq.security.users import Permission, User
 from haremq.store.api import Change, Watcher
@@ -31,6 +47,22 @@ if TYPE_CHECKING:
 class Definitions:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        broker.when_durable = self.when_durable
+
+    @staticmethod
+    def when_durable(fut: Future[int], then: Then) -> None:
+        """The core's deferred declares: ``then(failure)`` on the event loop once ``fut`` (their
+        commit) is durable or failed; at once when it already is (the memory store). Queued before any
+        server's wait on the same commit, so an answer held on ``pending()`` comes after the apply."""
+        if fut.done():
+            then(commit_failure(fut))
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            run_when_durable(fut, then)
+            return
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(then, commit_failure(f)))
 
     @property
     def revision(self) -> int:
@@ -53,8 +85,8 @@ class Definitions:
         return revision
 
     async def settle(self) -> int:
-        """Until every change submitted so far (the core's declares) is durable; the revision."""
-        pending = self.broker.metadata.pending()
+        """Until every change submitted so far is durable and every deferred declare applied; the revision."""
+        pending = self.broker.pending_definitions()
         if pending is not None:
             await asyncio.wrap_future(pending)
         return self.revision

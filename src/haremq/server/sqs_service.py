@@ -57,6 +57,7 @@ from haremq.protocol.sqs.attributes import (
     validate_attributes,
     validate_name,
 )
+from haremq.store.api import queue_change
 
 if TYPE_CHECKING:
     from haremq.core.broker import Broker
@@ -80,6 +81,7 @@ class SqsQueue:
         self.token = os.urandom(6).hex()  # receipt handles of another queue (or incarnation) are invalid
         self._secret = os.urandom(16)  # signs receipt handles: one never issued is told from a stale one
         self.last_purge: float | None = None
+        self._next_config: SqsConfig | None = None  # set, its definition not durable yet
         fresh = queue.receiver is None
         if queue.receiver is None:
             queue.receiver = Receiver(queue, group_header=GROUP_HEADER if config.fifo else None,
@@ -144,17 +146,40 @@ class SqsQueue:
                                  Redrive(rp.dead_letter_queue, rp.max_receive_count, SOURCE_HEADER))
 
     def set_attributes(self, attrs: dict[str, str]) -> None:
-        merged = {**self.config.attributes, **validate_attributes(attrs, self.config.fifo)}
-        self.config = SqsConfig(merged, self.config.fifo)
+        """A durable queue's new attributes apply once their definition is durable (the answer waits
+        for that: the store's revision changed); merged over any set still on its way to the disk."""
+        base = self._next_config or self.config
+        config = SqsConfig({**base.attributes, **validate_attributes(attrs, base.fifo)}, base.fifo)
+        q = self.queue
+        if not q.durable:
+            self._set_config(config)
+            self.persist()
+            return
+        change = queue_change(q.vhost.name, q)
+        change.value["arguments"][SQS_ARGUMENT] = self._definition(config)
+        self._next_config = config
+
+        def durable(failure: BaseException | None) -> None:
+            if self._next_config is config:
+                self._next_config = None
+            if failure is None and not q.deleted:
+                self._set_config(config)
+                q.arguments[SQS_ARGUMENT] = self._definition(config)
+
+        q.vhost.broker.commit_then([change], durable)
+
+    def _set_config(self, config: SqsConfig) -> None:
+        self.config = config
         self.modified = self.queue.vhost.broker.clock.time()
         self._apply()
-        self.persist()
+
+    def _definition(self, config: SqsConfig) -> dict[str, object]:
+        return {"attributes": dict(config.attributes), "tags": dict(self.tags), "created": int(self.created)}
 
     def persist(self) -> None:
         """Keep attributes and tags in the queue's arguments, so they live as long as its definition."""
         q = self.queue
-        q.arguments[SQS_ARGUMENT] = {"attributes": dict(self.config.attributes), "tags": dict(self.tags),
-                                     "created": int(self.created)}
+        q.arguments[SQS_ARGUMENT] = self._definition(self._next_config or self.config)  # not losing a pending set
         if q.durable:
             q.vhost.broker.metadata.save_queue(q.vhost.name, q)
 
@@ -395,7 +420,20 @@ class SqsService:
         config = SqsConfig(attrs, fifo)
         created = self.broker.clock.time()
         arguments = {SQS_ARGUMENT: {"attributes": dict(config.attributes), "tags": dict(tags), "created": int(created)}}
-        q = self.broker.queue_declare(self.session(user), name, durable=True, arguments=arguments)
+        pending = self.vhost.pending_queues.get(name)
+        if pending is not None:
+            # a CreateQueue of that name is being made durable: the same attribute check, then this
+            # answer waits for it too (the core commits the same put again)
+            made = pending.arguments.get(SQS_ARGUMENT)
+            current = made.get("attributes", {}) if isinstance(made, dict) else {}
+            defaults = SqsConfig({}, fifo).attributes
+            for k, v in attrs.items():
+                if current.get(k, defaults.get(k, "")) != v:
+                    raise QueueNameExists("A queue already exists with the same name and a different value for "
+                                          f"attribute {k}")
+            arguments = pending.arguments
+        # a new queue is visible (sendable, listed) only once its definition is durable
+        q = self.broker.queue_declare(self.session(user), name, durable=True, arguments=arguments, defer=True)
         return SqsQueue(q, config, dict(tags), created)
 
     def delete(self, user: User, name: str) -> None:

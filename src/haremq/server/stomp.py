@@ -36,7 +36,7 @@ from haremq.message import Message
 from haremq.protocol.stomp import handler as stomp_handler
 from haremq.protocol.stomp import session as S
 from haremq.protocol.stomp.frames import Frame
-from haremq.protocol.stomp.handler import StompHandler, StompSession, Subscription
+from haremq.protocol.stomp.handler import DeclarePending, StompHandler, StompSession, Subscription
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
 from haremq.server.durability import WAIT, Answers, Durability, Gate
@@ -100,18 +100,26 @@ class StompBrokerAdapter:
         self._vhost.exchange(name)
 
     def queue_declare(self, s: Any, name: str, *, durable: bool = False, exclusive: bool = False,
-                      auto_delete: bool = False, arguments: dict[str, Any] | None = None) -> Queue:
+                      auto_delete: bool = False, arguments: dict[str, Any] | None = None,
+                      defer: bool = False) -> Queue:
         return self._broker.queue_declare(s, name, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
-                                          arguments=arguments)
+                                          arguments=arguments, defer=defer)
 
-    def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str) -> None:
-        self._broker.queue_bind(s, queue, exchange, routing_key)
+    def queue_pending(self, name: str) -> bool:
+        vh = self._vhost
+        return name not in vh.queues and name in vh.pending_queues
+
+    def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str, *, defer: bool = False) -> None:
+        self._broker.queue_bind(s, queue, exchange, routing_key, defer=defer)
 
     def queue_delete(self, s: Any, name: str) -> int:
         return self._broker.queue_delete(s, name)
 
     def consume(self, s: Any, queue: str, tag: str, *, no_ack: bool) -> object:
         return self._broker.consume(s, queue, tag, no_ack=no_ack)
+
+
+DEFINITIONS = "definitions"  # read-pause reason: a frame waits for a queue it declared to be durable
 
 
 class StompServerProtocol(ClientListener, asyncio.Protocol):
@@ -129,6 +137,7 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         # the receipt of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts = Answers()
         self._error: tuple[HareError, str | None, tuple[tuple[str, str], ...]] | None = None  # sent after them
+        self._backlog: list[S.Event] | None = None  # frames waiting for a declared queue (DeclarePending)
 
     @property
     def conn(self) -> StompServerProtocol:
@@ -143,8 +152,26 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         if self.closing:
             return
         try:
-            for event in self.proto.receive_data(data):
-                self._handle(event)
+            events = self.proto.receive_data(data)
+        except Exception:  # a bug of ours must not take the broker down
+            log.exception("internal error on STOMP connection from %s", self.peer)
+            events = []
+            self.fail(InternalError("internal error"))
+        if self._backlog is not None:  # read before the pause took effect: after the waiting frames
+            self._backlog += events
+            return
+        self._run(events)
+
+    def _run(self, events: list[S.Event]) -> None:
+        node = self.node
+        it = iter(events)
+        try:
+            for event in it:
+                try:
+                    self._handle(event)
+                except DeclarePending:
+                    self._wait_for_declare([event, *it])
+                    break
                 if self.closing:
                     break
             node.broker.flush()
@@ -266,11 +293,33 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         except HareError as err:
             self.fail(err, frame.headers.get("receipt"))
             return
-        pending = metadata.pending() if metadata.revision != revision else None
+        pending = broker.pending_definitions() if metadata.revision != revision else None
         if pending is not None and "receipt" in frame.headers:
             self._hold_receipt(frame, written, pending)
         else:
             self._receipt(frame, written)
+
+    def _wait_for_declare(self, backlog: list[S.Event]) -> None:
+        """Stop reading; run ``backlog`` (from the frame that declared) once the queue is applied, or
+        end the connection with an ERROR if its definition could not be kept."""
+        pending = self.node.broker.pending_definitions()
+        assert pending is not None
+        self._backlog = backlog
+        self.pause_reading(DEFINITIONS)
+
+        def release(done: asyncio.Future[int]) -> None:
+            events, self._backlog = self._backlog or [], None
+            if done.cancelled() or done.exception() is not None:
+                self.fail(ResourceError("queue definition not durable"))
+                self.node.want_flush(self)
+                self.node.flush_output()
+                return
+            if self.closing:
+                return  # lost meanwhile: its frames run no more (no subscription outlives it)
+            self.resume_reading(DEFINITIONS)
+            self._run(events)
+
+        asyncio.wrap_future(pending).add_done_callback(release)
 
     def _hold_receipt(self, frame: Frame, written: Positions, pending: Future[int]) -> None:
         """The frame declared a durable queue: its RECEIPT (and later ones) also waits for the
@@ -338,9 +387,13 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         total: Positions = {}  # what the whole transaction wrote: the COMMIT's own receipt waits for it
         for r in e.frames:
             written.clear()
+            handler = self.handler
+            assert handler is not None
+            handler.in_commit = True  # (a COMMIT's frames run once: their queues are declared at once)
             try:
                 self._apply(r)
             finally:
+                handler.in_commit = False
                 total.update(written)  # (lsns only grow: the newest per log wins)
             if r.action is S.Action.SEND:
                 self._receipt(r.frame, written)

@@ -208,7 +208,7 @@ class MetadataStore(Protocol):
 
     ``commit`` never blocks the caller: it numbers the change (``revision`` + 1, in call order) and
     returns a future that completes with that revision once it is durable (SQLite: on the store's
-    writer thread). ``pending()`` is the future of the newest write not yet durable, so a server can
+    writer thread). ``pending()`` is the future of the newest write not yet durable (or failed), so a server can
     hold an answer until everything it caused is kept. The ``save_*``/``delete_*`` helpers below are
     one-change commits for the core's declares. A cluster backend implements the same port with a
     compare-and-set on ``revision``.
@@ -260,6 +260,19 @@ def dest_type(dest: BindingDest) -> str:
     return dest.kind
 
 
+def exchange_change(vhost: str, exchange: Any) -> Change:
+    """The put of a durable exchange (a declare's typed change)."""
+    return Change("put", "exchange", (vhost, exchange.name), {
+        "type": exchange.type, "durable": exchange.durable, "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal, "arguments": dict(exchange.arguments or {})})
+
+
+def queue_change(vhost: str, queue: Any) -> Change:
+    """The put of a durable queue (a declare's typed change)."""
+    return Change("put", "queue", (vhost, queue.name), {
+        "durable": queue.durable, "auto_delete": queue.auto_delete, "arguments": dict(queue.arguments or {})})
+
+
 class OneChangeCommits:
     """The ``save_*``/``delete_*`` calls of MetadataStore and AccessStore as one-change ``commit``s
     (the core's declares; the server holds its answer on ``pending()``)."""
@@ -268,17 +281,13 @@ class OneChangeCommits:
         raise NotImplementedError
 
     def save_exchange(self, vhost: str, exchange: Any) -> None:
-        self.commit([Change("put", "exchange", (vhost, exchange.name), {
-            "type": exchange.type, "durable": exchange.durable, "auto_delete": exchange.auto_delete,
-            "internal": exchange.internal, "arguments": dict(exchange.arguments or {})})])
+        self.commit([exchange_change(vhost, exchange)])
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         self.commit([Change("delete", "exchange", (vhost, name))])
 
     def save_queue(self, vhost: str, queue: Any) -> None:
-        self.commit([Change("put", "queue", (vhost, queue.name), {
-            "durable": queue.durable, "auto_delete": queue.auto_delete,
-            "arguments": dict(queue.arguments or {})})])
+        self.commit([queue_change(vhost, queue)])
 
     def delete_queue(self, vhost: str, name: str) -> None:
         self.commit([Change("delete", "queue", (vhost, name))])

@@ -156,8 +156,12 @@ class SqliteMetadataStore(OneChangeCommits):
         return fut
 
     def pending(self) -> Future[int] | None:
+        """The newest write unless it is durable: still running, or failed (a broken store fails every
+        later write too, so an answer waiting on it is refused even when the failure came first)."""
         last = self._last
-        return last if last is not None and not last.done() else None
+        if last is None or (last.done() and last.exception() is None):
+            return None
+        return last
 
     def watch(self, watcher: Watcher) -> None:
         self._watchers.append(watcher)

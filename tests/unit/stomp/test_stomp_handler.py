@@ -13,7 +13,7 @@ from haremq.errors import HareError, PreconditionFailed, ResourceError
 from haremq.message import Message, Properties
 from haremq.protocol.stomp import handler as stomp_handler
 from haremq.protocol.stomp import session as S
-from haremq.protocol.stomp.handler import REJECTED, StompHandler, Subscription
+from haremq.protocol.stomp.handler import REJECTED, DeclarePending, StompHandler, Subscription
 
 
 class FakeSession:
@@ -45,6 +45,8 @@ class FakePort:
     def __init__(self) -> None:
         self.queues: set[str] = set()
         self.declared: list[str] = []
+        self.deferred: list[str] = []  # declared with defer=True (a durable queue committed first)
+        self.pending: set[str] = set()  # what queue_pending reports (a declare not yet durable)
         self.consumers: list[tuple[str, str, bool]] = []
         self.published: list[tuple[str, str, bytes]] = []
         self.results: list[int] = []
@@ -63,13 +65,19 @@ class FakePort:
     def check_exchange(self, name: str) -> None:
         pass
 
-    def queue_declare(self, s: Any, name: str, **kw: Any) -> Named:
+    def queue_declare(self, s: Any, name: str, *, defer: bool = False, **kw: Any) -> Named:
         name = name or "amq.gen-1"
-        self.queues.add(name)
+        if defer:
+            self.deferred.append(name)
+        else:
+            self.queues.add(name)
         self.declared.append(name)
         return Named(name)
 
-    def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str) -> None:
+    def queue_pending(self, name: str) -> bool:
+        return name in self.pending
+
+    def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str, *, defer: bool = False) -> None:
         pass
 
     def queue_delete(self, s: Any, name: str) -> int:
@@ -147,3 +155,24 @@ def test_client_ack_settles_cumulatively_on_its_subscription_and_late_acks_after
     h.frame("ACK", id=sub.prefix + "4")  # for a subscription that is gone: ignored
     with pytest.raises(PreconditionFailed):
         h.frame("ACK", id="not-ours")
+
+
+def test_a_send_with_a_receipt_to_a_new_durable_queue_waits_for_its_definition_through_the_port() -> None:
+    h = Harness()
+    h.port.pending.add("jobs")
+    with pytest.raises(DeclarePending):
+        h.frame("SEND", b"x", destination="/queue/jobs", receipt="r1")
+    assert h.port.deferred == ["jobs"] and h.port.published == []  # runs again once the queue is there
+    # without a receipt, or inside a COMMIT (its frames run once), the queue is declared at once
+    h.frame("SEND", b"y", destination="/queue/now")
+    h.handler.in_commit = True
+    h.frame("SEND", b"z", destination="/queue/tx", receipt="r2")
+    assert h.port.deferred == ["jobs"] and h.port.published == [("", "now", b"y"), ("", "tx", b"z")]
+
+
+def test_a_subscribe_with_a_receipt_whose_queue_is_pending_closes_its_session_and_keeps_no_subscription() -> None:
+    h = Harness()
+    h.port.pending.add("work")
+    with pytest.raises(DeclarePending):
+        h.frame("SUBSCRIBE", destination="/queue/work", id="s1", receipt="r1")
+    assert not h.handler.subs and h.port.consumers == []

@@ -12,6 +12,11 @@ Each SUBSCRIBE gets its own broker session: its delivery tags are the subscripti
 (``T_<subscription>@@<n>@@<tag>``), its prefetch is the ``prefetch-count`` header, ``client`` mode
 ACKs are cumulative over exactly that tag space, and UNSUBSCRIBE requeues what it still holds by
 closing it. SENDs go through one more session per connection (``pub``).
+
+A frame that asks for a RECEIPT declares a new durable queue (and binds it) with ``defer``: the port
+commits the definition first and the queue exists only once it is durable, so the handler raises
+``DeclarePending`` and the owner runs that frame (and those after it) again then. Frames without a
+receipt, and a COMMIT's frames (they must not run twice), declare at once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "
               "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
               "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
 _MAX_GONE = 1024
+
+
+class DeclarePending(Exception):
+    """A frame declared a durable queue that exists only once its definition is durable: the owner
+    runs the frame (and those after it) again then, when the queue is there."""
 
 
 class StompSession(Protocol):
@@ -86,9 +96,19 @@ class StompBrokerPort(Protocol):
         ...
 
     def queue_declare(self, s: StompSession, name: str, *, durable: bool = False, exclusive: bool = False,
-                      auto_delete: bool = False, arguments: dict[str, Any] | None = None) -> Named: ...
+                      auto_delete: bool = False, arguments: dict[str, Any] | None = None,
+                      defer: bool = False) -> Named:
+        """``defer``: a new durable queue is committed first and exists once durable (``queue_pending``)."""
+        ...
 
-    def queue_bind(self, s: StompSession, queue: str, exchange: str, routing_key: str) -> None: ...
+    def queue_pending(self, name: str) -> bool:
+        """The durable queue ``name`` is declared but not there yet (its definition is not durable)."""
+        ...
+
+    def queue_bind(self, s: StompSession, queue: str, exchange: str, routing_key: str, *,
+                   defer: bool = False) -> None:
+        """``defer``: a new durable binding routes once it is durable (the owner's RECEIPT waits)."""
+        ...
 
     def queue_delete(self, s: StompSession, name: str) -> int: ...
 
@@ -185,8 +205,11 @@ class StompHandler:
         self._gone: set[str] = set()  # ack-id prefixes of recent UNSUBSCRIBEs: late ACKs for them are ignored
         self.sub_seq = 0
         self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
+        self.in_commit = False  # the owner is applying a COMMIT's frames (they run once: no DeclarePending)
 
     def apply(self, e: S.Received) -> None:
+        """Do what the frame says; ``DeclarePending`` when it must run again once a durable queue it
+        declared exists (see the module docstring)."""
         a = e.action
         if a is S.Action.SEND:
             self.send(e.frame)
@@ -246,7 +269,20 @@ class StompHandler:
         if not self.port.has_queue(name):
             self.port.queue_declare(self.pub, name, durable=flag(h, "durable", True),
                                     auto_delete=flag(h, "auto-delete"), exclusive=flag(h, "exclusive"),
-                                    arguments=queue_args(h))
+                                    arguments=queue_args(h), defer=self._defers(h))
+            self._unless_pending(name, h)
+
+    def _defers(self, h: dict[str, str]) -> bool:
+        """Whether this frame's new durable queue waits for its definition before it exists: yes for
+        a frame that asks for a RECEIPT; a frame without one keeps the order in which clients see its
+        effects (a durable subscription, then another connection's SEND) and applies at once, as do a
+        COMMIT's frames."""
+        return "receipt" in h and not self.in_commit
+
+    def _unless_pending(self, name: str, h: dict[str, str]) -> None:
+        """``DeclarePending`` while the durable queue ``name`` this frame declared is not there yet."""
+        if self._defers(h) and self.port.queue_pending(name):
+            raise DeclarePending(name)
 
     def temp_queue(self, name: str) -> str:
         """The private queue behind ``/temp-queue/<name>``, created (and subscribed) on first use."""
@@ -281,7 +317,7 @@ class StompHandler:
         try:
             sub.queue = self.subscription_queue(sub, dest, h)
             self.port.consume(sub.session, sub.queue, sub.tag, no_ack=ack == "auto")
-        except HareError:
+        except (HareError, DeclarePending):
             sub.session.close()
             raise
         self.subs[sub_id] = sub
@@ -304,13 +340,14 @@ class StompHandler:
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
                     hashlib.md5(h["id"].encode()).digest()).rstrip(b"=").decode()
                 q = port.queue_declare(s, name, durable=True, auto_delete=flag(h, "auto-delete"),
-                                       arguments=queue_args(h))
+                                       arguments=queue_args(h), defer=self._defers(h))
+                self._unless_pending(q.name, h)
                 sub.delete_on_unsubscribe = True
             else:
                 name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
                     os.urandom(16)).rstrip(b"=").decode()
                 q = port.queue_declare(s, name, exclusive=True, auto_delete=True, arguments=queue_args(h))
-            port.queue_bind(s, q.name, dest.name, dest.key)
+            port.queue_bind(s, q.name, dest.name, dest.key, defer=self._defers(h))
             return q.name
         raise SyntaxError_(f"cannot SUBSCRIBE to '{h['destination'][:200]}': "
                            f"{kind} destinations are only for SEND and reply-to")

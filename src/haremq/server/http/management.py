@@ -514,7 +514,7 @@ class ManagementApp:
     # ---- helpers ---------------------------------------------------------------------------------
     def _settled(self, res: HttpResponse) -> Answer:
         """``res`` once the definitions the request changed through the core are durable."""
-        if self.broker.metadata.pending() is None:
+        if self.broker.pending_definitions() is None:
             return res
 
         async def later() -> HttpResponse:
@@ -818,13 +818,13 @@ class ManagementApp:
             raise HttpError(400, "invalid queue name")
         existed = name in self._vhost(vhost).queues
         self.broker.queue_declare(self._session(user, vhost), name, durable=_bool(body, "durable", True),
-                                  auto_delete=_bool(body, "auto_delete", False), arguments=_args(body))
+                                  auto_delete=_bool(body, "auto_delete", False), arguments=_args(body), defer=True)
         return self._settled(HttpResponse(204 if existed else 201))
 
     def queue_delete(self, vhost: str, name: str, user: User, query: dict[str, str], **_: Any) -> Answer:
         self._queue(vhost, name)
         self.broker.queue_delete(self._session(user, vhost), name, if_unused=query.get("if-unused") == "true",
-                                 if_empty=query.get("if-empty") == "true")
+                                 if_empty=query.get("if-empty") == "true", defer=True)
         return self._settled(HttpResponse(204))
 
     def queue_purge(self, vhost: str, name: str, user: User, **_: Any) -> HttpResponse:
@@ -952,13 +952,13 @@ class ManagementApp:
         existed = name in self._vhost(vhost).exchanges
         self.broker.exchange_declare(self._session(user, vhost), name, type_, durable=_bool(body, "durable", True),
                                      auto_delete=_bool(body, "auto_delete", False),
-                                     internal=_bool(body, "internal", False), arguments=_args(body))
+                                     internal=_bool(body, "internal", False), arguments=_args(body), defer=True)
         return self._settled(HttpResponse(204 if existed else 201))
 
     def exchange_delete(self, vhost: str, name: str, user: User, **_: Any) -> Answer:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
-        self.broker.exchange_delete(self._session(user, vhost), name)
+        self.broker.exchange_delete(self._session(user, vhost), name, defer=True)
         return self._settled(HttpResponse(204))
 
     def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
@@ -1027,7 +1027,7 @@ class ManagementApp:
                    **_: Any) -> Answer:
         self._queue(vhost, name)
         rk = _str(body, "routing_key", "")
-        self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body))
+        self.broker.queue_bind(self._session(user, vhost), name, source, rk, _args(body), defer=True)
         return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
 
     def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
@@ -1313,13 +1313,14 @@ class ManagementApp:
             self._sync(self.exchange_put(_str(e, "vhost", "/"), _str(e, "name"), user, e))
         for q in queues:
             self._sync(self.queue_put(_str(q, "vhost", "/"), _str(q, "name"), user, q))
+        await self.node.definitions.settle()  # durable exchanges and queues exist once their put is durable
         for b in bindings:
             vh, src, dest = _str(b, "vhost", "/"), _str(b, "source"), _str(b, "destination")
             s = self._session(user, vh)
             if b.get("destination_type", "queue") == "queue":
-                self.broker.queue_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+                self.broker.queue_bind(s, dest, src, _str(b, "routing_key", ""), _args(b), defer=True)
             else:
-                self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b))
+                self.broker.exchange_bind(s, dest, src, _str(b, "routing_key", ""), _args(b), defer=True)
         self.broker.flush()
         await self.node.definitions.settle()
         return HttpResponse(204)

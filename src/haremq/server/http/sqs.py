@@ -54,7 +54,7 @@ class SqsEndpoint:
             return self.api.failure(req, InternalError("We encountered an internal error. Please try again."))
         if isinstance(out, LongPoll):
             return self._wait(out)
-        if metadata.revision != revision and metadata.pending() is not None:
+        if metadata.revision != revision and broker.pending_definitions() is not None:
             # CreateQueue, SetQueueAttributes, DeleteQueue: answer once the definition is on disk
             return self._settled(req, out, dict(written))
         if written and not Durability.is_committed(written):

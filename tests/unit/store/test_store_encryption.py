@@ -213,10 +213,12 @@ def test_encrypted_bit_flips_never_yield_a_corrupted_body(tmp_path_factory: pyte
     cipher = ring(5)
     bodies = build(path, 30, seed, cipher)
     segs = sorted(f for f in os.listdir(qdir(path)) if f.endswith(".seg"))
-    f = qdir(path) / data.draw(st.sampled_from(segs))
+    # draws independent of the bytes on disk: ciphertext (random nonces) differs between runs, and a
+    # strategy whose bounds followed it would make Hypothesis's replays inconsistent
+    f = qdir(path) / segs[data.draw(st.integers(0, 2**16)) % len(segs)]
     raw = bytearray(f.read_bytes())
     used = len(bytes(raw).rstrip(b"\0"))
-    off = data.draw(st.integers(0, used - 1))
+    off = data.draw(st.integers(0, 2**30)) % used
     raw[off] ^= 1 << data.draw(st.integers(0, 7))
     f.write_bytes(bytes(raw))
     got = recovered(path, cipher)  # damage (bad CRC) is repaired, never mistaken for a wrong key

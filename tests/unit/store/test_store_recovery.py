@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_fakes import FakeQueue
@@ -243,3 +244,32 @@ def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path) -> None:
     assert synced - removed <= set(seqs)
     assert not set(seqs) & removed - (removed - synced)  # a synced remove stays removed
     assert all(m.body == b"m%d" % m.seq * 40 for m in msgs)
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing"])
+def test_queue_dir_whose_creation_crashed_before_its_first_commit_is_removed_not_leaked(
+        tmp_path: Path, damage: str) -> None:
+    """kill -9 before the first group commit may leave ``queue.json`` empty (or not renamed yet):
+    nothing in that directory was ever confirmed (the commit fsyncs ``queue.json`` first), so
+    recovery removes it instead of skipping it at every start and making the re-created queue a
+    ``~2`` directory next to the orphan."""
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    s.recover()
+    q = FakeQueue("q")
+    s.publish(q, q.entry(b"never confirmed"))
+    s.close()
+    qdir = tmp_path / "queues" / encode_name("/") / encode_name("q")
+    meta = qdir / "queue.json"
+    if damage == "empty":
+        meta.write_bytes(b"")
+    else:
+        meta.unlink()
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    assert s.recover() == {}
+    assert not qdir.exists()
+    s.publish(q, q.entry(b"again"))
+    assert s.logs[("/", "q")].directory == str(qdir)
+    s.close()
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    assert [m.body for m in s.recover()[("/", "q")]] == [b"again"]
+    s.close()

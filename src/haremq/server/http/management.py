@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import hmac
+import importlib
 import inspect
 import json
 import logging
@@ -119,6 +120,46 @@ def _args(d: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise HttpError(400, "'arguments' must be an object")
     return v
+
+
+def _backtracks(pattern: str) -> bool:
+    """Whether a name filter could backtrack for long on the event loop (Python's ``re`` has no time
+    limit and holds the GIL): a repeat inside a repeat, a repeated alternation, a back-reference, or
+    more than two repeats (each multiplies the work by the name's length)."""
+    parser: Any = importlib.import_module("re._parser")
+    repeat_ops = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+    repeats = 0
+
+    def walk(items: Any, in_repeat: bool) -> bool:
+        nonlocal repeats
+        for op, av in items:
+            kind = str(op)
+            if kind in ("GROUPREF", "GROUPREF_EXISTS"):
+                return True
+            if kind in repeat_ops and av[1] > 1:
+                repeats += 1
+                if in_repeat or repeats > 2 or walk(av[2], True):
+                    return True
+                continue
+            if kind == "BRANCH" and in_repeat:
+                return True
+            if any(walk(sub, in_repeat) for sub in _subpatterns(av)):
+                return True
+        return False
+
+    try:
+        return walk(parser.parse(pattern), False)
+    except (RecursionError, re.error):
+        return True
+
+
+def _subpatterns(av: Any) -> list[Any]:
+    """The nested sub-patterns in a parsed regex node's argument."""
+    if isinstance(av, tuple | list):
+        return [s for x in av for s in _subpatterns(x)]
+    if hasattr(av, "data"):  # a SubPattern
+        return [av.data]
+    return []
 
 
 def _path(obj: Any, dotted: str) -> Any:
@@ -595,6 +636,9 @@ class ManagementApp:
                     rx = re.compile(name, re.IGNORECASE)
                 except re.error:
                     raise HttpError(400, f"invalid regular expression '{name[:60]}'") from None
+                if _backtracks(name):
+                    raise HttpError(400, f"regular expression too costly to match: '{name[:60]}' (no nested "
+                                         "or alternating repeats, no back-references, at most 2 repeats)")
                 items = [x for x in items if rx.search(str(x.get("name", "")))]
             else:
                 items = [x for x in items if name.lower() in str(x.get("name", "")).lower()]

@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import secrets
+import struct
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ from haremq.core.policy import Policy, PolicyError, effective_arguments
 from haremq.core.queue import PAGED, Queue
 from haremq.errors import HareError, InternalError
 from haremq.message import Message, Properties
+from haremq.protocol.amqp.codec import encode_properties
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security.access import may_open_vhost
 from haremq.security.refusal import LoginRefused, Peer
@@ -1001,7 +1003,7 @@ class ManagementApp:
         self.broker.exchange_delete(self._session(user, vhost), name)
         return self._settled(HttpResponse(204))
 
-    def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+    def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         payload = _str(body, "payload", "")
         data = base64.b64decode(payload) if body.get("payload_encoding") == "base64" else payload.encode()
         props = body.get("properties") or {}
@@ -1013,14 +1015,30 @@ class ManagementApp:
                        else None,
                        content_type=props.get("content_type") if isinstance(props.get("content_type"), str) else None,
                        message_id=props.get("message_id") if isinstance(props.get("message_id"), str) else None)
+        try:  # what every AMQP consumer will be sent: a value it cannot carry would close their connections
+            encode_properties(p)
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            raise HttpError(400, f"invalid message properties: {exc}"[:300]) from None
         rk = _str(body, "routing_key", "")
         name = "" if name == "amq.default" else name  # the API's name for the default exchange
         from haremq.core.broker import ROUTED
 
+        written = self.broker.written
+        written.clear()
         routed = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data)) == ROUTED
+        positions = dict(written)
+        written.clear()
         self.broker.flush()
         self.node.flush_output()
-        return _json({"routed": routed})
+        res = _json({"routed": routed})
+        if not positions:
+            return res
+
+        async def durable() -> HttpResponse:  # as RabbitMQ's publish, which waits for its confirm
+            await self.node.wait_durable(positions)
+            return res
+
+        return durable()
 
     # ---- bindings ---------------------------------------------------------------------------------------
     @staticmethod

@@ -148,3 +148,24 @@ def test_a_failed_definitions_write_is_refused_not_answered_as_kept() -> None:
         ch = conn.channel()
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             ch.queue_declare("lost-q", durable=True)  # no declare-ok: the connection is dropped
+
+
+def test_another_connections_declare_ok_for_a_queue_not_yet_durable_waits_for_it(
+        slow: tuple[BrokerThread, SlowDisk]) -> None:
+    """The queue is in memory before its definition is on disk: a second connection's (passive)
+    declare-ok names it too, so it waits for the same write (RabbitMQ shows a queue only once
+    committed)."""
+    bt, disk = slow
+    first = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+    second = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+    third = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+    first_ch, second_ch = first.channel(), second.channel()
+    with ThreadPoolExecutor(1) as pool:
+        declared = pool.submit(lambda: first_ch.queue_declare("shared-q", durable=True))
+        time.sleep(0.4)
+        assert not declared.done()
+        held_until_gate(disk, lambda: second_ch.queue_declare("shared-q", passive=True),
+                        lambda: third.channel())
+        assert declared.result(10).method.queue == "shared-q"
+    for c in (first, second, third):
+        c.close()

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haremq.amqp")
 DEFINITIONS = "definitions"  # read-pause reason: a declare's -ok waits for the metadata store
+DEFINITION_METHODS = frozenset({C.Exchange.Declare, C.Exchange.Bind, C.Exchange.Unbind, C.Queue.Declare,
+                                C.Queue.Bind, C.Queue.Unbind})
+"""Methods whose -ok reports definitions: held while any definitions write is pending, not only this
+connection's (the object exists in memory before its write is on disk)."""
 
 CAPABILITIES = {
     "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
@@ -185,6 +189,7 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         self.blocked_sent = False
         self.auth_mechanism: str | None = None  # for the management API
         self._held: asyncio.Future[int] | None = None  # output held until these definitions are durable
+        self._definitions_seen = False  # this read had a declare/bind while a definitions write was pending
         self._methods: dict[type[Any], Callable[[Channel, Any], None]] = {
             C.Basic.Qos: self._qos, C.Basic.Consume: self._consume, C.Basic.Cancel: self._cancel,
             C.Basic.Get: self._get, C.Basic.Recover: self._recover, C.Basic.RecoverAsync: self._recover,
@@ -230,7 +235,8 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         except Exception:  # a bug of ours must not take the broker down
             log.exception("internal error on connection from %s", self.peer)
             self._fail(InternalError("internal error"))
-        if node.broker.metadata.revision != revision:
+        if node.broker.metadata.revision != revision or self._definitions_seen:
+            self._definitions_seen = False
             self._hold_for_definitions()
         node.want_flush(self)
         node.flush_output()
@@ -332,6 +338,10 @@ class AmqpServerProtocol(ClientListener, asyncio.BufferedProtocol):
         if ch is None:
             return
         m = event.method
+        if type(m) in DEFINITION_METHODS and self.node.broker.metadata.pending() is not None and \
+                getattr(m, "queue", None) != "":  # (a server-named queue is new: no one else's)
+            # its -ok may name an object another connection created whose write is still pending
+            self._definitions_seen = True
         handler = self._methods.get(type(m), self._unsupported)
         self._guard(ch, m.index >> 16, m.index & 0xFFFF, handler, m)
 

@@ -622,7 +622,8 @@ class HaremqProc:
                "--log-level", "warning"]
         helptext = subprocess.run([python, "-m", "haremq.cli", "serve", "--help"], capture_output=True,
                                   text=True).stdout
-        for opt in ("--stomp-port", "--sqs-port", "--management-port"):  # other listeners on free ports, so runs never collide on fixed ports
+        # other listeners on free ports, so runs never collide on fixed ports
+        for opt in ("--stomp-port", "--sqs-port", "--management-port"):
             if opt in helptext:
                 cmd += [opt, "0"]
         self.cmd = cmd

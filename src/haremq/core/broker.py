@@ -220,6 +220,10 @@ class Broker:
             return s.vhost.declare_queue(s, name, passive=True, durable=durable, exclusive=exclusive,
                                          auto_delete=auto_delete, arguments=arguments or {})
         self.check(s, "configure", "queue", name or "amq.gen")
+        dlx = (arguments or {}).get("x-dead-letter-exchange")
+        if isinstance(dlx, str):  # RabbitMQ: dead-lettering reads the queue and writes to the exchange
+            self.check(s, "read", "queue", name or "amq.gen")
+            self.check(s, "write", "exchange", dlx)
         before = len(s.vhost.queues)
         q = s.vhost.declare_queue(s, name, passive=False, durable=durable, exclusive=exclusive,
                                   auto_delete=auto_delete, arguments=arguments or {})

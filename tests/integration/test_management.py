@@ -535,3 +535,24 @@ def test_declaring_a_dead_letter_exchange_needs_write_permission_on_it(hb: HttpB
         conn.close()
     assert call(hb, "GET", "/api/queues/%2F/dlxu-q")[0] == 404
     assert call(hb, "DELETE", "/api/users/dlxuser")[0] == 204
+
+
+def test_declaring_an_alternate_exchange_needs_write_permission_on_it(hb: HttpBroker) -> None:
+    """As RabbitMQ: exchange.declare with ``alternate-exchange`` checks read on the exchange and write on the
+    alternate; otherwise unroutable publishes would land in an exchange the user may not write to."""
+    assert call(hb, "PUT", "/api/users/aeuser", {"password": "pw", "tags": ""})[0] == 201
+    assert call(hb, "PUT", "/api/permissions/%2F/aeuser",
+                {"configure": "^aeu-", "write": "^aeu-", "read": "^aeu-"})[0] == 201
+    creds = pika.PlainCredentials("aeuser", "pw")
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", hb.amqp_port, credentials=creds))
+    try:
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            ch.exchange_declare("aeu-x", "direct", arguments={"alternate-exchange": "amq.fanout"})
+        assert info.value.reply_code == 403
+        ch = conn.channel()
+        ch.exchange_declare("aeu-y", "direct", arguments={"alternate-exchange": "aeu-ae"})  # its own: fine
+    finally:
+        conn.close()
+    assert call(hb, "GET", "/api/exchanges/%2F/aeu-x")[0] == 404
+    assert call(hb, "DELETE", "/api/users/aeuser")[0] == 204

@@ -183,6 +183,10 @@ class Broker:
                          arguments: dict[str, Any] | None = None) -> Exchange:
         if not passive:
             self.check(s, "configure", "exchange", name)
+            ae = (arguments or {}).get("alternate-exchange")
+            if isinstance(ae, str):  # RabbitMQ: unroutable messages are read here and written there
+                self.check(s, "read", "exchange", name)
+                self.check(s, "write", "exchange", ae)
         return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable,
                                         auto_delete=auto_delete, internal=internal, arguments=arguments or {})
 

@@ -27,6 +27,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import ssl
 import statistics
 import struct
 import subprocess
@@ -278,13 +279,32 @@ class Conn(asyncio.Protocol):
         self.transport.close()
 
 
+def client_tls() -> ssl.SSLContext:
+    """The benchmark's TLS client: encrypts, does not verify the (self-signed) bench certificate; what
+    a broker spends on TLS is the same either way."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def bench_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed certificate and key for the TLS scenarios (openssl CLI)."""
+    cert, key = os.path.join(directory, "bench-cert.pem"), os.path.join(directory, "bench-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(key, 0o644)  # the RabbitMQ node runs as this user too, but be sure it can read it
+    return cert, key
+
+
 async def connect(url: str, factory: Callable[..., Conn] = Conn, **kw: Any) -> Conn:
     u = urlsplit(url)
     vhost = "/" if u.path in ("", "/") else unquote(u.path[1:])
     loop = asyncio.get_running_loop()
+    tls = u.scheme == "amqps"
     _, proto = await loop.create_connection(
         lambda: factory(unquote(u.username or "guest"), unquote(u.password or "guest"), vhost, **kw),
-        u.hostname or "127.0.0.1", u.port or 5672)
+        u.hostname or "127.0.0.1", u.port or (5671 if tls else 5672), ssl=client_tls() if tls else None)
     await asyncio.wait_for(proto.ready, 30)
     return proto
 
@@ -616,16 +636,19 @@ def _add_rss(rec: dict[str, Any], pid: int | None) -> None:
 
 # ---------------------------------------------------------------------------------------------- brokers
 class HaremqProc:
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, tls: tuple[str, str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="haremq-bench-")
         cmd = [python, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--data-dir", self.dir,
                "--log-level", "warning"]
         helptext = subprocess.run([python, "-m", "haremq.cli", "serve", "--help"], capture_output=True,
                                   text=True).stdout
         # other listeners on free ports, so runs never collide on fixed ports
-        for opt in ("--stomp-port", "--sqs-port", "--management-port"):
+        for opt in ("--stomp-port", "--sqs-port", "--management-port", "--amqps-port", "--stomps-port",
+                    "--sqs-https-port", "--management-https-port"):
             if opt in helptext:
                 cmd += [opt, "0"]
+        if tls is not None:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
         assert self.proc.stdout is not None
@@ -640,6 +663,9 @@ class HaremqProc:
             raise RuntimeError(f"haremq did not start: {line!r}")
         addr = line.split("amqp://", 1)[1].split()[0].rstrip("/")  # the line may list other listeners too
         self.url = f"amqp://guest:guest@{addr}/"
+        self.tls_url = None
+        if "amqps://" in line:
+            self.tls_url = f"amqps://guest:guest@{line.split('amqps://', 1)[1].split()[0].rstrip('/')}/"
         self.pid = self.proc.pid
 
     def stop(self) -> None:
@@ -722,7 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="broker", help="label for --url results")
     ap.add_argument("--pid", type=int, help="broker PID for RSS/CPU readings in --url mode")
     ap.add_argument("--compare", action="store_true", help="start a fresh haremq and a private RabbitMQ node")
-    ap.add_argument("--brokers", default="haremq,rabbitmq", help="with --compare: which to run")
+    ap.add_argument("--brokers", default="haremq,rabbitmq",
+                    help="with --compare: which to run; haremq-tls / rabbitmq-tls: the same node over AMQPS")
+    ap.add_argument("--rabbit-tls-port", type=int, default=5674, help="RabbitMQ's AMQPS port (rabbitmq-tls)")
     ap.add_argument("--haremq-python", default=sys.executable, help="python that has haremq installed")
     ap.add_argument("--rabbit-dir", help="RabbitMQ state folder (default: temporary)")
     ap.add_argument("--rabbit-port", type=int, default=5673)
@@ -761,16 +789,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.compare:
             names = [b.strip() for b in args.brokers.split(",") if b.strip()]
+            tls = bench_certificate(tempfile.mkdtemp(prefix="bench-tls-")) if any(
+                b.endswith("-tls") for b in names) else None
+            started: dict[str, Any] = {}
             for b in names:
-                if b == "haremq":
-                    h = HaremqProc(args.haremq_python)
-                    cleanup.append(h.stop)
-                    targets[b] = (h.url, h.pid)
-                elif b == "rabbitmq":
-                    node = RabbitNode(args.rabbit_dir, amqp_port=args.rabbit_port)
-                    node.start()
-                    cleanup.append(node.stop)
-                    targets[b] = (node.amqp_url, node.beam_pid)
+                kind = b.removesuffix("-tls")
+                if kind == "haremq":
+                    if kind not in started:
+                        started[kind] = h = HaremqProc(args.haremq_python, tls if "haremq-tls" in names else None)
+                        cleanup.append(h.stop)
+                    h = started[kind]
+                    targets[b] = (h.tls_url if b.endswith("-tls") else h.url, h.pid)
+                elif kind == "rabbitmq":
+                    if kind not in started:
+                        tls_port = args.rabbit_tls_port if "rabbitmq-tls" in names else None
+                        started[kind] = node = RabbitNode(args.rabbit_dir, amqp_port=args.rabbit_port,
+                                                          amqps_port=tls_port, tls_files=tls)
+                        node.start()
+                        cleanup.append(node.stop)
+                    node = started[kind]
+                    targets[b] = (node.amqps_url if b.endswith("-tls") else node.amqp_url, node.beam_pid)
                 else:
                     ap.error(f"unknown broker {b}")
             time.sleep(3)  # let both settle before the idle reading

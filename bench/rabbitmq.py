@@ -56,18 +56,24 @@ class RabbitNode:
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, amqp_port: int = 5673,
                  stomp_port: int = 61614, mgmt_port: int = 15673, node_name: str = "rabbit@localhost",
                  plugins: tuple[str, ...] = ("rabbitmq_management", "rabbitmq_stomp"),
-                 extra_conf: str = "", keep_dir: bool = False) -> None:
+                 extra_conf: str = "", keep_dir: bool = False, amqps_port: int | None = None,
+                 tls_files: tuple[str, str] | None = None) -> None:
         self._tmp = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="rmq-bench-"))
         self.amqp_port, self.stomp_port, self.mgmt_port = amqp_port, stomp_port, mgmt_port
         self.node_name, self.plugins, self.extra_conf = node_name, plugins, extra_conf
         self.keep_dir = keep_dir
+        self.amqps_port, self.tls_files = amqps_port, tls_files  # an AMQPS listener: port, (cert, key)
         self.proc: subprocess.Popen[bytes] | None = None
         self.beam_pid: int | None = None
 
     @property
     def amqp_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def amqps_url(self) -> str:
+        return f"amqps://guest:guest@127.0.0.1:{self.amqps_port}/"
 
     @property
     def stomp_address(self) -> tuple[str, int]:
@@ -80,6 +86,13 @@ class RabbitNode:
         conf = [f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
                 "loopback_users.guest = true",
                 "distribution.listener.interface = 127.0.0.1"]
+        if self.amqps_port is not None and self.tls_files is not None:
+            # AMQPS as haremq's: TLS 1.2+, no client certificates asked for
+            cert, key = self.tls_files
+            conf += [f"listeners.ssl.default = 127.0.0.1:{self.amqps_port}", f"ssl_options.cacertfile = {cert}",
+                     f"ssl_options.certfile = {cert}", f"ssl_options.keyfile = {key}",
+                     "ssl_options.verify = verify_none", "ssl_options.fail_if_no_peer_cert = false",
+                     "ssl_options.versions.1 = tlsv1.3", "ssl_options.versions.2 = tlsv1.2"]
         if "rabbitmq_stomp" in self.plugins:
             conf.append(f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}")
         if "rabbitmq_management" in self.plugins:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-URL = re.compile(r"(amqp|stomp|sqs|http)://[^\s:]+:(\d+)")
+URL = re.compile(r"(amqps|amqp|stomps|stomp|sqs\+https|sqs|https|http)://[^\s:]+:(\d+)")
 STARTED: list[subprocess.Popen[str]] = []  # every broker started, so a failed test cannot leak one
 
 

@@ -34,6 +34,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--data-dir", help="data directory (default ./haremq-data)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--heartbeat", help="heartbeat interval offered to clients, seconds (default 60)")
+    p.add_argument("--tls-cert", dest="tls_cert_file",
+                   help="PEM certificate: with --tls-key, also listen with TLS (AMQPS, STOMPS, HTTPS)")
+    p.add_argument("--tls-key", dest="tls_key_file", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", dest="tls_ca_file", help="PEM CA bundle to verify client certificates with (mTLS)")
+    p.add_argument("--amqps-port", help="AMQP over TLS port (default 5671; 0 = any free port)")
+    p.add_argument("--stomps-port", help="STOMP over TLS port (default 61614; 0 = any free port)")
+    p.add_argument("--sqs-https-port", help="SQS API over HTTPS port (default 9325; 0 = any free port)")
+    p.add_argument("--management-https-port", help="management API over HTTPS port (default 15671; 0 = any free port)")
 
 
 async def _serve(settings: Settings) -> None:
@@ -46,6 +54,8 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before "ready": a signal right after it must stop us cleanly
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):  # SIGHUP: reload the TLS certificate (and key, CA)
+        loop.add_signal_handler(signal.SIGHUP, node.on_sighup)
     urls = [f"amqp://{settings.bind}:{node.amqp_port}"]
     if node.stomp_port is not None:
         urls.append(f"stomp://{settings.bind}:{node.stomp_port}")
@@ -53,6 +63,14 @@ async def _serve(settings: Settings) -> None:
         urls.append(f"sqs://{settings.bind}:{node.http.sqs_port}")
     if node.http is not None and node.http.management_port is not None:
         urls.append(f"http://{settings.bind}:{node.http.management_port}")
+    if node.amqps_port is not None:
+        urls.append(f"amqps://{settings.bind}:{node.amqps_port}")
+    if node.stomps_port is not None:
+        urls.append(f"stomps://{settings.bind}:{node.stomps_port}")
+    if node.http is not None and node.http.sqs_https_port is not None:
+        urls.append(f"sqs+https://{settings.bind}:{node.http.sqs_https_port}")
+    if node.http is not None and node.http.management_https_port is not None:
+        urls.append(f"https://{settings.bind}:{node.http.management_https_port}")
     print(f"haremq {__version__} ready: {' '.join(urls)}", flush=True)
     await stop.wait()
     logging.getLogger("haremq").info("shutting down")
@@ -95,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sqs_port": args.sqs_port, "sqs_enabled": args.sqs_enabled,
                 "sqs_any_credentials": args.sqs_any_credentials, "management_port": args.management_port,
                 "management_enabled": args.management_enabled,
+                "tls_cert_file": args.tls_cert_file, "tls_key_file": args.tls_key_file,
+                "tls_ca_file": args.tls_ca_file, "amqps_port": args.amqps_port, "stomps_port": args.stomps_port,
+                "sqs_https_port": args.sqs_https_port, "management_https_port": args.management_https_port,
             })
         except ConfigError as exc:
             print(f"haremq: invalid setting: {exc}", file=sys.stderr)

@@ -60,6 +60,16 @@ class Settings:
     etcd_endpoints: str = ""  # comma-separated host:port of the etcd members (coordinator = etcd)
     cluster_lease_ttl: int = 3  # seconds a dead node holds its membership and queue leaderships
     cluster_lease_margin: float = 0.5  # a node drops its leaderships this long before its lease may expire
+    # TLS (docs/tls.md): a certificate and key turn on a TLS listener next to each plain one
+    tls_cert_file: str = ""  # PEM certificate chain of the server
+    tls_key_file: str = ""  # PEM private key of that certificate
+    tls_ca_file: str = ""  # PEM CA bundle that client certificates (mTLS, SASL EXTERNAL) are verified against
+    tls_verify_peer: bool = True  # with tls_ca_file: ask for and verify client certificates (verify_peer)
+    tls_fail_if_no_peer_cert: bool = False  # with tls_verify_peer: refuse clients without a certificate
+    amqps_port: int = 5671  # AMQP over TLS; 0 = any free port
+    stomps_port: int = 61614  # STOMP over TLS; 0 = any free port
+    sqs_https_port: int = 9325  # SQS API over HTTPS; 0 = any free port
+    management_https_port: int = 15671  # management API over HTTPS; 0 = any free port
 
     def validate(self) -> Settings:
         try:
@@ -71,6 +81,15 @@ class Settings:
         _port("stomp_port", self.stomp_port)
         _port("sqs_port", self.sqs_port)
         _port("management_port", self.management_port)
+        for name in ("amqps_port", "stomps_port", "sqs_https_port", "management_https_port"):
+            _port(name, getattr(self, name))
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file: TLS needs both a certificate and its key")
+        if self.tls_ca_file and not self.tls_cert_file:
+            raise ConfigError("tls_ca_file: needs tls_cert_file and tls_key_file (the server's own certificate)")
+        if self.tls_fail_if_no_peer_cert and not (self.tls_ca_file and self.tls_verify_peer):
+            raise ConfigError("tls_fail_if_no_peer_cert: needs tls_ca_file and tls_verify_peer (client "
+                              "certificates are verified against that CA)")
         if not 256 <= self.stomp_max_header_size <= 16 * 1024 * 1024:
             raise ConfigError(f"stomp_max_header_size: {self.stomp_max_header_size} is not between 256 and 16777216")
         if self.memory_high_watermark <= 0:
@@ -103,6 +122,11 @@ class Settings:
             raise ConfigError(f"cluster_lease_margin: {self.cluster_lease_margin} is not between 0 and half "
                               f"of cluster_lease_ttl")
         return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """A certificate and key are configured: the TLS listeners start."""
+        return bool(self.tls_cert_file)
 
 
 def _port(name: str, value: int) -> None:

@@ -282,6 +282,7 @@ class Broker:
             tag = server_name("amq.ctag-")
         if tag in s.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        q.check_consume(s.global_prefetch)
         if q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):
             raise AccessRefused(f"queue '{queue}' in vhost '{s.vhost.name}' in exclusive use")
         c = Consumer(s, q, tag, no_ack=no_ack, exclusive=exclusive, prefetch=s.prefetch,

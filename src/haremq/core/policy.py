@@ -3,7 +3,9 @@
 applies. Its definition is merged with the queue's own ``x-*`` arguments the way RabbitMQ resolves
 conflicts (rabbit_amqqueue_process): for ``message-ttl``, ``expires``, ``max-length`` and
 ``max-length-bytes`` the smaller value wins; for ``overflow``, ``dead-letter-exchange`` and
-``dead-letter-routing-key`` the queue's argument wins. Keys haremq does not implement are refused,
+``dead-letter-routing-key`` the queue's argument wins; ``delivery-limit`` (the smaller wins) applies to
+quorum queues only, as in RabbitMQ, whose quorum queues also let the policy win for ``overflow`` and
+``expires``. Keys haremq does not implement are refused,
 so a policy that is accepted is one that is applied.
 """
 
@@ -25,6 +27,10 @@ def _arg(_policy: Any, arg: Any) -> Any:
     return arg
 
 
+def _policy(policy: Any, _arg: Any) -> Any:
+    return policy
+
+
 # policy key -> (queue argument, conflict resolution (policy value, argument value) -> value)
 POLICY_KEYS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
     "message-ttl": ("x-message-ttl", _min),
@@ -34,6 +40,7 @@ POLICY_KEYS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
     "overflow": ("x-overflow", _arg),
     "dead-letter-exchange": ("x-dead-letter-exchange", _arg),
     "dead-letter-routing-key": ("x-dead-letter-routing-key", _arg),
+    "delivery-limit": ("x-delivery-limit", _min),  # quorum queues only (RabbitMQ's too)
 }
 APPLY_TO = ("queues", "exchanges", "all")
 
@@ -80,7 +87,7 @@ class Policy:
             if key not in POLICY_KEYS:
                 raise PolicyError(f"policy key '{str(key)[:60]}' is not supported by haremq (it applies "
                                   f"{', '.join(POLICY_KEYS)})")
-            if key in ("message-ttl", "max-length", "max-length-bytes", "expires"):
+            if key in ("message-ttl", "max-length", "max-length-bytes", "expires", "delivery-limit"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "expires" else 0):
                     raise PolicyError(f"{key} must be {'a positive' if key == 'expires' else 'a non-negative'} "
                                       f"integer, not {str(value)[:40]}")
@@ -108,12 +115,19 @@ def best_policy(policies: list[Policy], queue: str) -> Policy | None:
     return best
 
 
-def effective_arguments(arguments: dict[str, Any], policy: Policy | None) -> dict[str, Any]:
+# RabbitMQ 3.10 resolves these differently for quorum queues (rabbit_quorum_queue:ra_machine_config):
+# the policy wins
+QUORUM_POLICY_WINS = ("overflow", "expires")
+
+
+def effective_arguments(arguments: dict[str, Any], policy: Policy | None, *, quorum: bool = False) -> dict[str, Any]:
     """The queue's arguments with ``policy`` merged in (RabbitMQ's conflict resolution)."""
     if policy is None:
         return arguments
     out = dict(arguments)
     for key, value in policy.definition.items():
         arg, resolve = POLICY_KEYS[key]
+        if quorum and key in QUORUM_POLICY_WINS:
+            resolve = _policy
         out[arg] = value if arg not in arguments else resolve(value, arguments[arg])
     return out

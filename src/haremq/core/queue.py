@@ -28,7 +28,7 @@ from haremq.core.arguments import QueueArgs
 from haremq.core.delay import DelayedEntries
 from haremq.core.lease import Lease
 from haremq.core.policy import Policy, effective_arguments
-from haremq.errors import ResourceError
+from haremq.errors import NotImplementedByBroker, ResourceError
 from haremq.message import Message, Properties
 
 if TYPE_CHECKING:
@@ -175,6 +175,9 @@ class Queue:
         # persistent messages of durable, non-exclusive queues go to the store (exclusive queues die
         # with their connection, so they never outlive a restart)
         self.persist = durable and exclusive_owner is None
+        # a quorum queue keeps every message on disk, whatever its delivery_mode (as RabbitMQ's, whose log
+        # holds them all); with one node it has one replica (``core/arguments.py``)
+        self.quorum = self.args.queue_type == "quorum"
         self.ready = ReadyList(self.args.max_priority)
         self.delayed = DelayedEntries()  # enqueued with a delay: stored, not ready until due
         self.consumers: list[Consumer] = []
@@ -200,7 +203,8 @@ class Queue:
         """Apply ``policy`` (or none): the queue's arguments merged with it become its effective
         arguments now. A lower length limit drops from the head (``drop-head``) as a publish would;
         a TTL applies to messages enqueued from now on; ``expires`` restarts its timer."""
-        args = QueueArgs.parse(self.name, self.vhost.name, effective_arguments(self.arguments, policy))
+        args = QueueArgs.parse(self.name, self.vhost.name,
+                               effective_arguments(self.arguments, policy, quorum=self.quorum))
         self.policy = policy
         if args == self.args:
             return
@@ -277,7 +281,7 @@ class Queue:
         e = Entry(msg, self.next_seq, None if ttl is None else now + ttl / 1000, prio)
         self.next_seq += 1
         self.published += 1
-        if self.persist and msg.props.delivery_mode == 2:
+        if self.persist and (msg.props.delivery_mode == 2 or self.quorum):
             broker = self.vhost.broker
             if broker.store_broken:
                 return False  # an fsync failed: a confirm could never be honest, so refuse (nack)
@@ -336,7 +340,7 @@ class Queue:
         tell the store."""
         # a deleted queue's log is gone; the store is keyed by name, so touching it now would
         # remove a record of a new queue of the same name (a late nack of an old lease)
-        if self.persist and not self.deleted and e.msg.props.delivery_mode == 2:  # (PAGED is persistent too)
+        if self.persist and not self.deleted and (e.msg.props.delivery_mode == 2 or self.quorum):  # (PAGED too)
             broker = self.vhost.broker
             log = broker.store.remove(self, e)
             if log is not None:
@@ -352,6 +356,13 @@ class Queue:
             self.consumers.sort(key=lambda x: -x.priority)
         self.touch()
         self.vhost.broker.mark_dirty(self)
+
+    def check_consume(self, global_prefetch: int) -> None:
+        """540 for a consumer on a quorum queue from a channel with a global (channel-wide) prefetch:
+        RabbitMQ's quorum queues do not support one, and a client that works here must work there."""
+        if self.quorum and global_prefetch:
+            raise NotImplementedByBroker(f"queue '{self.name}' in vhost '{self.vhost.name}' does not support "
+                                         "global qos")
 
     def remove_consumer(self, c: Consumer) -> None:
         try:
@@ -438,6 +449,8 @@ class Queue:
             self.delivered += 1
             if e.delivery_count:
                 self.redelivered += 1
+                if self.quorum:
+                    self.stamp(e)
             e.delivery_count += 1
             c.session.deliver(c, self, e)
         self.schedule_head_expiry()
@@ -452,6 +465,8 @@ class Queue:
         self.touch()
         e = self.take_head(self.vhost.broker.clock.monotonic())
         if e is not None:
+            if self.quorum and not e.delivery_count:
+                self.stamp(e)  # RabbitMQ's quorum queues stamp every basic.get, 0 the first time
             self.count_delivery(e)
         return e
 
@@ -460,7 +475,19 @@ class Queue:
         self.delivered += 1
         if e.delivery_count:
             self.redelivered += 1
+            if self.quorum:
+                self.stamp(e)
         e.delivery_count += 1
+
+    @staticmethod
+    def stamp(e: Entry) -> None:
+        """Tell the consumer how often the message came back (RabbitMQ quorum queues' ``x-delivery-count``
+        header: the returns so far, on every redelivery and every ``basic.get``)."""
+        msg = e.msg
+        headers = dict(msg.props.headers or {})
+        if headers.get("x-delivery-count") != e.delivery_count:
+            headers["x-delivery-count"] = e.delivery_count
+            e.msg = msg.with_props(msg.props.replace(headers=headers))
 
     # ---- leases ------------------------------------------------------------------------------
     def lease(self, e: Entry, owner: Consumer | None = None, deadline: float | None = None,
@@ -470,7 +497,7 @@ class Queue:
         self.unacked += 1
         if owner is not None:
             owner.unacked += 1
-        if deadline is None and self.persist and e.msg.props.delivery_mode == 2:
+        if deadline is None and self.persist and (e.msg.props.delivery_mode == 2 or self.quorum):
             broker = self.vhost.broker
             log = broker.store.mark_delivered(self, e)
             if log is not None:
@@ -490,7 +517,7 @@ class Queue:
             self.vhost.broker.mark_dirty(self)
         self.acked += 1
         e = lease.entry
-        if self.persist and e.msg.props.delivery_mode == 2:
+        if self.persist and (e.msg.props.delivery_mode == 2 or self.quorum):
             broker = self.vhost.broker
             log = broker.store.remove(self, e)
             if log is not None:
@@ -528,16 +555,28 @@ class Queue:
     def settle(self, e: Entry) -> None:
         """The entry was acknowledged (or delivered with no-ack): it is gone."""
         self.acked += 1
-        if self.persist and e.msg.props.delivery_mode == 2:
+        if self.persist and (e.msg.props.delivery_mode == 2 or self.quorum):
             broker = self.vhost.broker
             log = broker.store.remove(self, e)
             if log is not None:
                 broker.written[log] = log.appended_lsn
 
     def requeue(self, entries: list[Entry]) -> None:
-        """Unacked entries come back to their place at the head, flagged redelivered."""
+        """Unacked entries come back to their place at the head, flagged redelivered. In a quorum queue
+        with ``x-delivery-limit``, an entry returned more often than the limit is dead-lettered (reason
+        ``delivery_limit``) or dropped instead, as RabbitMQ does with poison messages."""
         if self.deleted or not entries:
             return
+        limit = self.args.delivery_limit
+        if limit is not None:
+            poison = [e for e in entries if e.delivery_count > limit]  # deliveries so far = returns so far
+            if poison:
+                entries = [e for e in entries if e.delivery_count <= limit]
+                for e in poison:
+                    self.drop(e)
+                self.vhost.dead_letter(self, [e.msg for e in poison], "delivery_limit")
+                if not entries:
+                    return
         entries.sort()
         self.ready.requeue(entries)
         self.vhost.broker.mark_dirty(self)

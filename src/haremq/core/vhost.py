@@ -11,6 +11,7 @@ import datetime
 import os
 from typing import TYPE_CHECKING, Any
 
+from haremq.core.arguments import check_declare
 from haremq.core.exchange import EXCHANGE_TYPES, Exchange
 from haremq.core.policy import Policy, best_policy
 from haremq.core.queue import Queue
@@ -193,6 +194,7 @@ class VHost:
             self._check_args("queue", name, q.arguments, arguments, None)
             q.touch()
             return q
+        check_declare(name, self.name, durable=durable, exclusive=exclusive, auto_delete=auto_delete, args=arguments)
         q = Queue(self, name, durable=durable, exclusive_owner=session.connection if exclusive else None,
                   auto_delete=auto_delete, arguments=arguments)
         # every check is done: persist, then make it visible; a failed save leaves nothing behind
@@ -343,6 +345,8 @@ class VHost:
             if isinstance(vals, list):
                 routing_keys.extend(v.decode() if isinstance(v, bytes) else str(v) for v in vals)
         headers.pop("BCC", None)
+        if q.quorum:
+            headers.pop("x-delivery-count", None)  # stamped at delivery (RabbitMQ keeps it out of the stored message)
         deaths = headers.get("x-death")
         deaths = list(deaths) if isinstance(deaths, list) else []
         found = None

@@ -6,8 +6,8 @@ reason to their protocol's answer.
 
 The front-door issue extends this class, not the listeners: password KDFs go behind ``password``
 (the only caller of ``check_password``); caches of verified credentials drop on password change;
-SASL EXTERNAL (the TLS client certificate, to be carried on ``Peer``) becomes a branch of ``sasl``,
-refused as unsupported today; rate limits per user and peer go where every refusal passes, ``_refuse``.
+SASL EXTERNAL (the verified TLS client certificate's CN, carried on ``Peer``) is a branch of ``sasl``;
+rate limits per user and peer go where every refusal passes, ``_refuse``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _amqplain(response: bytes) -> tuple[str | None, str | None]:
 
 
 # SASL mechanism -> (login, password) parser. EXTERNAL has no password (the TLS client certificate
-# names the user): it becomes a branch of ``Authenticator.sasl``; until then it is refused as unsupported.
+# names the user): it is a branch of ``Authenticator.sasl``, offered only to a peer with a certificate.
 _SASL: dict[str, Callable[[bytes], tuple[str | None, str | None]]] = {"PLAIN": _plain, "AMQPLAIN": _amqplain}
 MECHANISMS = " ".join(_SASL)
 
@@ -103,12 +103,19 @@ class Authenticator:
 
     @property
     def sasl_mechanisms(self) -> str:
-        """What connection.start offers: the mechanisms ``sasl`` accepts."""
+        """What connection.start offers a peer without a client certificate: PLAIN and AMQPLAIN."""
         return MECHANISMS
+
+    def mechanisms_for(self, peer: Peer) -> str:
+        """What connection.start offers this peer: EXTERNAL first when it presented a verified TLS
+        client certificate (as RabbitMQ's rabbitmq_auth_mechanism_ssl), then the password ones."""
+        return f"EXTERNAL {MECHANISMS}" if peer.cert_name is not None else MECHANISMS
 
     # ---- entry points ----------------------------------------------------------------------------
     def sasl(self, mechanism: str, response: bytes, peer: Peer) -> User:
-        """AMQP connection.start-ok: PLAIN or AMQPLAIN."""
+        """AMQP connection.start-ok: PLAIN, AMQPLAIN, or EXTERNAL (see ``external``)."""
+        if mechanism == "EXTERNAL" and peer.cert_name is not None:
+            return self.external(peer)
         parse = _SASL.get(mechanism)
         if parse is None:
             self._refuse(peer, Reason.UNSUPPORTED_MECHANISM, None, f"unsupported authentication mechanism {mechanism}",
@@ -134,6 +141,20 @@ class Authenticator:
         text = "invalid credentials" if reason is not Reason.LOOPBACK_ONLY and peer.protocol in _VAGUE_LOG \
             else _LOG[reason]
         self._refuse(peer, reason, name, f"{action} refused: {text}" if action else text)
+
+    def external(self, peer: Peer) -> User:
+        """SASL EXTERNAL: the user named by the verified client certificate's subject CN (RabbitMQ's
+        ``ssl_cert_login_from = common_name``). The TLS handshake was the proof: no password is
+        checked, but the user must exist and the loopback rule holds."""
+        name = peer.cert_name
+        assert name is not None
+        user = self.users.users.get(name)
+        reason = (Reason.UNKNOWN_USER if user is None else
+                  Reason.LOOPBACK_ONLY if loopback_refused(user, peer.loopback) else None)
+        if reason is not None:
+            self._refuse(peer, reason, name, f"EXTERNAL (client certificate CN={name}): {_LOG[reason]}")
+        assert user is not None
+        return user
 
     def default_user(self, peer: Peer) -> User:
         """No login given: the configured default login (STOMP's ``stomp_default_user``), else refused."""

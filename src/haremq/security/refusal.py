@@ -12,11 +12,13 @@ import enum
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Peer:
-    """The client as the audit log names it: its protocol, ``host:port``, and whether it is local."""
+    """The client as the audit log names it: its protocol, ``host:port``, and whether it is local;
+    ``cert_name``: the subject CN of its verified TLS client certificate (SASL EXTERNAL), if any."""
 
     protocol: str
     address: str
     loopback: bool
+    cert_name: str | None = None
 
 
 class Reason(enum.Enum):

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from haremq.security import audit
+from haremq.server.tls import client_common_name
 from haremq.server.transport import accept
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class ClientListener:
         self.peer = ("?", 0)
         self.peer_name = "?:0"
         self.loopback = False
+        self.cert_name: str | None = None  # subject CN of a verified TLS client certificate (SASL EXTERNAL)
         self.connected_at = time.time()  # wall clock, for the management API
         self.closing = False
         self.close_reason: str | None = None  # the first reason the connection ended, for the audit log
@@ -98,6 +100,8 @@ class ClientListener:
         host, port, self.loopback = accept(transport)
         self.peer = (host, port)
         self.peer_name = f"{host}:{port}"
+        if self.tls:
+            self.cert_name = client_common_name(transport)
         self.node.register(self)
         self.node.broker.stats.connections_opened += 1
         if self.AUDIT_UNOPENED:

@@ -120,6 +120,13 @@ async def compaction_pass(store: FileQueueStore, budget: int) -> int:
 class Node:
     def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
         self.settings = settings
+        # one TLS context for every TLS listener, reloaded in place (server/tls.py); None: TLS is off.
+        # Built first: a bad certificate is a start-up error before the data dir is touched.
+        self.ssl_context: ssl.SSLContext | None = None
+        if settings.tls_enabled:
+            from haremq.server.tls import build_context
+
+            self.ssl_context = build_context(settings)
         self._lock: DataDirLock | None = None
         if broker is None:
             try:
@@ -158,6 +165,8 @@ class Node:
         self.amqp_port = 0
         self.stomp_port: int | None = None  # None while STOMP is off
         self.http: HttpListeners | None = None  # SQS + management listeners (server/http)
+        self.amqps_port: int | None = None  # None while TLS (or, for STOMPS, STOMP) is off
+        self.stomps_port: int | None = None
         self.stopped = asyncio.Event()
 
     @staticmethod
@@ -213,12 +222,31 @@ class Node:
         self.clients.get(conn.protocol, set()).discard(conn)
 
     def tls_context(self, listener: str) -> ssl.SSLContext | None:
-        """The TLS context of a listener ("AMQP", "STOMP", "SQS", "management"); None: plain TCP.
+        """The TLS context of a listener: the node's one context for the TLS listeners ("AMQPS",
+        "STOMPS", "SQS HTTPS", "management HTTPS"), None (plain TCP) for the others.
 
-        The one place every listener's ``create_server`` takes its context from: the front-door issue
-        builds them from the settings here.
+        The one place every listener's ``create_server`` takes its context from.
         """
-        return None
+        from haremq.server.tls import TLS_LISTENERS
+
+        return self.ssl_context if listener in TLS_LISTENERS else None
+
+    def on_sighup(self) -> None:
+        """The SIGHUP handler: reload TLS certificates in a task (the signal handler must not block)."""
+        async def reload() -> None:
+            await self.reload_tls()
+
+        self._spawn(reload())
+
+    async def reload_tls(self) -> bool:
+        """SIGHUP: load the certificate and key files again into the live context (new handshakes use
+        them); a bad file is logged and the current certificate stays. False when nothing was loaded."""
+        if self.ssl_context is None:
+            log.info("TLS reload requested, but TLS is not configured")
+            return False
+        from haremq.server.tls import reload_context
+
+        return await reload_context(self.ssl_context, self.settings)
 
     async def listen(self, name: str, factory: Callable[[], asyncio.BaseProtocol], port: int
                      ) -> asyncio.Server:
@@ -226,10 +254,11 @@ class Node:
         or refused becomes one startup error naming the listener."""
         assert self._loop is not None
         s = self.settings
+        ctx = self.tls_context(name)
         try:
             server = await self._loop.create_server(
                 factory, host=s.bind, port=port, reuse_address=True, family=socket.AF_UNSPEC, backlog=1024,
-                ssl=self.tls_context(name))
+                ssl=ctx, ssl_handshake_timeout=s.handshake_timeout if ctx is not None else None)
         except OSError as exc:
             raise listen_error(name, s.bind, port, exc) from None
         self._servers.append(server)
@@ -294,6 +323,16 @@ class Node:
             stomp = await self.listen("STOMP", lambda: StompServerProtocol(self), s.stomp_port)
             self.stomp_port = stomp.sockets[0].getsockname()[1]
             log.info("STOMP listening on %s:%d", s.bind, self.stomp_port)
+        if self.ssl_context is not None:
+            amqps = await self.listen("AMQPS", lambda: AmqpServerProtocol(self), s.amqps_port)
+            self.amqps_port = amqps.sockets[0].getsockname()[1]
+            log.info("AMQPS listening on %s:%d", s.bind, self.amqps_port)
+            if s.stomp_enabled:
+                from haremq.server.stomp import StompServerProtocol
+
+                stomps = await self.listen("STOMPS", lambda: StompServerProtocol(self), s.stomps_port)
+                self.stomps_port = stomps.sockets[0].getsockname()[1]
+                log.info("STOMPS listening on %s:%d", s.bind, self.stomps_port)
         from haremq.server.http.listeners import HttpListeners
 
         self.http = await HttpListeners.start(self)

@@ -1,13 +1,14 @@
-"""STOMP listener: adapts the sans-IO ``StompConnection`` and the core ``Broker`` to asyncio.
+"""STOMP listener: adapts the sans-IO ``StompConnection`` and ``StompHandler`` to asyncio and the core.
 
-One ``asyncio.Protocol`` per socket, as the AMQP listener: ``data_received`` runs decode -> core
-commands -> ``broker.flush()`` -> one ``writelines`` per connection with output.
+One ``asyncio.Protocol`` per socket, as the AMQP listener: ``data_received`` runs decode -> frame
+handling -> ``broker.flush()`` -> one ``writelines`` per connection with output.
 
-Each SUBSCRIBE gets its own core ``Session``: its delivery tags are the subscription's ack ids
-(``T_<subscription>@@<tag>``), its prefetch is the ``prefetch-count`` header, ``client`` mode
-ACKs are cumulative over exactly that tag space, and UNSUBSCRIBE requeues what it still holds by
-closing it. SENDs go through one more session per connection. Every session names this
-connection as its owner, so exclusive (private) queues die with it.
+What SEND, SUBSCRIBE, UNSUBSCRIBE, ACK and NACK do lives in ``protocol/stomp/handler.py`` (sans-IO,
+over a ``StompBrokerPort``); this module authenticates CONNECT, implements the port over the core
+``Broker`` (``StompBrokerAdapter``), applies COMMITs in order, files RECEIPTs with the durability
+tracker (and with the metadata store for declares), runs heart-beats and alarms, and ends the
+connection with an ERROR. Every session names this connection as its owner, so exclusive (private)
+queues die with it.
 
 An ERROR frame always ends the connection (the spec says the server MUST close after it); we write
 the frame (after any RECEIPT still waiting for the disk: those messages were kept), then close the
@@ -19,33 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from haremq import __version__
 from haremq.core.broker import REJECTED
-from haremq.core.consumer import Session
+from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.queue import Entry, Queue
 from haremq.core.vhost import VHost
-from haremq.errors import (
-    AuthenticationFailed,
-    ConnectionForced,
-    HareError,
-    InternalError,
-    NotAllowed,
-    NotFound,
-    PreconditionFailed,
-    ResourceError,
-    SyntaxError_,
-)
+from haremq.errors import AuthenticationFailed, ConnectionForced, HareError, InternalError, NotAllowed, ResourceError
 from haremq.message import Message
-from haremq.protocol.stomp import mapping as M
+from haremq.protocol.stomp import handler as stomp_handler
 from haremq.protocol.stomp import session as S
-from haremq.protocol.stomp.frames import V12, Frame
+from haremq.protocol.stomp.frames import Frame
+from haremq.protocol.stomp.handler import StompHandler, StompSession, Subscription
 from haremq.security.refusal import LoginRefused, Peer, Reason
 from haremq.security.users import User
 from haremq.server.durability import WAIT, Answers, Durability, Gate
@@ -57,76 +48,10 @@ if TYPE_CHECKING:
     from haremq.server.node import Node
 
 log = logging.getLogger("haremq.stomp")
+# the handler names the broker's publish refusal without importing core
+assert stomp_handler.REJECTED == REJECTED
 
-ACK_MODES = ("auto", "client", "client-individual")
-# SUBSCRIBE headers that become queue arguments when we declare the queue
-QUEUE_ARGS = {"x-dead-letter-exchange": str, "x-dead-letter-routing-key": str, "x-expires": int,
-              "x-max-length": int, "x-max-length-bytes": int, "x-max-priority": int, "x-message-ttl": int,
-              "x-overflow": str, "x-queue-type": str, "x-single-active-consumer": bool}
-_MAX_GONE = 1024
 _NOTHING: Positions = {}  # the positions of a frame that wrote nothing (never mutated)
-
-
-def _flag(h: dict[str, str], name: str, default: bool = False) -> bool:
-    v = h.get(name)
-    return default if v is None else v.lower() == "true"
-
-
-def _queue_args(h: dict[str, str]) -> dict[str, Any]:
-    args: dict[str, Any] = {}
-    for name, typ in QUEUE_ARGS.items():
-        v = h.get(name)
-        if v is None:
-            continue
-        if typ is int:
-            if not (v.strip().isdigit() and v.isascii()):
-                raise SyntaxError_(f"header '{name}' must be a non-negative integer, got '{v[:40]}'")
-            args[name] = int(v)
-        elif typ is bool:
-            args[name] = v.lower() == "true"
-        else:
-            args[name] = v
-    return args
-
-
-class Subscription:
-    """One SUBSCRIBE: a core session with one consumer. Implements ``DeliverySink``."""
-
-    __slots__ = ("ack", "conn", "count", "delete_on_unsubscribe", "destination", "id", "prefix", "queue",
-                 "session", "tag")
-
-    def __init__(self, conn: StompServerProtocol, sub_id: str, destination: str, ack: str) -> None:
-        self.conn = conn
-        self.id = sub_id
-        self.destination = destination
-        self.ack = ack
-        # ack ids are ``T_<id>@@<n>@@<tag>``: ``n`` is unique on the connection, so an ACK meant for an
-        # earlier subscription with the same id (UNSUBSCRIBE, SUBSCRIBE again) cannot settle this one's
-        conn.sub_seq += 1
-        self.prefix = f"T_{sub_id}@@{conn.sub_seq}@@"
-        self.count = 1  # delivery count of the entry being delivered (set by SubscriptionSession)
-        self.queue = ""
-        self.tag = "T_" + sub_id
-        self.delete_on_unsubscribe = False
-        assert conn.vhost is not None and conn.user is not None
-        self.session: Session = SubscriptionSession(conn.vhost, conn.user, conn, self)
-
-    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
-        conn = self.conn
-        ack_id = self.prefix + str(delivery_tag)
-        headers = [("subscription", self.id), ("destination", M.destination_of(msg)), ("message-id", ack_id),
-                   ("redelivered", "true" if redelivered else "false"),
-                   ("x-delivery-count", str(self.count - 1))]
-        if self.ack != "auto" and conn.proto.version == V12:
-            headers.append(("ack", ack_id))
-        headers.extend(M.property_headers(msg.props))
-        conn.proto.send_message(headers, msg.body)
-        conn.node.want_flush(conn)
-
-    def consumer_cancelled(self, consumer_tag: str) -> None:
-        """The queue was deleted under us: tell the client and end the connection (spec: ERROR closes)."""
-        self.conn.fail(NotFound(f"subscription '{self.id}' cancelled: queue '{self.queue}' was deleted"))
-        self.conn.node.want_flush(self.conn)
 
 
 class SubscriptionSession(Session):
@@ -141,14 +66,52 @@ class SubscriptionSession(Session):
         super().deliver(c, queue, e)
 
 
-class _NoDeliveries:
-    """Sink of the publishing session: it never consumes."""
+class StompBrokerAdapter:
+    """The ``StompBrokerPort`` of one connection over the core ``Broker``, bound to its vhost: publish
+    is the broker's own bound method; the rest forward with core types."""
 
-    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, queue: str, msg: Message) -> None:
-        raise AssertionError("publishing session has no consumers")
+    def __init__(self, conn: StompServerProtocol, vhost: VHost, user: User) -> None:
+        broker = conn.node.broker
+        self._broker = broker
+        self._conn = conn
+        self._vhost = vhost
+        self._user = user
+        self.publish: Callable[[StompSession, str, Message], int] = broker.publish  # type: ignore[assignment]
 
-    def consumer_cancelled(self, consumer_tag: str) -> None:
-        return None
+    @property
+    def vhost_name(self) -> str:
+        return self._vhost.name
+
+    @property
+    def store_broken(self) -> bool:
+        return self._broker.store_broken
+
+    @property
+    def store_failed(self) -> bool:
+        return self._broker.store_failed
+
+    def open_subscription(self, sub: Subscription) -> Session:
+        return SubscriptionSession(self._vhost, self._user, self._conn, sub)
+
+    def has_queue(self, name: str) -> bool:
+        return name in self._vhost.queues
+
+    def check_exchange(self, name: str) -> None:
+        self._vhost.exchange(name)
+
+    def queue_declare(self, s: Any, name: str, *, durable: bool = False, exclusive: bool = False,
+                      auto_delete: bool = False, arguments: dict[str, Any] | None = None) -> Queue:
+        return self._broker.queue_declare(s, name, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+                                          arguments=arguments)
+
+    def queue_bind(self, s: Any, queue: str, exchange: str, routing_key: str) -> None:
+        self._broker.queue_bind(s, queue, exchange, routing_key)
+
+    def queue_delete(self, s: Any, name: str) -> int:
+        return self._broker.queue_delete(s, name)
+
+    def consume(self, s: Any, queue: str, tag: str, *, no_ack: bool) -> object:
+        return self._broker.consume(s, queue, tag, no_ack=no_ack)
 
 
 class StompServerProtocol(ClientListener, asyncio.Protocol):
@@ -160,11 +123,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         super().__init__(node)
         s = node.settings
         self.proto = S.StompConnection(max_header_size=s.stomp_max_header_size, max_body=s.max_message_size)
-        self.pub: Session | None = None
-        self.subs: dict[str, Subscription] = {}
-        self._gone: set[str] = set()  # ack-id prefixes of recent UNSUBSCRIBEs: late ACKs for them are ignored
-        self.sub_seq = 0
-        self.temp_queues: dict[str, str] = {}  # /temp-queue/<name> -> queue name
+        # what SEND/SUBSCRIBE/ACK... do (protocol/stomp/handler.py); created by CONNECT
+        self.handler: StompHandler | None = None
         # RECEIPTs in frame order, each behind the log positions its frame wrote (server/durability.py):
         # the receipt of a persistent SEND (or a COMMIT holding one) is the STOMP publisher confirm
         self._receipts = Answers()
@@ -205,7 +165,12 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         self.node.durability.forget(self)
 
     def sessions(self) -> Iterable[Session]:
-        return [sub.session for sub in self.subs.values()]
+        if self.handler is None:
+            return []
+        return [cast(Session, sub.session) for sub in self.handler.subs.values()]
+
+    def want_output(self) -> None:
+        self.node.want_flush(self)
 
     def queue_heartbeat(self) -> None:
         self.proto.send_heartbeat()
@@ -242,11 +207,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
             self.proto.send_error(err, receipt, headers)
 
     def _end_sessions(self) -> None:
-        for sub in self.subs.values():
-            sub.session.close()
-        self.subs.clear()
-        if self.pub is not None:
-            self.pub.close()
+        if self.handler is not None:
+            self.handler.close()
 
     def force_close(self, reason: str) -> bool:
         """Broker stopping: an ERROR frame (after the receipts already durable), then close."""
@@ -386,15 +348,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
         written.update(total)
 
     def _apply(self, e: S.Received) -> None:
-        a = e.action
-        if a is S.Action.SEND:
-            self._send(e.frame)
-        elif a is S.Action.ACK or a is S.Action.NACK:
-            self._settle(e.frame, a is S.Action.NACK)
-        elif a is S.Action.SUBSCRIBE:
-            self._subscribe(e.frame)
-        elif a is S.Action.UNSUBSCRIBE:
-            self._unsubscribe(e.frame)
+        assert self.handler is not None  # the session accepts no other frame before CONNECT
+        self.handler.apply(e)
 
     # ---- CONNECT ------------------------------------------------------------------------------------
     def _connect(self, e: S.Connect) -> None:
@@ -418,164 +373,8 @@ class StompServerProtocol(ClientListener, asyncio.Protocol):
             raise AuthenticationFailed(f"login was refused for user '{refused.user}'") from None
         self.user = user
         self.handshake_done(vhost_name)
-        self.pub = broker.open_session(self.vhost, user, self, _NoDeliveries())
+        pub = broker.open_session(self.vhost, user, self, NoDeliveries())
+        self.handler = StompHandler(self.proto, StompBrokerAdapter(self, self.vhost, user), self, pub)
         session_id = "session-" + base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.proto.send_connected(session_id, f"haremq/{__version__}")
         self._start_heartbeats()
-
-
-    # ---- SEND ---------------------------------------------------------------------------------------
-    def _send(self, frame: Frame) -> None:
-        h = frame.headers
-        dest = M.parse_destination(h["destination"])
-        props = M.properties_from_headers(h)
-        reply_to = props.reply_to
-        if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            temp = M.parse_destination(reply_to)
-            props = props.replace(reply_to="/reply-queue/" + self._temp_queue(temp.name))
-        exchange, key = self._target(dest, h)
-        msg = Message(exchange, key, props, frame.body)
-        pub = self.pub
-        assert pub is not None
-        broker = self.node.broker
-        self.published = True
-        # unroutable messages are dropped (and receipted), as RabbitMQ: STOMP has no mandatory flag
-        if broker.publish(pub, exchange, msg) == REJECTED:
-            # a queue refused it (the AMQP nack): a RECEIPT would claim a message that is not kept
-            if props.delivery_mode == 2 and broker.store_broken:
-                why = "the store can no longer make persistent messages durable"
-            elif props.delivery_mode == 2 and broker.store_failed:
-                why = "a queue refused it (x-overflow reject-publish) or the store could not write it (disk full?)"
-            else:
-                why = "a queue refused it (x-max-length / x-max-length-bytes with x-overflow reject-publish)"
-            raise ResourceError(f"message to '{h['destination'][:200]}' was not stored: {why}")
-
-    def _target(self, dest: M.Destination, h: dict[str, str]) -> tuple[str, str]:
-        """(exchange, routing key) for a SEND, declaring the queue a /queue/ destination implies."""
-        kind = dest.kind
-        if kind == M.QUEUE:
-            self._ensure_queue(dest.name, h)
-            return "", dest.name
-        if kind == M.TOPIC or kind == M.EXCHANGE:
-            return dest.name, dest.key
-        if kind == M.AMQ_QUEUE or kind == M.REPLY_QUEUE:
-            assert self.vhost is not None
-            if dest.name not in self.vhost.queues:
-                raise NotFound(f"no queue '{dest.name}' in vhost '{self.vhost.name}'")
-            return "", dest.name
-        return "", self._temp_queue(dest.name)
-
-    def _ensure_queue(self, name: str, h: dict[str, str]) -> None:
-        assert self.vhost is not None and self.pub is not None
-        if name not in self.vhost.queues:
-            self.node.broker.queue_declare(self.pub, name, durable=_flag(h, "durable", True),
-                                           auto_delete=_flag(h, "auto-delete"), exclusive=_flag(h, "exclusive"),
-                                           arguments=_queue_args(h))
-
-    def _temp_queue(self, name: str) -> str:
-        """The private queue behind ``/temp-queue/<name>``, created (and subscribed) on first use."""
-        qname = self.temp_queues.get(name)
-        if qname is not None:
-            return qname
-        assert self.pub is not None
-        q = self.node.broker.queue_declare(self.pub, "", exclusive=True, auto_delete=True)
-        sub_id = "/temp-queue/" + name
-        sub = Subscription(self, sub_id, sub_id, "auto")
-        sub.queue = q.name
-        self.node.broker.consume(sub.session, q.name, sub.tag, no_ack=True)
-        self.subs[sub_id] = sub
-        self.temp_queues[name] = q.name
-        return q.name
-
-    # ---- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------------
-    def _subscribe(self, frame: Frame) -> None:
-        h = frame.headers
-        broker = self.node.broker
-        destination = h["destination"]
-        sub_id = h.get("id", destination)
-        if sub_id in self.subs:
-            raise PreconditionFailed(f"subscription id '{sub_id}' is already in use on this connection")
-        ack = h.get("ack", "auto")
-        if ack not in ACK_MODES:
-            raise SyntaxError_(f"ack mode '{ack[:40]}' is not one of {', '.join(ACK_MODES)}")
-        prefetch = h.get("prefetch-count", "0").strip()
-        if not (prefetch.isdigit() and prefetch.isascii()):
-            raise SyntaxError_(f"prefetch-count must be a non-negative integer, got '{prefetch[:40]}'")
-        dest = M.parse_destination(destination)
-        sub = Subscription(self, sub_id, destination, ack)
-        sub.session.prefetch = int(prefetch)
-        try:
-            sub.queue = self._subscription_queue(sub, dest, h)
-            broker.consume(sub.session, sub.queue, sub.tag, no_ack=ack == "auto")
-        except HareError:
-            sub.session.close()
-            raise
-        self.subs[sub_id] = sub
-
-    def _subscription_queue(self, sub: Subscription, dest: M.Destination, h: dict[str, str]) -> str:
-        broker = self.node.broker
-        s = sub.session
-        kind = dest.kind
-        if kind == M.QUEUE:
-            self._ensure_queue(dest.name, h)
-            return dest.name
-        if kind == M.AMQ_QUEUE:
-            return dest.name
-        if kind == M.TOPIC or kind == M.EXCHANGE:
-            assert self.vhost is not None
-            self.vhost.exchange(dest.name)  # NotFound before we declare anything
-            durable = _flag(h, "durable") or _flag(h, "persistent")
-            if durable:
-                if "id" not in h:
-                    raise SyntaxError_("a durable subscription needs an 'id' header")
-                name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
-                    hashlib.md5(h["id"].encode()).digest()).rstrip(b"=").decode()
-                q = broker.queue_declare(s, name, durable=True, auto_delete=_flag(h, "auto-delete"),
-                                         arguments=_queue_args(h))
-                sub.delete_on_unsubscribe = True
-            else:
-                name = h.get("x-queue-name") or "stomp-subscription-" + base64.urlsafe_b64encode(
-                    os.urandom(16)).rstrip(b"=").decode()
-                q = broker.queue_declare(s, name, exclusive=True, auto_delete=True, arguments=_queue_args(h))
-            broker.queue_bind(s, q.name, dest.name, dest.key)
-            return q.name
-        raise SyntaxError_(f"cannot SUBSCRIBE to '{h['destination'][:200]}': "
-                           f"{kind} destinations are only for SEND and reply-to")
-
-    def _unsubscribe(self, frame: Frame) -> None:
-        h = frame.headers
-        sub_id = h.get("id") or h.get("destination", "")
-        sub = self.subs.pop(sub_id, None)
-        if sub is None:
-            raise NotFound(f"no subscription '{sub_id}' on this connection")
-        sub.session.close()
-        if len(self._gone) >= _MAX_GONE:
-            self._gone.clear()
-        self._gone.add(sub.prefix)
-        # a durable topic subscription ends for good when UNSUBSCRIBE says durable (RabbitMQ)
-        if sub.delete_on_unsubscribe and (_flag(h, "durable") or _flag(h, "persistent")):
-            self.node.broker.queue_delete(sub.session, sub.queue)
-
-    # ---- ACK / NACK -----------------------------------------------------------------------------------
-    def _settle(self, frame: Frame, nack: bool) -> None:
-        h = frame.headers
-        ack_id = h.get("id") if self.proto.version == V12 else h.get("message-id")
-        assert ack_id is not None  # required headers are checked by the session
-        head, sep, tag_s = ack_id.rpartition("@@")
-        sub_id, sep2, _ = head.rpartition("@@")
-        if not sep or not sep2 or not sub_id.startswith("T_") or not tag_s.isdigit():
-            raise PreconditionFailed(f"'{ack_id[:200]}' is not a message id of this broker")
-        sub_id = sub_id[2:]
-        sub = self.subs.get(sub_id)
-        if sub is None or sub.prefix != head + "@@":
-            if head + "@@" in self._gone:
-                return  # unsubscribed: its deliveries were already requeued
-            raise PreconditionFailed(f"no subscription '{sub_id}' on this connection")
-        if sub.ack == "auto":
-            return  # nothing to settle: auto mode acknowledged on delivery
-        tag = int(tag_s)
-        multiple = sub.ack == "client"
-        if nack:
-            sub.session.nack(tag, multiple, requeue=_flag(h, "requeue", True))
-        else:
-            sub.session.ack(tag, multiple)

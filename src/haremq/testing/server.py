@@ -26,7 +26,8 @@ from haremq.server.node import Node
 def _settings(**overrides: Any) -> Settings:
     """Settings for a test broker: free ports, and a fresh temporary data directory unless given."""
     data_dir = overrides.pop("data_dir", None) or tempfile.mkdtemp(prefix="haremq-test-")
-    base = Settings(amqp_port=0, stomp_port=0, sqs_port=0, management_port=0, data_dir=data_dir)
+    base = Settings(amqp_port=0, stomp_port=0, sqs_port=0, management_port=0, data_dir=data_dir, amqps_port=0,
+                    stomps_port=0, sqs_https_port=0, management_https_port=0)
     return dataclasses.replace(base, **overrides).validate()
 
 
@@ -100,6 +101,30 @@ class BrokerThread:
     def management_url(self) -> str:
         """Base URL of the management API, ``/metrics`` and the dashboard (user guest/guest)."""
         return f"http://127.0.0.1:{self.management_port}"
+
+    @property
+    def amqps_port(self) -> int:
+        """AMQP over TLS (when ``tls_cert_file`` and ``tls_key_file`` are given)."""
+        assert self.node is not None and self.node.amqps_port is not None, "TLS is not configured"
+        return self.node.amqps_port
+
+    @property
+    def stomps_port(self) -> int:
+        assert self.node is not None and self.node.stomps_port is not None, "TLS or STOMP is off"
+        return self.node.stomps_port
+
+    @property
+    def sqs_https_endpoint_url(self) -> str:
+        """``endpoint_url`` for boto3 over TLS (pass ``verify=`` the CA file)."""
+        assert self.node is not None and self.node.http is not None and self.node.http.sqs_https_port is not None, \
+            "TLS or the SQS API is off"
+        return f"https://127.0.0.1:{self.node.http.sqs_https_port}"
+
+    @property
+    def management_https_url(self) -> str:
+        assert self.node is not None and self.node.http is not None \
+            and self.node.http.management_https_port is not None, "TLS or the management API is off"
+        return f"https://127.0.0.1:{self.node.http.management_https_port}"
 
     def _run(self) -> None:
         async def main() -> None:

@@ -203,3 +203,28 @@ def test_changed_secret_is_not_served_from_the_cache() -> None:
 def test_user_type_is_the_store_user() -> None:
     a, _ = make()
     assert isinstance(a.password("guest", "guest", LOCAL), User)
+
+
+def test_sasl_external_is_offered_and_accepted_only_with_a_verified_client_certificate(
+        audit_lines: Callable[[], list[str]]) -> None:
+    a, _ = make()
+    with_cert = Peer("amqp", "127.0.0.1:5000", True, cert_name="guest")
+    assert a.mechanisms_for(LOCAL) == "PLAIN AMQPLAIN"
+    assert a.mechanisms_for(with_cert).split() == ["EXTERNAL", "PLAIN", "AMQPLAIN"]
+    assert a.sasl("EXTERNAL", b"", with_cert) is a.users.users["guest"]  # no password asked
+    assert audit_lines() == []
+    assert refused(lambda: a.sasl("EXTERNAL", b"", LOCAL)).reason is Reason.UNSUPPORTED_MECHANISM
+
+
+@pytest.mark.parametrize(("peer", "reason", "line"), [
+    (Peer("amqp", "127.0.0.1:5000", True, cert_name="mallory"), Reason.UNKNOWN_USER,
+     "EXTERNAL (client certificate CN=mallory): unknown user"),
+    (Peer("amqp", "10.0.0.9:5000", False, cert_name="guest"), Reason.LOOPBACK_ONLY,
+     "EXTERNAL (client certificate CN=guest): user may only connect from loopback"),
+])
+def test_sasl_external_refusals_are_audited(peer: Peer, reason: Reason, line: str,
+                                            audit_lines: Callable[[], list[str]]) -> None:
+    a, _ = make()
+    assert refused(lambda: a.sasl("EXTERNAL", b"", peer)).reason is reason
+    lines = audit_lines()
+    assert len(lines) == 1 and line in lines[0], lines

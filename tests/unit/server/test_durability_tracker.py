@@ -13,7 +13,8 @@ import pytest
 from haremq.core.broker import Broker
 from haremq.errors import ResourceError
 from haremq.message import Message, Properties
-from haremq.server.amqp import Channel
+from haremq.protocol.amqp import connection as ev
+from haremq.protocol.amqp.channel import AmqpChannel, AmqpChannels
 from haremq.server.durability import WAIT, Answers, Durability, Gate
 from haremq.store.api import CommitLog, Positions
 from haremq.store.file import FileQueueStore
@@ -179,24 +180,22 @@ def test_a_gate_holds_later_answers_until_it_opens() -> None:
 
 
 # ---- the AMQP channel: coalesced confirms -----------------------------------------------------------
-class _Proto:
-    """The sans-IO connection's outgoing-frame queue, as the channel sees it."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def write(self, frame: bytes) -> None:
-        self.out.append(frame)
-
-
 class _Conn:
+    """The owner and broker port a channel handler needs here (only a session to open)."""
+
     def __init__(self, broker: Broker) -> None:
-        self.node = self
+        self.published = False
+        self.client_properties: dict[str, Any] = {}
         self.broker = broker
-        self.vhost = broker.vhosts["/"]
-        self.user = broker.users.add("guest", "guest")
-        self.channels: dict[int, Channel] = {}
-        self.proto = _Proto()
+        self.written = broker.written
+        self.stats = broker.stats
+        self.proto = ev.AmqpConnection({})
+        self.chans = AmqpChannels(self.proto, self, self,  # type: ignore[arg-type]
+                                  want_output=lambda: None, fail_connection=lambda err: None)
+        self.channels = self.chans.channels
+
+    def open_session(self, sink: Any) -> Any:
+        return session_for(self.broker)[0]
 
     def write_pending(self) -> None:
         pass
@@ -217,7 +216,7 @@ def _frames(out: list[bytes]) -> list[tuple[str, int]]:
 
 def test_channel_confirms_coalesce_into_ack_multiple_per_run_and_stop_at_the_first_waiting() -> None:
     conn = _Conn(Broker())
-    ch = Channel(conn, 1)  # type: ignore[arg-type]  # the attributes a Channel reads from its connection
+    ch = AmqpChannel(conn.chans, 1)
     conn.channels[1] = ch
     log = FakeLog()
     for seq, lsn in [(1, 1), (2, 2), (3, 3)]:
@@ -227,22 +226,21 @@ def test_channel_confirms_coalesce_into_ack_multiple_per_run_and_stop_at_the_fir
     ch.outcomes.add(0, pos((log, 5)))  # a tx.commit-ok
     log.committed_lsn = 2
     assert ch.flush_confirms()
-    assert _frames(conn.proto.out) == [("ack*", 2)]
-    conn.proto.out.clear()
+    assert _frames(conn.proto.data_to_send()) == [("ack*", 2)]
     log.committed_lsn = 5
     assert not ch.flush_confirms()
-    assert _frames(conn.proto.out) == [("ack*", 3), ("nack", 4), ("ack*", 5), ("commit-ok", 0)]
+    assert _frames(conn.proto.data_to_send()) == [("ack*", 3), ("nack", 4), ("ack*", 5), ("commit-ok", 0)]
 
 
 def test_channel_refusal_nacks_every_waiting_confirm() -> None:
     conn = _Conn(Broker())
-    ch = Channel(conn, 1)  # type: ignore[arg-type]
+    ch = AmqpChannel(conn.chans, 1)
     conn.channels[1] = ch
     log = FakeLog()
     ch.outcomes.add(1, pos((log, 1)))
     ch.outcomes.add(2, {})
     ch.fail_confirms(ResourceError("fsync failed"))
-    assert _frames(conn.proto.out) == [("nack", 1), ("nack", 2)]
+    assert _frames(conn.proto.data_to_send()) == [("nack", 1), ("nack", 2)]
     assert not ch.outcomes
 
 

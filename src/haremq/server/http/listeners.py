@@ -25,6 +25,8 @@ class HttpListeners:
         self.servers: list[asyncio.AbstractServer] = []
         self.sqs_port: int | None = None
         self.management_port: int | None = None
+        self.sqs_https_port: int | None = None  # None while TLS is off
+        self.management_https_port: int | None = None
         self.sqs: SqsEndpoint | None = None
         self.sqs_stats = HttpStats()
         self.management_stats = HttpStats()
@@ -35,13 +37,15 @@ class HttpListeners:
 
         loop = asyncio.get_running_loop()
         s = self.node.settings
+        ctx = self.node.tls_context(name)
         try:
             server = await loop.create_server(
                 lambda: HttpServerProtocol(self.node, handler, stats, max_body=max_body,
                                            request_timeout=s.handshake_timeout, idle_timeout=s.http_idle_timeout,
                                            too_large=too_large),
                 host=s.bind, port=port,
-                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024, ssl=self.node.tls_context(name))
+                reuse_address=True, family=socket.AF_UNSPEC, backlog=1024, ssl=ctx,
+                ssl_handshake_timeout=s.handshake_timeout if ctx is not None else None)
         except OSError as exc:
             raise listen_error(name, s.bind, port, exc) from None
         self.servers.append(server)
@@ -60,6 +64,10 @@ class HttpListeners:
             self.sqs_port = await self._listen(self.sqs, s.sqs_port, self.sqs_stats, SQS_MAX_BODY, "SQS",
                                                self.sqs.too_large)
             log.info("SQS API listening on %s:%d", s.bind, self.sqs_port)
+            if node.ssl_context is not None:
+                self.sqs_https_port = await self._listen(self.sqs, s.sqs_https_port, self.sqs_stats, SQS_MAX_BODY,
+                                                         "SQS HTTPS", self.sqs.too_large)
+                log.info("SQS API (HTTPS) listening on %s:%d", s.bind, self.sqs_https_port)
         if s.management_enabled:
             from haremq.server.http.management import ManagementApp
 
@@ -67,6 +75,11 @@ class HttpListeners:
             self.management_port = await self._listen(app, s.management_port, self.management_stats,
                                                       16 * 1024 * 1024, "management")
             log.info("management API listening on %s:%d", s.bind, self.management_port)
+            if node.ssl_context is not None:
+                self.management_https_port = await self._listen(app, s.management_https_port,
+                                                                self.management_stats, 16 * 1024 * 1024,
+                                                                "management HTTPS")
+                log.info("management API (HTTPS) listening on %s:%d", s.bind, self.management_https_port)
         return self
 
     async def stop(self) -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from haremq import __version__
@@ -701,6 +701,10 @@ class ManagementApp:
             # RabbitMQ: when the queue last saw a consumer, a get or a declare
             idle = time.time() - max(0.0, self.broker.clock.monotonic() - q.last_used)
             info["idle_since"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(idle))
+        if q.quorum:
+            # RabbitMQ's quorum queue fields; with no cluster the one member is this node (a single replica)
+            me = self.node.cluster_name
+            info.update(leader=me, members=[me], online=[me])
         if r is not None:
             info["messages_delayed"] = len(q.delayed)
         st = q.vhost.broker.storage_stats(q) if q.persist else None
@@ -1123,6 +1127,10 @@ class ManagementApp:
             "connected_at": int(connected * 1000) if connected is not None else None,
             "auth_mechanism": c.auth_mechanism if amqp else None,  # STOMP: login/passcode headers
         }
+        tls = t.get_extra_info("ssl_object") if info["ssl"] else None
+        if tls is not None:  # RabbitMQ's names; the subject of a verified client certificate only
+            info.update({"ssl_protocol": tls.version(), "ssl_cipher": (tls.cipher() or ("?",))[0],
+                         "peer_cert_subject": f"CN={c.cert_name}" if c.cert_name is not None else None})
         info.update(self._rates(("conn", info["name"]), {"recv_oct": c.bytes_in, "send_oct": c.bytes_out}))
         if proto is not None:
             info.update({"channel_max": proto.channel_max, "frame_max": proto.frame_max, "timeout": proto.heartbeat,
@@ -1171,7 +1179,7 @@ class ManagementApp:
                 continue
             cname = self._conn_name(c)
             for n, ch in c.channels.items():
-                s = ch.session
+                s = cast(Session, ch.session)  # the core session behind the channel handler
                 info = {"name": f"{cname} ({n})", "number": n, "node": self.node.cluster_name,
                         "connection_details": {"name": cname, "peer_host": c.peer[0], "peer_port": c.peer[1]},
                         "user": c.user.name if c.user else None, "vhost": s.vhost.name,
@@ -1407,7 +1415,9 @@ class ManagementApp:
         http = self.listeners
         out: list[dict[str, Any]] = []
         for proto, port in (("amqp", self.node.amqp_port), ("stomp", self.node.stomp_port), ("sqs", http.sqs_port),
-                            ("http", http.management_port)):
+                            ("http", http.management_port), ("amqp/ssl", self.node.amqps_port),
+                            ("stomp/ssl", self.node.stomps_port), ("sqs/ssl", http.sqs_https_port),
+                            ("https", http.management_https_port)):
             if port is not None:
                 out.append({"node": self.node.cluster_name, "protocol": proto,
                             "ip_address": self.node.settings.bind, "port": port})
@@ -1444,7 +1454,8 @@ class ManagementApp:
     def feature_flags(self, **_: Any) -> HttpResponse:
         """The RabbitMQ feature flags whose behaviour haremq has (all enabled; nothing to migrate)."""
         flags = (("implicit_default_bindings", "Default bindings are computed, not stored"),
-                 ("quorum_queue", "x-queue-type quorum is accepted"),
+                 ("quorum_queue", "x-queue-type quorum: RabbitMQ's quorum queue rules (durable, delivery limit, "
+                                  "x-delivery-count), with a single replica until clustering arrives"),
                  ("virtual_host_metadata", "Virtual host descriptions and tags"),
                  ("empty_basic_get_metric", "Count empty basic.get"))
         return _json([{"name": n, "desc": d, "doc_url": "", "stability": "stable", "provided_by": "rabbit",

@@ -74,3 +74,30 @@ def test_http_publish_refuses_headers_an_amqp_consumer_could_not_be_sent(slow_sy
         assert got == [(b"fine", {"x": 1, "y": {"z": [1, "a", None]}})]
     finally:
         conn.close()
+
+
+def test_http_publish_after_a_failed_fsync_is_a_server_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once an fsync failed nothing can be made durable: a persistent publish is refused with a 503 (the
+    server's fault, retryable), not a 400 that blames the request."""
+    import asyncio
+    import os
+
+    from haremq.testing import running_broker
+
+    async def main() -> None:
+        async with running_broker() as node:
+            assert node.http is not None and node.http.management_port is not None
+            b = BrokerProcess(None, 0, "", {"http": node.http.management_port})  # type: ignore[arg-type]
+            q = f"mgmt-pub-{uuid.uuid4().hex[:8]}"
+            assert (await asyncio.to_thread(call, b, "PUT", f"/api/queues/%2F/{q}", {"durable": True}))[0] == 201
+            assert (await asyncio.to_thread(publish, b, q, "ok", {"delivery_mode": 2}))[0] == 200
+
+            def broken_fsync(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(os, "fsync", broken_fsync)
+            for _ in range(2):  # the publish that meets the failure, and one after it
+                st, body = await asyncio.to_thread(publish, b, q, "lost?", {"delivery_mode": 2})
+                assert st == 503, (st, body)
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -43,7 +43,7 @@ from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.policy import Policy, PolicyError, effective_arguments
 from haremq.core.queue import PAGED, Queue
-from haremq.errors import HareError, InternalError
+from haremq.errors import HareError, InternalError, ResourceError
 from haremq.message import Message, Properties
 from haremq.protocol.amqp.codec import encode_properties
 from haremq.protocol.http import HttpRequest, HttpResponse
@@ -369,9 +369,10 @@ class ManagementApp:
                 out.headers.append(("WWW-Authenticate", 'Basic realm="haremq"'))
             return out
         if isinstance(e, HareError):
-            # a failed definitions write (InternalError) is ours, not the client's: 503, nothing answered as kept
+            # a failed definitions write (InternalError) or store (ResourceError: an fsync failed, disk full) is
+            # ours, not the client's: 503, nothing answered as kept
             status = (404 if e.reply_code == 404 else 403 if e.reply_code in (403, 530)
-                      else 503 if isinstance(e, InternalError) else 400)
+                      else 503 if isinstance(e, InternalError | ResourceError) else 400)
             return _json({"error": e.reply_name.lower(), "reason": e.text}, status)
         if isinstance(e, RecursionError):
             return _json({"error": "bad_request", "reason": "input nested too deeply"}, 400)
@@ -1025,11 +1026,14 @@ class ManagementApp:
             raise HttpError(400, f"invalid message properties: {exc}"[:300]) from None
         rk = _str(body, "routing_key", "")
         name = "" if name == "amq.default" else name  # the API's name for the default exchange
-        from haremq.core.broker import ROUTED
+        from haremq.core.broker import REJECTED, ROUTED
 
         written = self.broker.written
         written.clear()
-        routed = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data)) == ROUTED
+        result = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data))
+        if result == REJECTED and self.broker.store_failed:  # refused by a store that cannot write: our fault
+            raise HttpError(503, "message not stored: the store cannot make messages durable")
+        routed = result == ROUTED
         positions = dict(written)
         written.clear()
         self.broker.flush()

@@ -636,12 +636,15 @@ def _add_rss(rec: dict[str, Any], pid: int | None) -> None:
 
 # ---------------------------------------------------------------------------------------------- brokers
 class HaremqProc:
-    def __init__(self, python: str, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, python: str, tls: tuple[str, str] | None = None, src: str | None = None) -> None:
+        """``src``: run the haremq package found in that source folder instead of the installed one
+        (``--baseline-src``: an older checkout measured in the same run)."""
         self.dir = tempfile.mkdtemp(prefix="haremq-bench-")
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(src)) if src else None
         cmd = [python, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--data-dir", self.dir,
                "--log-level", "warning"]
         helptext = subprocess.run([python, "-m", "haremq.cli", "serve", "--help"], capture_output=True,
-                                  text=True).stdout
+                                  text=True, env=env).stdout
         # other listeners on free ports, so runs never collide on fixed ports
         for opt in ("--stomp-port", "--sqs-port", "--management-port", "--amqps-port", "--stomps-port",
                     "--sqs-https-port", "--management-https-port"):
@@ -650,7 +653,7 @@ class HaremqProc:
         if tls is not None:
             cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
         line = ""
@@ -752,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --compare: which to run; haremq-tls / rabbitmq-tls: the same node over AMQPS")
     ap.add_argument("--rabbit-tls-port", type=int, default=5674, help="RabbitMQ's AMQPS port (rabbitmq-tls)")
     ap.add_argument("--haremq-python", default=sys.executable, help="python that has haremq installed")
+    ap.add_argument("--baseline-src", help="with broker haremq-base: an older checkout's src/ folder, measured "
+                    "in the same run (before/after a change)")
     ap.add_argument("--rabbit-dir", help="RabbitMQ state folder (default: temporary)")
     ap.add_argument("--rabbit-port", type=int, default=5673)
     ap.add_argument("--scenarios", default="a,b,c,d")
@@ -809,6 +814,12 @@ def main(argv: list[str] | None = None) -> int:
                         cleanup.append(node.stop)
                     node = started[kind]
                     targets[b] = (node.amqps_url if b.endswith("-tls") else node.amqp_url, node.beam_pid)
+                elif b == "haremq-base":
+                    if not args.baseline_src:
+                        ap.error("haremq-base needs --baseline-src")
+                    hb = HaremqProc(args.haremq_python, src=args.baseline_src)
+                    cleanup.append(hb.stop)
+                    targets[b] = (hb.url, hb.pid)
                 else:
                     ap.error(f"unknown broker {b}")
             time.sleep(3)  # let both settle before the idle reading

@@ -6,8 +6,9 @@ the receiver idle between messages; idle CPU is what a consumer blocked in get()
 
     PYTHONPATH=src python bench/ipc_bench.py [--quick] [--repeat K]
 
---repeat K adds the target check on a shared, noisy host: 100 B one-at-a-time spsc vs pyzmq, alternated K times
-in the same run, medians reported.
+--repeat K adds the target checks on a shared, noisy host, alternated K times in the same run, medians reported:
+100 B one-at-a-time spsc vs pyzmq, spsc batched vs pyzmq, and mpmc vs multiprocessing.Queue vs pyzmq with 1 and 4
+producer processes into one consumer (issue 15). --only-repeat skips the single-run table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import multiprocessing as mp
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -76,13 +78,16 @@ def zmq_transport(size: int) -> tuple[Callable[[str], Ends], Callable[[], None]]
 
     def end(role: str) -> Ends:
         ctx = zmq.Context()
+        # the HWM is set before connect/bind: set after, it does not apply to the pipe already made, and with
+        # several PUSH peers closing at once messages went missing (the receiver then waited forever)
         if role == "send":
             s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.SNDHWM, 100_000)
             s.connect(addr)
         else:
             s = ctx.socket(zmq.PULL)
+            s.setsockopt(zmq.RCVHWM, 100_000)
             s.bind(addr)
-        s.setsockopt(zmq.SNDHWM if role == "send" else zmq.RCVHWM, 100_000)
 
         def close() -> None:
             s.close(linger=-1)  # -1: never drop queued messages (1 s could lose some under load)
@@ -110,11 +115,14 @@ def _producer(make: Callable[[str], Ends], n: int, size: int, batched: bool) -> 
     close()
 
 
-def throughput(make: Callable[[str], Ends], n: int, size: int, batched: bool) -> float:
-    recv_end = make("recv")
-    _, recv, _, recv_many, close = recv_end
-    p = FORK.Process(target=_producer, args=(make, n, size, batched))
-    p.start()
+def throughput(make: Callable[[str], Ends], n: int, size: int, batched: bool, producers: int = 1) -> float:
+    """Messages per second into one consumer from `producers` processes sending n in total."""
+    each = n // producers // BATCH * BATCH
+    n = each * producers
+    procs = [FORK.Process(target=_producer, args=(make, each, size, batched)) for _ in range(producers)]
+    for p in procs:  # forked before the receiving end exists: no live zmq context is forked
+        p.start()
+    _, recv, _, recv_many, close = make("recv")
     got = 0
     if batched and recv_many is not None:
         first = recv_many()
@@ -130,7 +138,8 @@ def throughput(make: Callable[[str], Ends], n: int, size: int, batched: bool) ->
             recv()
             got += 1
     t1 = time.perf_counter()
-    p.join()
+    for p in procs:
+        p.join()
     close()
     return (got - 1) / (t1 - t0)
 
@@ -184,7 +193,8 @@ def idle_cpu(seconds: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
-    ap.add_argument("--repeat", type=int, default=0, help="alternate spsc vs pyzmq 100 B single K times")
+    ap.add_argument("--repeat", type=int, default=0, help="alternate the target comparisons K times, report medians")
+    ap.add_argument("--only-repeat", action="store_true", help="skip the single-run table and latency")
     args = ap.parse_args()
     scale = 0.1 if args.quick else 1.0
     rows: list[dict[str, Any]] = []
@@ -201,7 +211,7 @@ def main() -> None:
         ("faster-fifo", fastfifo_transport, True),
         ("pyzmq PUSH/PULL ipc", zmq_transport, False),
     ]
-    for size in (100, 4096):
+    for size in () if args.only_repeat else (100, 4096):
         n = int((500_000 if size == 100 else 100_000) * scale)
         n -= n % BATCH
         for label, factory, batchable in peers:
@@ -212,7 +222,7 @@ def main() -> None:
                 emit({"bench": "throughput", "transport": label, "size": size, "batched": batched,
                       "messages": n, "msg_per_s": round(rate), "MB_per_s": round(rate * size / 1e6, 1)})
     rounds = int(20_000 * scale)
-    for label, factory, _ in peers:
+    for label, factory, _ in [] if args.only_repeat else peers:
         if label == "mp.Queue":
             continue  # needs its own feeder thread per end; measured by others at ~30-60 us
         lat = latency(lambda f=factory: f(100), rounds)  # type: ignore[misc]
@@ -221,18 +231,29 @@ def main() -> None:
               "p50": round(q[49], 2), "p99": round(q[98], 2)})
     if args.repeat:
         n = int(500_000 * scale) // BATCH * BATCH
-        runs: dict[str, list[float]] = {"haremq-shm-spsc": [], "pyzmq PUSH/PULL ipc": []}
+        by_label = {label: factory for label, factory, _ in peers}
+        # (transport, batched, producers): every case runs once per round, rounds alternate
+        cases = [("haremq-shm-spsc", False, 1), ("haremq-shm-spsc", True, 1), ("pyzmq PUSH/PULL ipc", False, 1),
+                 ("haremq-shm-mpmc", False, 1), ("mp.Queue", False, 1),
+                 ("haremq-shm-mpmc", False, 4), ("mp.Queue", False, 4), ("pyzmq PUSH/PULL ipc", False, 4)]
+        runs: dict[tuple[str, bool, int], list[float]] = {c: [] for c in cases}
         for _ in range(args.repeat):
-            for label, factory, _ in peers:
-                if label in runs:
-                    make, clean = factory(100)
-                    runs[label].append(throughput(make, n, 100, False))
-                    clean()
-        for label, rates in runs.items():
-            emit({"bench": "throughput_repeated", "transport": label, "size": 100, "batched": False,
-                  "messages": n, "runs": len(rates), "median_msg_per_s": round(statistics.median(rates)),
-                  "all": [round(r) for r in rates]})
-    emit({"bench": "idle_cpu", "transport": "haremq-shm", "cpu_per_wall_s": round(idle_cpu(2.0), 4)})
+            for label, batched, producers in cases:
+                try:
+                    make, clean = by_label[label](100)
+                except ImportError:
+                    continue
+                rate = throughput(make, n, 100, batched, producers)
+                clean()
+                runs[(label, batched, producers)].append(rate)
+                print(f"# {label} batched={batched} producers={producers}: {rate:,.0f} msg/s", file=sys.stderr)
+        for (label, batched, producers), rates in runs.items():
+            if rates:
+                emit({"bench": "throughput_repeated", "transport": label, "size": 100, "batched": batched,
+                      "producers": producers, "messages": n, "runs": len(rates),
+                      "median_msg_per_s": round(statistics.median(rates)), "all": [round(r) for r in rates]})
+    if not args.only_repeat:
+        emit({"bench": "idle_cpu", "transport": "haremq-shm", "cpu_per_wall_s": round(idle_cpu(2.0), 4)})
 
     print()
     print(f"{'transport':24} {'size':>5} {'batched':>8} {'msg/s':>12} {'MB/s':>8}")
@@ -243,9 +264,12 @@ def main() -> None:
     for r in rows:
         if r["bench"] == "latency_one_way_us":
             print(f"{r['transport']:24} {r['p50']:>8} {r['p99']:>8}")
+    print()
     for r in rows:
         if r["bench"] == "throughput_repeated":
-            print(f"\n{r['transport']:24} 100 B single, median of {r['runs']}: {r['median_msg_per_s']:,} msg/s")
+            how = "batched" if r["batched"] else "single"
+            print(f"{r['transport']:24} 100 B {how:7} x{r['producers']} producers, median of {r['runs']}: "
+                  f"{r['median_msg_per_s']:>10,} msg/s")
     for r in rows:
         if r["bench"] == "idle_cpu":
             print(f"\nidle blocked consumer: {r['cpu_per_wall_s'] * 100:.2f}% of one core")

@@ -16,9 +16,13 @@ broker scenarios. haremq is started through ``_serve``, a wrapper around ``harem
 ``os.fsync`` to log (end time, duration) of every fsync the broker process issues to a side file - the broker
 keeps counters (GroupCommit.syncs/fsyncs) but exposes none of them yet.
 
+Encryption at rest (issue 12): ``--brokers haremq,haremq-enc`` runs the same build twice side by side, the second
+with ``--encryption-key-file`` (a fresh random AES-256 key in the base dir); the last column is haremq/haremq-enc.
+
 Examples:
   python bench/persist_bench.py --runs 3 --json-out /tmp/persist.jsonl             # everything, both brokers
   python bench/persist_bench.py --scenarios p100 --brokers haremq --count 1000000   # e.g. to profile meanwhile
+  python bench/persist_bench.py --brokers haremq,haremq-enc --scenarios p100,e100,p1k,e1k --runs 3  # encryption cost
   python bench/persist_bench.py fsync-probe --seconds 5
 """
 
@@ -132,9 +136,12 @@ def read_fsync_log(path: str, t0: int, t1: int) -> dict[str, Any]:
 class Haremq:
     """haremq subprocess (through ``_serve``) on a free port with HAREMQ_FSYNC (default always)."""
 
-    def __init__(self, data_dir: str, fsync: str = "always", python: str = sys.executable) -> None:
+    def __init__(self, data_dir: str, fsync: str = "always", python: str = sys.executable,
+                 extra: list[str] | None = None, src: str | None = None) -> None:
+        self.src = src  # haremq-base: run the package of an older checkout's src/ (--baseline-src)
         self.data_dir = data_dir
         self.fsync = fsync
+        self.extra = extra or []  # more ``serve`` flags (haremq-enc: --encryption-key-file)
         self.python = python
         self.fsync_log = os.path.join(os.path.dirname(data_dir.rstrip("/")) or ".",
                                       os.path.basename(data_dir.rstrip("/")) + ".fsync.bin")
@@ -146,10 +153,12 @@ class Haremq:
     def start(self, timeout: float = 300.0) -> dict[str, Any]:
         """Spawn; return {"ready_s": spawn -> ready line, "recovered": log line or None}."""
         env = dict(os.environ, HAREMQ_FSYNC=self.fsync, PERSIST_BENCH_FSYNC_LOG=self.fsync_log)
+        if self.src:
+            env["PYTHONPATH"] = os.path.abspath(self.src)
         cmd = [self.python, os.path.abspath(__file__), "_serve", "--amqp-port", "0", "--stomp-port", "0",
-               "--data-dir", self.data_dir, "--log-level", "info"]
+               "--data-dir", self.data_dir, "--log-level", "info", *self.extra]
         helptext = subprocess.run([self.python, "-m", "haremq.cli", "serve", "--help"], capture_output=True,
-                                  text=True).stdout
+                                  text=True, env=env).stdout
         for opt in ("--sqs-port", "--management-port"):  # newer listeners default to fixed ports: use free ones
             if opt in helptext:
                 cmd += [opt, "0"]
@@ -274,10 +283,27 @@ def throughput(name: str, url: str, pid: int | None, args: argparse.Namespace,
 
 
 # ---------------------------------------------------------------------------------------------- recovery
-def recovery_haremq(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
+def encryption_flags(base: str) -> list[str]:
+    """``haremq-enc``: a fresh random AES-256 key file (encryption at rest, store/crypto.py)."""
+    import base64
+
+    path = os.path.join(base, "bench.keys")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(f"1: {base64.b64encode(os.urandom(32)).decode()}\n")
+    return ["--encryption-key-file", path]
+
+
+def make_haremq(name: str, data_dir: str, args: argparse.Namespace, base: str) -> Haremq:
+    if name == "haremq-base":
+        return Haremq(data_dir, args.fsync, src=args.baseline_src)
+    return Haremq(data_dir, args.fsync, extra=encryption_flags(base) if name == "haremq-enc" else None)
+
+
+def recovery_haremq(args: argparse.Namespace, base: str, name: str = "haremq") -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    d = os.path.join(base, "haremq-recovery")
-    h = Haremq(d, args.fsync)
+    d = os.path.join(base, f"{name}-recovery")
+    h = make_haremq(name, d, args, base)
     q = "recovery.q"
     try:
         st = h.start()
@@ -376,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(fsync_probe(a.dir, a.seconds)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default="haremq,rabbitmq")
+    ap.add_argument("--brokers", default="haremq,rabbitmq",
+                    help="haremq, rabbitmq, haremq-enc (encryption at rest), haremq-base (--baseline-src)")
+    ap.add_argument("--baseline-src", help="an older checkout's src/ folder, run as broker haremq-base in the "
+                    "same run (before/after a change)")
     ap.add_argument("--scenarios", default="p100,e100,p1k,e1k,recovery")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--count", type=int, default=200_000, help="messages per 100-byte scenario")
@@ -411,16 +440,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(json.dumps({"event": "start", "argv": argv, "cpus": os.cpu_count(), "base": base}), flush=True)
     tp = [s for s in scen if s in SCEN]
-    h: Haremq | None = None
+    started: list[Haremq] = []  # haremq and/or haremq-enc (same build, encryption at rest on)
     node: RabbitNode | None = None
     try:
         probe("before")
         if tp:
             targets: dict[str, tuple[str, int | None, str | None]] = {}
-            if "haremq" in brokers:
-                h = Haremq(os.path.join(base, "haremq-tp"), args.fsync)
-                h.start()
-                targets["haremq"] = (h.url, h.pid, h.fsync_log)
+            for name in ("haremq", "haremq-base", "haremq-enc"):
+                if name in brokers:
+                    hq = make_haremq(name, os.path.join(base, f"{name}-tp"), args, base)
+                    hq.start()
+                    started.append(hq)
+                    targets[name] = (hq.url, hq.pid, hq.fsync_log)
             if "rabbitmq" in brokers:
                 node = RabbitNode(os.path.join(base, "rabbit-tp"), amqp_port=args.rabbit_port)
                 node.start()
@@ -436,24 +467,24 @@ def main(argv: list[str] | None = None) -> int:
             for b, (_, pid, _) in targets.items():
                 emit({"broker": b, "scenario": "rss-tp", "rss_mib": (rss_kib(pid) or 0) / 1024 if pid else None,
                       "hwm_mib": (ab.vm_hwm_kib(pid) or 0) / 1024})
-            if h:
-                h.stop()
-                h = None
+            while started:
+                started.pop().stop()
             if node:
                 node.stop()
                 node = None
             probe("middle")
         if "recovery" in scen:
-            if "haremq" in brokers:
-                for rec in recovery_haremq(args, base):
-                    emit({"broker": "haremq", **rec})
+            for name in ("haremq", "haremq-enc"):
+                if name in brokers:
+                    for rec in recovery_haremq(args, base, name):
+                        emit({"broker": name, **rec})
             if "rabbitmq" in brokers:
                 for rec in recovery_rabbit(args, base):
                     emit({"broker": "rabbitmq", **rec})
             probe("after")
     finally:
-        if h:
-            h.stop()
+        for hq in started:
+            hq.stop()
         if node:
             node.stop()
         if jout:
@@ -477,7 +508,7 @@ def summary(records: list[dict[str, Any]], brokers: list[str]) -> None:
     def fmt(v: float | None, nd: int = 0) -> str:
         return "-" if v is None else f"{v:,.{nd}f}"
 
-    hdr = ["scenario", "metric", *brokers] + (["haremq/rabbitmq"] if len(brokers) == 2 else [])
+    hdr = ["scenario", "metric", *brokers] + ([f"{brokers[0]}/{brokers[1]}"] if len(brokers) == 2 else [])
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     rows: list[tuple[str, str, str, int]] = []

@@ -9,10 +9,14 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from haremq import __version__
 from haremq.config import Settings, load, unknown_env
 from haremq.errors import ConfigError, StartupError
+
+if TYPE_CHECKING:
+    from haremq.store.crypto import RecordCipher
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +46,25 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--stomps-port", help="STOMP over TLS port (default 61614; 0 = any free port)")
     p.add_argument("--sqs-https-port", help="SQS API over HTTPS port (default 9325; 0 = any free port)")
     p.add_argument("--management-https-port", help="management API over HTTPS port (default 15671; 0 = any free port)")
+    p.add_argument("--encryption-key-file",
+                   help="encrypt message records at rest with the keys in this file ('ID: BASE64' lines, last active)")
+
+
+def _offline_cipher(key_file: str | None, required: bool) -> RecordCipher | int | None:
+    """The key ring for an offline command: the flag, else HAREMQ_ENCRYPTION_KEY_FILE /
+    HAREMQ_ENCRYPTION_KEY, as ``serve`` reads them. Returns None, a RecordCipher, or an exit status."""
+    from haremq.store.crypto import EncryptionKeyError, load_key_ring
+
+    try:
+        cipher = load_key_ring(key_file or os.environ.get("HAREMQ_ENCRYPTION_KEY_FILE", ""),
+                               "" if key_file else os.environ.get("HAREMQ_ENCRYPTION_KEY", ""))
+    except EncryptionKeyError as exc:
+        print(f"haremq: {exc}", file=sys.stderr)
+        return 2
+    if cipher is None and required:
+        print("haremq: no encryption key: pass --encryption-key-file or set HAREMQ_ENCRYPTION_KEY", file=sys.stderr)
+        return 2
+    return cipher
 
 
 async def _serve(settings: Settings) -> None:
@@ -87,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     ctl.add_parser(sub)
     check = sub.add_parser("store-check", help="verify a data directory offline (refused while a broker holds it)")
     check.add_argument("data_dir", help="the broker's data directory")
+    check.add_argument("--encryption-key-file", help="key file to authenticate encrypted records with")
+    rewrap = sub.add_parser("store-rewrap", help="re-encrypt every message record with the active key "
+                            "(offline: refused while a broker holds the data dir)")
+    rewrap.add_argument("data_dir", help="the broker's data directory")
+    rewrap.add_argument("--encryption-key-file", help="key file ('ID: BASE64' lines; the last is the active key)")
     args = parser.parse_args(argv)
     if args.command == "ctl":
         return ctl.run(args)
@@ -103,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"haremq: {args.data_dir} is in use by a running broker ({holder}); stop it before "
                       "store-check", file=sys.stderr)
                 return 2
-            return run(args.data_dir, sys.stdout)
+            cipher = _offline_cipher(args.encryption_key_file, required=False)
+            if isinstance(cipher, int):
+                return cipher
+            return run(args.data_dir, sys.stdout, cipher)
+    if args.command == "store-rewrap":
+        return _rewrap(args.data_dir, args.encryption_key_file)
     if args.command == "serve":
         try:
             settings = load(args.config, overrides={
@@ -116,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tls_cert_file": args.tls_cert_file, "tls_key_file": args.tls_key_file,
                 "tls_ca_file": args.tls_ca_file, "amqps_port": args.amqps_port, "stomps_port": args.stomps_port,
                 "sqs_https_port": args.sqs_https_port, "management_https_port": args.management_https_port,
+                "encryption_key_file": args.encryption_key_file,
             })
         except ConfigError as exc:
             print(f"haremq: invalid setting: {exc}", file=sys.stderr)
@@ -141,6 +175,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     return 2
+
+
+def _rewrap(data_dir: str, key_file: str | None) -> int:
+    from haremq.store.crypto import EncryptionKeyError, RecordCipher
+    from haremq.store.lock import DataDirLock
+    from haremq.store.rewrap import run
+
+    if not os.path.isdir(data_dir):
+        print(f"haremq: {data_dir}: no such directory", file=sys.stderr)
+        return 2
+    cipher = _offline_cipher(key_file, required=True)
+    if not isinstance(cipher, RecordCipher):
+        return 2
+    try:
+        lock = DataDirLock(data_dir)  # exclusive: no broker may run on it meanwhile
+    except StartupError as exc:
+        print(f"haremq: {exc}; stop it before store-rewrap", file=sys.stderr)
+        return 2
+    try:
+        return run(data_dir, cipher, sys.stdout)
+    except EncryptionKeyError as exc:
+        print(f"haremq: store-rewrap stopped: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

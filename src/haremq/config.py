@@ -70,6 +70,10 @@ class Settings:
     stomps_port: int = 61614  # STOMP over TLS; 0 = any free port
     sqs_https_port: int = 9325  # SQS API over HTTPS; 0 = any free port
     management_https_port: int = 15671  # management API over HTTPS; 0 = any free port
+    # encryption at rest (store/crypto.py): a key file of ``ID: BASE64`` lines (the last is active),
+    # or the same entries in ``encryption_key`` (env HAREMQ_ENCRYPTION_KEY; kept out of repr)
+    encryption_key_file: str = ""
+    encryption_key: str = dataclasses.field(default="", repr=False)
 
     def validate(self) -> Settings:
         try:
@@ -121,6 +125,8 @@ class Settings:
         if not 0 < self.cluster_lease_margin < self.cluster_lease_ttl / 2:
             raise ConfigError(f"cluster_lease_margin: {self.cluster_lease_margin} is not between 0 and half "
                               f"of cluster_lease_ttl")
+        if self.encryption_key_file and self.encryption_key:
+            raise ConfigError("encryption_key_file and encryption_key (HAREMQ_ENCRYPTION_KEY) are both set: use one")
         return self
 
     @property

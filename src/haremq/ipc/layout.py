@@ -26,12 +26,14 @@ from .errors import QueueFileError
 #   24      8     max_message_size
 #   32      8     salt: random per queue, mixed into every commit word
 #   40      4     crc32 of bytes 0..40 -- a foreign or damaged file is refused at open
-#   128     ...   producer cache line: head (u64), put_count (u64), busy pid (u64), recoveries (u64)
-#   256     ...   consumer cache line: tail (u64), get_count (u64), busy pid (u64), intent tail (u64),
+#   128     ...   producer cache line: head (u64), put_count (u64), unused (u64), recoveries (u64)
+#   256     ...   consumer cache line: tail (u64), get_count (u64), unused (u64), intent tail (u64),
 #                 intent count (u64), lost (u64), recoveries (u64)
 #   512     ...   wait area for consumers: flag byte, then NSLOTS u64 deadlines (monotonic ns)
 #   1024    ...   wait area for producers: same shape
-#   4088    8     fcntl lock bytes (never read or written; only byte-range locked)
+#   1536    64    producer mutex (robust, process-shared pthread_mutex_t; mpmc)
+#   1600    64    consumer mutex (same)
+#   4090    2     spsc role lock bytes (never read or written; only fcntl byte-range locked)
 #   4096    cap   the data ring
 #
 # Record in the ring (16-byte aligned so a pad header always fits at the ring end; never split across it):
@@ -44,10 +46,12 @@ from .errors import QueueFileError
 # Synchronization protocol (why it is safe without compare-and-swap)
 # ------------------------------------------------------------------
 # * Every shared word has exactly one writer at a time. Producers write records and head/put_count; consumers
-#   write tail/get_count. In spsc mode there is one of each (enforced by an exclusive lock taken once per
+#   write tail/get_count. In spsc mode there is one of each (enforced by an exclusive fcntl lock taken once per
 #   role);
-#   in mpmc mode each side serializes itself with an fcntl open-file-description byte-range lock (the kernel
-#   drops it when the holder dies, so a killed process never wedges the queue) plus a threading.Lock.
+#   in mpmc mode each side serializes itself with a robust process-shared pthread mutex in the header
+#   (mutex.py: user space when uncontended; when its holder dies the kernel hands the next locker EOWNERDEAD,
+#   so a killed process never wedges the queue and its successor knows to recover). The mutex is per thread,
+#   so it also serializes threads sharing one handle.
 # * A record becomes visible when its commit word equals position ^ salt. The producer writes payload, then
 #   length+check, then the commit word, each as one aligned store; x86-64 keeps stores in program order (TSO)
 #   so a consumer that sees the commit sees the payload. A producer killed before the commit store leaves
@@ -57,12 +61,14 @@ from .errors import QueueFileError
 #   express: this module targets x86-64.
 # * Consumers never read head: readiness is the commit word. Producers read tail only when their cached copy
 #   says the ring is full. Space check: head + record (+ pad to the ring end) - tail <= capacity.
-# * Consuming commits with one store of tail. Before it, an mpmc consumer records its pid and the tail/count
-#   it is about to publish; after unlocking it clears the pid. A successor that finds a pid left behind knows
-#   the holder died inside the critical section: if tail already equals the intent, the dead process took
-#   those messages with it (counted in `lost` and logged), otherwise nothing happened and they are re-read.
-#   A producer that died holding the lock may have committed records without publishing head, so its
-#   successor rebuilds head by scanning commit words forward (the index is a cache; the records are truth).
+# * Consuming commits with one store of tail. Before it, an mpmc consumer records the tail it is about to
+#   publish and how many messages it takes (the intent); before unlocking it zeroes the intent count. A
+#   successor that gets EOWNERDEAD knows the holder died inside the critical section: if tail already equals
+#   the intent tail and the count is non-zero, the dead process took those messages with it (counted in `lost`
+#   and logged), otherwise nothing happened and they are re-read. A producer that died holding the lock may
+#   have committed records without publishing head, so its successor rebuilds head by scanning commit words
+#   forward (the index is a cache; the records are truth). An exception inside a put does the same scan
+#   before unlocking.
 # * spsc publishes head lazily. The consumer never reads head (readiness is the commit word, above), so a late
 #   head can delay no delivery and needs no handshake with the consumer; it only feeds qsize/full/stats and
 #   the restart scan. The rule: the spsc put() fast path publishes head+put_count every 64th put and whenever
@@ -81,23 +87,21 @@ from .errors import QueueFileError
 # ----------------------------------------------------------------------------------------------------------
 
 MAGIC: Final = b"HAREMQSQ"
-VERSION: Final = 1
+VERSION: Final = 2  # 2: mpmc claims with pthread mutexes (1 used fcntl locks; the two must not mix)
 HEADER_SIZE: Final = 4096
 _HDR = struct.Struct("<8sII QQQ")  # magic, version, mode, capacity, max_message_size, salt
 _CRC_OFF: Final = 40
 HEAD_OFF: Final = 128
 TAIL_OFF: Final = 256
-_P_BUSY: Final = HEAD_OFF + 16
 _P_RECOV: Final = HEAD_OFF + 24
-_C_BUSY: Final = TAIL_OFF + 16
 _C_INTENT: Final = TAIL_OFF + 24  # intent tail, intent count
 _C_LOST: Final = TAIL_OFF + 40
 _C_RECOV: Final = TAIL_OFF + 48
 CWAIT_OFF: Final = 512
 PWAIT_OFF: Final = 1024
+PMUTEX_OFF: Final = 1536
+CMUTEX_OFF: Final = 1600
 NSLOTS: Final = 32
-_LOCK_PROD: Final = 4088
-_LOCK_CONS: Final = 4089
 _LOCK_PROD_ROLE: Final = 4090
 _LOCK_CONS_ROLE: Final = 4091
 
@@ -119,6 +123,7 @@ _HEAD_W: Final = HEAD_OFF >> 3
 _CNT_W: Final = _HEAD_W + 1
 _TAIL_W: Final = TAIL_OFF >> 3
 _GOT_W: Final = _TAIL_W + 1
+_CINT_W: Final = _C_INTENT >> 3  # intent tail; the intent count is the next word
 _CWAIT_W: Final = CWAIT_OFF >> 3  # the flag byte is the low byte; the other 7 bytes are always 0
 _PWAIT_W: Final = PWAIT_OFF >> 3
 _PUBLISH_EVERY: Final = 64  # spsc put() publishes head at least every this many puts (a power of 2)

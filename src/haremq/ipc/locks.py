@@ -1,4 +1,5 @@
-"""fcntl open-file-description byte-range locks on the queue file (see the protocol in layout.py).
+"""fcntl open-file-description byte-range locks on the queue file: the spsc role locks (layout.py; mpmc uses
+the mutexes in mutex.py).
 
 The kernel drops an OFD lock when the last descriptor of its open file description closes, so a killed holder
 never wedges the queue; a forked child must reopen the file to own its locks (ShmQueue does, after fork).
@@ -27,12 +28,6 @@ class LockMixin:
 
     def _flock(self, byte: int, cmd: int, kind: int) -> None:
         fcntl.fcntl(self._fd, cmd, struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0))
-
-    def _lock(self, byte: int) -> None:
-        self._flock(byte, fcntl.F_OFD_SETLKW, fcntl.F_WRLCK)
-
-    def _unlock(self, byte: int) -> None:
-        self._flock(byte, fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
 
     def _take_role(self, byte: int, role: str) -> None:
         try:

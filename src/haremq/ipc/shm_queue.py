@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import secrets
-import select
 import threading
 import time
 import weakref
@@ -25,30 +24,29 @@ from typing import Any, Literal
 from . import layout as _layout
 from .errors import IpcError, QueueFileError
 from .layout import (
-    _C_BUSY,
     _C_INTENT,
     _C_LOST,
     _C_RECOV,
+    _CINT_W,
     _CNT_W,
     _CWAIT_W,
     _GOT_W,
     _HEAD_W,
-    _LOCK_CONS,
     _LOCK_CONS_ROLE,
-    _LOCK_PROD,
     _LOCK_PROD_ROLE,
     _M32,
-    _P_BUSY,
     _P_RECOV,
     _PWAIT_W,
     _SCAN_MAX,
     _TAIL_W,
+    CMUTEX_OFF,
     CWAIT_OFF,
     HEAD_OFF,
     HEADER_SIZE,
     MODES,
     NSLOTS,
     PAD,
+    PMUTEX_OFF,
     PWAIT_OFF,
     TAIL_OFF,
     _fifo_paths,
@@ -58,6 +56,7 @@ from .layout import (
     _resolve,
 )
 from .locks import LockMixin
+from .mutex import TRYLOCK, UNLOCK, Mutex, init_mutex
 from .wait import SLICE_NS, WaitMixin
 
 __all__ = ["IpcError", "QueueFileError", "ShmQueue"]
@@ -97,14 +96,15 @@ class ShmQueue(LockMixin, WaitMixin):
     __slots__ = (
         "__weakref__",
         "_buf",
-        "_clock",
         "_closed",
+        "_cmx",
         "_cons_ready",
         "_fast_get",
         "_fast_put",
         "_fd",
         "_get_count",
         "_head",
+        "_mpmc",
         "_mvq",
         "_ne_fd",
         "_ne_path",
@@ -113,9 +113,7 @@ class ShmQueue(LockMixin, WaitMixin):
         "_pdelta",
         "_pid",
         "_plim",
-        "_plock",
-        "_poll_ne",
-        "_poll_nf",
+        "_pmx",
         "_prod_ready",
         "_put_count",
         "_salt",
@@ -140,6 +138,8 @@ class ShmQueue(LockMixin, WaitMixin):
             size, mode, cap, maxmsg, salt = _read_header(fd, path)
             self._buf = mmap(fd, size, MAP_SHARED, PROT_READ | PROT_WRITE)
             self._mvq = memoryview(self._buf).cast("Q")
+            self._pmx = Mutex(self._buf, PMUTEX_OFF, path)
+            self._cmx = Mutex(self._buf, CMUTEX_OFF, path)
         except BaseException:
             os.close(fd)
             raise
@@ -179,15 +179,10 @@ class ShmQueue(LockMixin, WaitMixin):
         self._cons_ready = self.mode == "mpmc"
         self._fast_put = False  # set once the spsc producer role is taken
         self._fast_get = False
-        self._plock = threading.Lock()
-        self._clock = threading.Lock()
+        self._mpmc = self.mode == "mpmc"  # the mpmc fast paths (cleared by close)
         self._spin_ns = 50_000
         self._pid = os.getpid()
         self._slot = (self._pid * 31 + threading.get_ident()) % NSLOTS
-        self._poll_ne = select.poll()
-        self._poll_ne.register(self._ne_fd, select.POLLIN)
-        self._poll_nf = select.poll()
-        self._poll_nf.register(self._nf_fd, select.POLLIN)
 
     def _reopen_after_fork(self) -> None:
         if self._closed:
@@ -238,6 +233,9 @@ class ShmQueue(LockMixin, WaitMixin):
                 # Reserve pages now: a sparse tmpfs file would SIGBUS a writer later if /dev/shm filled up.
                 os.posix_fallocate(fd, 0, HEADER_SIZE + cap)
                 os.pwrite(fd, header, 0)
+                with mmap(fd, HEADER_SIZE, MAP_SHARED, PROT_READ | PROT_WRITE) as hdr:
+                    init_mutex(hdr, PMUTEX_OFF)
+                    init_mutex(hdr, CMUTEX_OFF)
             finally:
                 os.close(fd)
             for p in (ne, nf):
@@ -282,10 +280,12 @@ class ShmQueue(LockMixin, WaitMixin):
             return
         self._closed = True
         _live.discard(self)
-        self._fast_put = self._fast_get = False
+        self._fast_put = self._fast_get = self._mpmc = False
         with contextlib.suppress(ValueError, OSError):
             if self.mode == "spsc" and self._prod_ready:
                 _QQ.pack_into(self._buf, HEAD_OFF, self._head, self._put_count)
+        self._pmx.release_mapping()
+        self._cmx.release_mapping()
         self._mvq.release()
         with contextlib.suppress(BufferError):
             self._buf.close()
@@ -395,29 +395,23 @@ class ShmQueue(LockMixin, WaitMixin):
                 self._recover_head()
                 self._prod_ready = self._fast_put = True
             return
-        self._plock.acquire()
-        try:
-            self._lock(_LOCK_PROD)
-        except BaseException:
-            self._plock.release()
-            raise
+        self._prod_locked(self._pmx.lock())
+
+    def _prod_locked(self, dead: bool) -> None:
+        """The producer mutex was just taken: load head, or rebuild it if the last holder died holding it."""
         b = self._buf
-        dead = _Q.unpack_from(b, _P_BUSY)[0]
         if dead:
             self._recover_head()
             _Q.pack_into(b, _P_RECOV, _Q.unpack_from(b, _P_RECOV)[0] + 1)
-            log.warning("%s: producer pid %d died while writing; recovered head by scan", self.path, dead)
+            log.warning("%s: a producer died while writing; recovered head by scan", self.path)
         else:
             self._head, self._put_count = _QQ.unpack_from(b, HEAD_OFF)
-        _Q.pack_into(b, _P_BUSY, self._pid)
 
     def _prod_exit(self) -> None:
         b = self._buf
         _QQ.pack_into(b, HEAD_OFF, self._head, self._put_count)
         if self.mode == "mpmc":
-            _Q.pack_into(b, _P_BUSY, 0)
-            self._unlock(_LOCK_PROD)
-            self._plock.release()
+            self._pmx.unlock()
         else:
             self._set_plim()
         if b[CWAIT_OFF]:
@@ -426,9 +420,14 @@ class ShmQueue(LockMixin, WaitMixin):
     def _put_batch(self, msgs: list[bytes | bytearray], i: int) -> int:
         self._prod_enter()
         try:
-            return self._write(msgs, i)
+            i = self._write(msgs, i)
+        except BaseException:
+            if self.mode == "mpmc":
+                self._recover_head()  # an interrupted write may have committed records past the local head
+            raise
         finally:
             self._prod_exit()
+        return i
 
     def put(
         self, data: bytes | bytearray | memoryview, block: bool = True, timeout: float | None = None
@@ -453,6 +452,39 @@ class ShmQueue(LockMixin, WaitMixin):
                     return
                 mvq[_HEAD_W] = e
                 mvq[_CNT_W] = k
+                if mvq[_CWAIT_W]:
+                    self._wake(CWAIT_OFF, self._ne_fd)
+                return
+        elif self._mpmc and type(data) is bytes and len(data) <= self.max_message_size:
+            # mpmc hot path, inlined: trylock (user space), the record and head under the producer mutex
+            mx = self._pmx.ptr
+            rc = TRYLOCK(mx)
+            if rc:
+                self._prod_locked(self._pmx.settle(rc))  # contended (sleeps) or the last holder died
+            mvq = self._mvq
+            ok = False
+            try:
+                h = mvq[_HEAD_W]
+                n = len(data)
+                cap = self.capacity_bytes
+                base = h % cap
+                size = (n + 31) & ~15
+                if base + size <= cap and h + size - mvq[_TAIL_W] <= cap:  # no wrap, room: else the slow path
+                    base += HEADER_SIZE
+                    self._buf[base + 16 : base + 16 + n] = data
+                    c = h ^ self._salt
+                    i = base >> 3
+                    mvq[i + 1] = n | ((c ^ n) & 0xFFFFFFFF) << 32  # length, check
+                    mvq[i] = c  # the commit
+                    mvq[_HEAD_W] = h + size
+                    mvq[_CNT_W] += 1
+                    ok = True
+            except BaseException:
+                self._recover_head()  # interrupted after the commit: publish what is committed
+                raise
+            finally:
+                UNLOCK(mx)
+            if ok:
                 if mvq[_CWAIT_W]:
                     self._wake(CWAIT_OFF, self._ne_fd)
                 return
@@ -517,32 +549,27 @@ class ShmQueue(LockMixin, WaitMixin):
                 self._tail, self._get_count = _QQ.unpack_from(self._buf, TAIL_OFF)
                 self._cons_ready = self._fast_get = True
             return
-        self._clock.acquire()
-        try:
-            self._lock(_LOCK_CONS)
-        except BaseException:
-            self._clock.release()
-            raise
+        self._cons_locked(self._cmx.lock())
+
+    def _cons_locked(self, dead: bool) -> None:
+        """The consumer mutex was just taken: load tail; account for a holder that died holding it."""
         b = self._buf
         self._tail, self._get_count = _QQ.unpack_from(b, TAIL_OFF)
-        dead = _Q.unpack_from(b, _C_BUSY)[0]
         if dead:
             itail, icount = _QQ.unpack_from(b, _C_INTENT)
             _Q.pack_into(b, _C_RECOV, _Q.unpack_from(b, _C_RECOV)[0] + 1)
             if itail == self._tail and icount:
                 _Q.pack_into(b, _C_LOST, _Q.unpack_from(b, _C_LOST)[0] + icount)
-                log.warning("%s: consumer pid %d died after taking %d message(s); they are lost",
-                            self.path, dead, icount)
+                _Q.pack_into(b, _C_INTENT + 8, 0)
+                log.warning("%s: a consumer died after taking %d message(s); they are lost", self.path, icount)
             else:
-                log.warning("%s: consumer pid %d died mid-read; nothing was taken", self.path, dead)
-        _Q.pack_into(b, _C_BUSY, self._pid)
+                log.warning("%s: a consumer died mid-read; nothing was taken", self.path)
 
     def _cons_exit(self) -> None:
         b = self._buf
         if self.mode == "mpmc":
-            _Q.pack_into(b, _C_BUSY, 0)
-            self._unlock(_LOCK_CONS)
-            self._clock.release()
+            _Q.pack_into(b, _C_INTENT + 8, 0)  # the intent is spent: a later death took nothing
+            self._cmx.unlock()
         if b[PWAIT_OFF]:
             self._wake(PWAIT_OFF, self._nf_fd)
 
@@ -612,6 +639,42 @@ class ShmQueue(LockMixin, WaitMixin):
                     if mvq[_PWAIT_W]:
                         self._wake(PWAIT_OFF, self._nf_fd)
                     return data
+        elif self._mpmc:
+            # mpmc hot path, inlined: peek without the lock (an empty queue costs no lock), then take one record
+            # under the consumer mutex: intent, tail commit, count, intent spent (see the protocol)
+            mvq = self._mvq
+            t = mvq[_TAIL_W]
+            cap = self.capacity_bytes
+            salt = self._salt
+            if mvq[(t % cap + HEADER_SIZE) >> 3] == t ^ salt:
+                mx = self._cmx.ptr
+                rc = TRYLOCK(mx)
+                if rc:
+                    self._cons_locked(self._cmx.settle(rc))
+                got = None
+                try:
+                    t = mvq[_TAIL_W]
+                    base = t % cap + HEADER_SIZE
+                    i = base >> 3
+                    c = mvq[i]
+                    if c == t ^ salt:
+                        w = mvq[i + 1]
+                        n = w & 0xFFFFFFFF
+                        if n <= self.max_message_size and w >> 32 == (c ^ n) & 0xFFFFFFFF:  # a pad fails
+                            base += 16
+                            got = self._buf[base : base + n]
+                            t += (n + 31) & ~15
+                            mvq[_CINT_W] = t
+                            mvq[_CINT_W + 1] = 1
+                            mvq[_TAIL_W] = t  # the consume commit
+                            mvq[_GOT_W] += 1
+                            mvq[_CINT_W + 1] = 0
+                finally:
+                    UNLOCK(mx)
+                if got is not None:
+                    if mvq[_PWAIT_W]:
+                        self._wake(PWAIT_OFF, self._nf_fd)
+                    return got
         return self._get_slow(block, timeout)
 
     def _get_slow(self, block: bool, timeout: float | None) -> bytes:

@@ -40,8 +40,6 @@ class WaitMixin:
     _slot: int
     _ne_fd: int
     _nf_fd: int
-    _poll_ne: select.poll
-    _poll_nf: select.poll
 
     def _register(self, area: int, now: int) -> None:
         _Q.pack_into(self._buf, area + 8 + 8 * self._slot, now + SLICE_NS + SLICE_NS // 2)
@@ -85,7 +83,8 @@ class WaitMixin:
             yield_()
         self._spin_ns = max(SPIN_MIN_NS, self._spin_ns // 2)
         fd = self._ne_fd if area == CWAIT_OFF else self._nf_fd
-        poller = self._poll_ne if area == CWAIT_OFF else self._poll_nf
+        poller = select.poll()  # per call: threads sharing an mpmc handle may sleep at once (poll objects refuse)
+        poller.register(fd, select.POLLIN)
         try:
             while True:
                 now = mono()

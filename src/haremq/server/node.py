@@ -28,6 +28,7 @@ from haremq.security.users import UserStore
 from haremq.server.definitions import Definitions
 from haremq.server.durability import Durability, Waiter
 from haremq.store.api import Positions, QueueId
+from haremq.store.crypto import load_key_ring
 from haremq.store.file import FileQueueStore
 from haremq.store.lock import DataDirLock
 from haremq.store.metadata import SqliteMetadataStore
@@ -172,9 +173,10 @@ class Node:
     @staticmethod
     def _open_broker(settings: Settings) -> Broker:
         """Open the data directory: definitions from SQLite, messages from the segment logs."""
+        cipher = load_key_ring(settings.encryption_key_file, settings.encryption_key)  # (a bad key file: first)
         metadata = SqliteMetadataStore(settings.data_dir)
         store = FileQueueStore(settings.data_dir, fsync=settings.fsync, sync_interval=settings.fsync_interval,
-                               segment_size=settings.segment_size)
+                               segment_size=settings.segment_size, cipher=cipher)
         broker = Broker(store=store, metadata=metadata, users=UserStore())
         broker.page_out_bytes = settings.queue_memory_limit
         defs = metadata.load()

@@ -125,7 +125,7 @@ class CompactJob:
             pos = R.FILE_HEADER_SIZE
             for off, total, rtype, _lsn in recs:
                 seq = R.SEQ.unpack_from(buf, off + R.REC_HEADER_SIZE)[0]
-                if rtype == R.PUBLISH:
+                if rtype == R.PUBLISH or rtype == R.ENC_PUBLISH:  # (sealed records are copied as they are)
                     if seq not in live or seq in self.new_offs:  # (a duplicate: recovery indexed the first)
                         continue
                     self.new_offs[seq] = pos

@@ -44,6 +44,7 @@ from haremq.errors import NotFound, ResourceError
 from haremq.store import compaction
 from haremq.store.api import CommitLog, QueueId, QueueRef, RecoveredMessage, StoredEntry
 from haremq.store.compaction import CompactJob
+from haremq.store.crypto import RecordCipher
 from haremq.store.groupcommit import GroupCommit
 from haremq.store.log import LogConfig, MiB, QueueLog, RecoveryReport, drop_spare, reserve_spare
 from haremq.store.worker import Housekeeper
@@ -83,10 +84,11 @@ class FileQueueStore:
     def __init__(self, data_dir: str | os.PathLike[str], *, flusher: GroupCommit | None = None,
                  fsync: str = "interval", sync_interval: float = 0.005, segment_size: int = 64 * MiB,
                  min_segment_size: int = 1 * MiB, compact_ratio: float = 0.25,
-                 compact_min_bytes: int | None = None, epoch: int = 0) -> None:
+                 compact_min_bytes: int | None = None, epoch: int = 0, cipher: RecordCipher | None = None) -> None:
+        """``cipher``: encrypt new PUBLISH records at rest (crypto.py); None writes them plain."""
         self.root = os.path.join(os.fspath(data_dir), "queues")
         self.flusher = flusher if flusher is not None else GroupCommit(fsync, sync_interval)
-        self.config = LogConfig(segment_size, min_segment_size, compact_ratio, compact_min_bytes, epoch)
+        self.config = LogConfig(segment_size, min_segment_size, compact_ratio, compact_min_bytes, epoch, cipher)
         self.logs: dict[tuple[str, str], QueueLog] = {}
         self._opened = False
         self._closed = False

@@ -47,6 +47,7 @@ from typing import Any
 from haremq.errors import InternalError, NotFound, ResourceError
 from haremq.store import records as R
 from haremq.store.api import RecoveredMessage
+from haremq.store.crypto import EncryptionKeyError, RecordCipher, key_id_of, no_key_message
 from haremq.store.groupcommit import GroupCommit
 from haremq.store.recovery import ScanResult, base_lsn_of, map_readonly, scan, segment_name
 from haremq.store.segment import DELIVERED, LIVE, Segment, reserve
@@ -60,10 +61,11 @@ MiB = 1 << 20
 class LogConfig:
     """Sizes and thresholds shared by the logs of a store."""
 
-    __slots__ = ("compact_min_bytes", "compact_ratio", "epoch", "min_segment_size", "segment_size")
+    __slots__ = ("cipher", "compact_min_bytes", "compact_ratio", "epoch", "min_segment_size", "segment_size")
 
     def __init__(self, segment_size: int = 64 * MiB, min_segment_size: int = 1 * MiB,
-                 compact_ratio: float = 0.25, compact_min_bytes: int | None = None, epoch: int = 0) -> None:
+                 compact_ratio: float = 0.25, compact_min_bytes: int | None = None, epoch: int = 0,
+                 cipher: RecordCipher | None = None) -> None:
         self.segment_size = segment_size
         # the first segment of a queue starts small and sizes double up to segment_size, so a
         # thousand quiet durable queues do not reserve a thousand x 64 MiB
@@ -71,6 +73,7 @@ class LogConfig:
         self.compact_ratio = compact_ratio
         self.compact_min_bytes = segment_size // 4 if compact_min_bytes is None else compact_min_bytes
         self.epoch = epoch  # the epoch of a new queue's log (a recovered log keeps its own)
+        self.cipher = cipher  # encryption at rest: None = new records are written plain
 
 
 class RecoveryReport:
@@ -111,6 +114,8 @@ class QueueLog:
         self.compactions = 0
         self.deleted_segments = 0
         self._props = R.PropsCache()  # the last properties encoded by this log's appends
+        self.cipher = config.cipher  # None: plain appends, and no encrypted record may exist
+        self._verified_keys: set[int] = set()  # key ids proven right on one record at recovery
         self.worker = worker
         # the next segment's file, being reserved on the worker (see prepare_spare): its future
         # descriptor, file name and size
@@ -156,6 +161,8 @@ class QueueLog:
             res, recs = scan(buf, base)
             entries = [(off, total, rtype, lsn, R.SEQ.unpack_from(buf, off + R.REC_HEADER_SIZE)[0])
                        for off, total, rtype, lsn in recs]
+            # before any repair: a missing or wrong key must stop the start, never look like damage
+            self._check_keys(path, buf, entries)
             if res.torn_creation:
                 log.warning("store %s/%s: removing %s, an empty segment whose creation was cut by a crash",
                             self.vhost, self.name, os.path.basename(path))
@@ -178,7 +185,7 @@ class QueueLog:
             self.next_lsn = lsn + 1
             if seq > self.max_seq:
                 self.max_seq = seq
-            if rtype == R.PUBLISH:
+            if rtype == R.PUBLISH or rtype == R.ENC_PUBLISH:
                 if self._locate(seq) is not None:
                     continue  # a duplicate seq cannot be written by us; keep the first
                 if not seg.seqs:
@@ -191,6 +198,25 @@ class QueueLog:
             else:
                 self._apply_delivered(seq, seg)
         self.next_lsn = max(self.next_lsn, base)
+
+    def _check_keys(self, path: str, buf: Any, entries: list[tuple[int, int, int, int, int]]) -> None:
+        """Open the first encrypted record of each key id in this log (one AES-GCM tag check per
+        key id): a record the CRC accepts but the tag refuses means a wrong key, not damage."""
+        for off, total, rtype, _lsn, _seq in entries:
+            if rtype != R.ENC_PUBLISH:
+                continue
+            rec = bytes(buf[off:off + total])
+            kid = key_id_of(rec)
+            if kid in self._verified_keys:
+                continue
+            where = f"queue {self.name!r} in vhost {self.vhost!r} ({os.path.basename(path)} offset {off})"
+            if self.cipher is None:
+                raise EncryptionKeyError(f"{no_key_message(kid)}: {where}")
+            try:
+                self.cipher.open(rec)
+            except EncryptionKeyError as exc:
+                raise EncryptionKeyError(f"{exc}: {where}") from None
+            self._verified_keys.add(kid)
 
     def _repair(self, path: str, buf: Any, res: ScanResult, entries: list[tuple[int, int, int, int, int]],
                 last: bool) -> str:
@@ -437,7 +463,11 @@ class QueueLog:
                 return  # idempotent: already logged (e.g. a recovered message put back)
             raise InternalError(f"store {self.vhost}/{self.name}: seq {seq} <= last logged seq {self.max_seq}")
         payload = R.encode_publish_payload(seq, exchange, routing_key, props, bytes(body), self._props)
-        seg, off, n = self._append(R.PUBLISH, payload)
+        if self.cipher is None:
+            seg, off, n = self._append(R.PUBLISH, payload)
+        else:
+            seg, off, n = self._append(R.ENC_PUBLISH, self.cipher.seal(self.epoch, self.next_lsn, payload))
+            self._verified_keys.add(self.cipher.active_id)
         if not seg.seqs:
             self._add_pubseg(seg, seq)
         seg.add(seq, off, n)
@@ -476,6 +506,8 @@ class QueueLog:
             raise NotFound(f"message {seq} is not in the log of {self.vhost}/{self.name}")
         seg, i = loc
         rec = seg.read(seg.offs[i], seg.lens[i])
+        if self.cipher is not None:
+            rec = self._plain(rec)
         v = R.PublishView(rec)
         body = rec[v.body_off:]
         return RecoveredMessage(seq, v.exchange, v.routing_key, R.decode_properties(v.props_raw), body,
@@ -487,7 +519,27 @@ class QueueLog:
             raise NotFound(f"message {seq} is not in the log of {self.vhost}/{self.name}")
         seg, i = loc
         rec = seg.read(seg.offs[i], seg.lens[i])
+        if self.cipher is not None:
+            rec = self._plain(rec)
         return rec[R.body_offset(rec):]
+
+    def _plain(self, rec: bytes) -> bytes:
+        """A PUBLISH record as written, or an ENC_PUBLISH record opened (same header layout)."""
+        if rec[8] == R.ENC_PUBLISH:
+            if self.cipher is None:  # (recovery refuses such a log; a record written since cannot be one)
+                raise EncryptionKeyError(no_key_message(key_id_of(rec)))
+            try:
+                return self.cipher.open(rec)
+            except EncryptionKeyError as exc:
+                kid = key_id_of(rec)
+                seq = R.SEQ.unpack_from(rec, R.REC_HEADER_SIZE)[0]
+                if kid in self._verified_keys:  # the key opened another record: this one was changed
+                    raise EncryptionKeyError(
+                        f"queue {self.name!r} in vhost {self.vhost!r}: message {seq} fails authentication "
+                        f"under key id {kid}, which opens other records: the record was altered "
+                        f"(haremq store-check lists it)") from None
+                raise EncryptionKeyError(f"queue {self.name!r} in vhost {self.vhost!r}: message {seq}: {exc}") from None
+        return rec
 
     # ---- reclaiming --------------------------------------------------------------------------
     def _reclaim(self, work: list[Segment]) -> None:
@@ -540,6 +592,7 @@ class QueueLog:
         budget = -1 if body_budget is None else body_budget
         cache: dict[bytes, dict[str, Any]] = {}  # identical property sets share one dict
         names: dict[str, str] = {}  # ... and identical exchange / routing key strings one str
+        cipher = self.cipher
         for seg in list(self.pubsegs):
             if not seg.live:
                 continue
@@ -548,6 +601,8 @@ class QueueLog:
                 if not fl & LIVE:
                     continue
                 rec = seg.read(seg.offs[i], seg.lens[i])
+                if cipher is not None:
+                    rec = self._plain(rec)
                 v = R.PublishView(rec)
                 props = cache.get(v.props_raw)
                 if props is None:

@@ -20,7 +20,7 @@ Record (little-endian, 21-byte header + payload)::
 
     0   u32  length   bytes that follow the crc field (type .. end of payload); 0 = end of log
     4   u32  crc32c   over those ``length`` bytes
-    8   u8   type     PUBLISH | REMOVE | DELIVERED
+    8   u8   type     PUBLISH (1) | REMOVE (2) | DELIVERED (3) | ENC_PUBLISH (0x81)
     9   u32  epoch    leader epoch that wrote the record (0 on a single node)
     13  u64  lsn      log sequence number: +1 per record, per queue, never reused
     21  ...  payload
@@ -37,6 +37,16 @@ Invariants:
 PUBLISH payload::
 
     u64 seq | u16 len + exchange utf-8 | u16 len + routing key utf-8 | u32 len + properties | body
+
+ENC_PUBLISH (type 0x81 = PUBLISH | ENCRYPTED, encryption at rest; see crypto.py)::
+
+    u64 seq | u32 key id | 12-byte nonce | AES-256-GCM(PUBLISH payload after the seq) + 16-byte tag
+
+The header and the seq stay in clear (recovery finds boundaries, LSNs and seqs without a key) and
+are authenticated as associated data; the CRC covers the ciphertext, so damage (bad CRC) and a
+wrong key (valid CRC, failed tag) are told apart. The high bit of ``type`` marks an encrypted
+record, so plain and encrypted records coexist in one log (turning encryption on, or off for a
+plain rollout, needs no rewrite). REMOVE and DELIVERED records are never encrypted (only a seq).
 
 REMOVE and DELIVERED payload: ``u64 seq``. REMOVE means the message left the queue for good;
 DELIVERED is a lease marker: the message was handed to a consumer, so after a crash it comes back
@@ -103,8 +113,10 @@ SEQ_RECORD_SIZE = REC_HEADER_SIZE + SEQ.size  # 29: a REMOVE / DELIVERED record
 LSN_OFFSET = 13  # where the lsn sits inside a record (for resync after damage)
 
 PUBLISH, REMOVE, DELIVERED = 1, 2, 3
-TYPES = frozenset((PUBLISH, REMOVE, DELIVERED))
-TYPE_NAMES = {PUBLISH: "publish", REMOVE: "remove", DELIVERED: "delivered"}
+ENCRYPTED = 0x80  # type flag: the payload after the seq is sealed (crypto.py)
+ENC_PUBLISH = PUBLISH | ENCRYPTED
+TYPES = frozenset((PUBLISH, REMOVE, DELIVERED, ENC_PUBLISH))
+TYPE_NAMES = {PUBLISH: "publish", REMOVE: "remove", DELIVERED: "delivered", ENC_PUBLISH: "publish-encrypted"}
 
 MAX_RECORD = 0xFFFF_FFFF - 64
 

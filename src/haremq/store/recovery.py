@@ -89,7 +89,7 @@ def _valid_at(buf: Buffer, pos: int, size: int, min_lsn: int) -> tuple[int, int,
         return None
     if R.crc(buf[pos + 8:pos + 8 + length]) != crc:
         return None
-    if rtype != R.DELIVERED and rtype != R.REMOVE and rtype != R.PUBLISH:  # pragma: no cover
+    if rtype != R.DELIVERED and rtype != R.REMOVE and rtype != R.PUBLISH and rtype != R.ENC_PUBLISH:  # pragma: no cover
         return None
     if length < R.REC_BODY_MIN + 8:  # every payload starts with the message seq
         return None

@@ -277,3 +277,14 @@ def test_spsc_producer_killed_with_unpublished_head(qname: str) -> None:
         with pytest.raises(queue.Empty):
             q.get_nowait()
         q.unlink()
+
+
+def test_open_without_robust_mutexes_raises_ipc_error(qname: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libc without robust process-shared mutexes (not Linux) gets a clear IpcError at open, not at import."""
+    from haremq.ipc import mutex
+
+    ShmQueue.create(qname, 4096, 100).close()
+    monkeypatch.setattr(mutex, "_missing", "no pthread_mutexattr_setrobust")
+    with pytest.raises(IpcError, match="robust process-shared pthread mutexes"):
+        ShmQueue.open(qname)
+    ShmQueue.unlink_name(qname)

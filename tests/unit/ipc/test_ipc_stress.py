@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import signal
 import struct
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +159,82 @@ def test_death_inside_the_critical_section(
         q.unlink()
 
 
+def _die_holding_consumer_mutex(name: str) -> None:
+    q = ShmQueue.open(name)
+    q._cons_enter()  # takes the consumer mutex, reads nothing
+    _die()
+
+
+def test_consumer_death_after_a_completed_get_loses_nothing(qname: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The intent of a finished get is spent: a later holder that dies before reading is not blamed for it."""
+    with ShmQueue.create(qname, 4096, 100) as q:
+        q.put_many([b"first", b"second"])
+        assert q.get_many(1) == [b"first"]  # a completed get leaves its intent (tail, 1) behind
+        p = FORK.Process(target=_die_holding_consumer_mutex, args=(qname,))
+        p.start()
+        p.join(10)
+        assert p.exitcode == -signal.SIGKILL
+        assert q.get(timeout=2) == b"second"
+        st = q.stats()
+        assert st["consumer_recoveries"] == 1
+        assert st["lost"] == 0
+        assert "nothing was taken" in caplog.text
+        q.unlink()
+
+
+def _hold_producer_mutex(name: str, seconds: float, held: Any) -> None:
+    q = ShmQueue.open(name)
+    q._prod_enter()
+    held.set()
+    time.sleep(seconds)
+    q._prod_exit()
+    q.close()
+
+
+def test_mpmc_put_waits_for_a_live_holder_of_the_producer_mutex(qname: str) -> None:
+    """Contended claim: put() sleeps on the mutex (not an error, not a recovery) until the holder leaves."""
+    with ShmQueue.create(qname, 4096, 100) as q:
+        held = FORK.Event()
+        p = FORK.Process(target=_hold_producer_mutex, args=(qname, 0.3, held))
+        p.start()
+        assert held.wait(10)
+        t0 = time.monotonic()
+        q.put(b"after the holder")
+        assert time.monotonic() - t0 >= 0.2
+        p.join(10)
+        assert p.exitcode == 0
+        assert q.get(timeout=2) == b"after the holder"
+        assert q.stats()["producer_recoveries"] == 0
+        q.unlink()
+
+
+def test_mpmc_threads_share_one_handle(qname: str) -> None:
+    """The mutex is per thread: threads putting and getting through one handle lose and duplicate nothing."""
+    with ShmQueue.create(qname, 1 << 14, 64) as q:
+        per, nthreads = 5_000, 4
+        got: list[bytes] = []
+
+        def produce(k: int) -> None:
+            for s in range(per):
+                q.put(MSG.pack(k, s))
+
+        def consume() -> None:
+            while len(got) < per * nthreads:
+                try:
+                    got.append(q.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(nthreads)]
+        threads += [threading.Thread(target=consume) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(got) == sorted(MSG.pack(k, s) for k in range(nthreads) for s in range(per))
+        q.unlink()
+
+
 # ---------------------------------------------------------------------------- kill -9 mid-stream
 
 
@@ -191,15 +270,18 @@ def _ledger(path: Path) -> list[tuple[int, int]]:
     return [MSG.unpack_from(raw, i) for i in range(0, len(raw) - len(raw) % 8, 8)]
 
 
-@pytest.mark.parametrize("mode", ["mpmc", "spsc"])
-def test_kill_producer_and_consumer_mid_stream(qname: str, tmp_path: Path, mode: str) -> None:
-    """Victims are killed while streaming; survivors finish and every committed message is accounted for."""
+@pytest.mark.parametrize(("mode", "victim_batch"), [("mpmc", 16), ("mpmc", 1), ("spsc", 1)])
+def test_kill_producer_and_consumer_mid_stream(qname: str, tmp_path: Path, mode: str, victim_batch: int) -> None:
+    """Victims are killed while streaming; survivors finish and every committed message is accounted for.
+
+    mpmc with victim_batch=1 kills the producer inside the inlined put() (mutex taken by trylock).
+    """
     q = ShmQueue.create(qname, 1 << 16, 256, mode=mode)  # type: ignore[arg-type]
     try:
         per = 30_000
         ledgers = [tmp_path / f"ledger{i}" for i in range(3)]
         # victims: producer 9 (endless), consumer 0 (killed while running)
-        vp = FORK.Process(target=_endless_producer, args=(qname, 9, 1 if mode == "spsc" else 16))
+        vp = FORK.Process(target=_endless_producer, args=(qname, 9, victim_batch))
         vc = FORK.Process(target=_logging_consumer, args=(qname, str(ledgers[0]), 0))
         vp.start()
         vc.start()

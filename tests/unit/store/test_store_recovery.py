@@ -18,6 +18,7 @@ from store_fakes import FakeQueue
 
 from haremq.store import records as R
 from haremq.store.check import check_data_dir, check_segment
+from haremq.store.crypto import load_key_ring, new_key_line
 from haremq.store.file import FileQueueStore, encode_name
 
 KiB = 1024
@@ -198,8 +199,10 @@ WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
     from store_fakes import FakeQueue
+    from haremq.store.crypto import load_key_ring
     from haremq.store.file import FileQueueStore
-    s = FileQueueStore(sys.argv[1], segment_size=64 * 1024, min_segment_size=16 * 1024, fsync="always")
+    s = FileQueueStore(sys.argv[1], segment_size=64 * 1024, min_segment_size=16 * 1024, fsync="always",
+                       cipher=load_key_ring(key_text=sys.argv[3]))
     s.recover()
     q = FakeQueue("q")
     pending = []
@@ -219,8 +222,10 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(Path(__file__).parent)],
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path, encrypted: bool) -> None:
+    keys = new_key_line(1) if encrypted else ""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(Path(__file__).parent), keys],
                             stdout=subprocess.PIPE, text=True)
     synced: set[int] = set()
     removed: set[int] = set()
@@ -236,7 +241,8 @@ def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path) -> None:
         if line.endswith("\n"):
             kind, seq = line.split()
             (synced if kind == "synced" else removed).add(int(seq))
-    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=16 * 1024)
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=16 * 1024,
+                       cipher=load_key_ring(key_text=keys))
     msgs = s.recover()[("/", "q")]
     s.close()
     seqs = [m.seq for m in msgs]
@@ -244,6 +250,8 @@ def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path) -> None:
     assert synced - removed <= set(seqs)
     assert not set(seqs) & removed - (removed - synced)  # a synced remove stays removed
     assert all(m.body == b"m%d" % m.seq * 40 for m in msgs)
+    disk = b"".join(f.read_bytes() for f in qdir(tmp_path).glob("*.seg"))
+    assert (b"m%d" % msgs[0].seq * 40 in disk) is not encrypted  # the encrypted run really was sealed
 
 
 @pytest.mark.parametrize("damage", ["empty", "missing"])
@@ -258,17 +266,17 @@ def test_queue_dir_whose_creation_crashed_before_its_first_commit_is_removed_not
     q = FakeQueue("q")
     s.publish(q, q.entry(b"never confirmed"))
     s.close()
-    qdir = tmp_path / "queues" / encode_name("/") / encode_name("q")
-    meta = qdir / "queue.json"
+    qpath = tmp_path / "queues" / encode_name("/") / encode_name("q")
+    meta = qpath / "queue.json"
     if damage == "empty":
         meta.write_bytes(b"")
     else:
         meta.unlink()
     s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
     assert s.recover() == {}
-    assert not qdir.exists()
+    assert not qpath.exists()
     s.publish(q, q.entry(b"again"))
-    assert s.logs[("/", "q")].directory == str(qdir)
+    assert s.logs[("/", "q")].directory == str(qpath)
     s.close()
     s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
     assert [m.body for m in s.recover()[("/", "q")]] == [b"again"]

@@ -20,12 +20,13 @@ from store_fakes import FakeEntry, FakeProps, FakeQueue, props_dict
 
 from haremq.errors import NotFound
 from haremq.store.api import RecoverableQueueStore
+from haremq.store.crypto import load_key_ring, new_key_line
 from haremq.store.file import FileQueueStore
 from haremq.store.memory import MemoryQueueStore
 
 Restart = Callable[[Any], Any]
 
-KINDS = ["memory", "file-always", "file-interval", "file-off"]
+KINDS = ["memory", "file-always", "file-interval", "file-off", "file-encrypted"]
 
 
 def _factory(kind: str, path: str) -> tuple[Any, Restart]:
@@ -33,10 +34,13 @@ def _factory(kind: str, path: str) -> tuple[Any, Restart]:
         return MemoryQueueStore(), lambda s: s
 
     policy = kind.split("-", 1)[1]
+    cipher = None
+    if policy == "encrypted":  # encryption at rest (store/crypto.py), interval commits
+        policy, cipher = "interval", load_key_ring(key_text=f"{new_key_line(3)}, {new_key_line(7)}")
 
     def make() -> FileQueueStore:
         return FileQueueStore(path, fsync=policy, segment_size=16 * 1024, min_segment_size=4 * 1024,
-                              compact_min_bytes=2048)
+                              compact_min_bytes=2048, cipher=cipher)
 
     def restart(s: Any) -> Any:
         s.close()

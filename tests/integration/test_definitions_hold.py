@@ -148,3 +148,27 @@ def test_a_failed_definitions_write_is_refused_not_answered_as_kept() -> None:
         ch = conn.channel()
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             ch.queue_declare("lost-q", durable=True)  # no declare-ok: the connection is dropped
+
+
+def test_another_connection_sees_no_queue_whose_declare_is_not_yet_durable(
+        slow: tuple[BrokerThread, SlowDisk]) -> None:
+    """A durable queue exists for others only once its definition is on disk (commit, then apply): a
+    second connection's passive declare meanwhile is 404, never a declare-ok naming a queue a crash
+    could still lose; once the write is durable it is there for everyone."""
+    bt, disk = slow
+    first = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+    second = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
+    first_ch, second_ch = first.channel(), second.channel()
+    with ThreadPoolExecutor(1) as pool:
+        declared = pool.submit(lambda: first_ch.queue_declare("shared-q", durable=True))
+        time.sleep(0.4)
+        assert not declared.done()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            second_ch.queue_declare("shared-q", passive=True)
+        assert refused.value.reply_code == 404
+        assert not declared.done()
+        disk.gate.set()
+        assert declared.result(10).method.queue == "shared-q"
+    assert second.channel().queue_declare("shared-q", passive=True).method.queue == "shared-q"
+    for c in (first, second):
+        c.close()

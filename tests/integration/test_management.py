@@ -511,3 +511,48 @@ def test_ctl_output_into_a_closed_pipe_ends_without_traceback(hb: HttpBroker) ->
     err = proc.stderr.read()
     proc.wait(30)
     assert err == "", err  # no traceback, no "Broken pipe" error line
+
+
+def test_declaring_a_dead_letter_exchange_needs_write_permission_on_it(hb: HttpBroker) -> None:
+    """As RabbitMQ: a queue.declare with ``x-dead-letter-exchange`` checks read on the queue and write on
+    that exchange; otherwise a user could publish (by rejecting) into an exchange it may not write to."""
+    assert call(hb, "PUT", "/api/users/dlxuser", {"password": "pw", "tags": ""})[0] == 201
+    assert call(hb, "PUT", "/api/permissions/%2F/dlxuser",
+                {"configure": "^dlxu-", "write": "^dlxu-", "read": "^dlxu-"})[0] == 201
+    assert call(hb, "PUT", "/api/queues/%2F/dlx-victim", {"durable": True})[0] == 201
+    assert call(hb, "POST", "/api/bindings/%2F/e/amq.direct/q/dlx-victim", {"routing_key": "v"})[0] == 201
+    creds = pika.PlainCredentials("dlxuser", "pw")
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", hb.amqp_port, credentials=creds))
+    try:
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            ch.queue_declare("dlxu-q", arguments={"x-dead-letter-exchange": "amq.direct",
+                                                  "x-dead-letter-routing-key": "v"})
+        assert info.value.reply_code == 403
+        ch = conn.channel()
+        ch.queue_declare("dlxu-ok", arguments={"x-dead-letter-exchange": "dlxu-x"})  # its own exchange: fine
+    finally:
+        conn.close()
+    assert call(hb, "GET", "/api/queues/%2F/dlxu-q")[0] == 404
+    assert call(hb, "DELETE", "/api/users/dlxuser")[0] == 204
+
+
+def test_declaring_an_alternate_exchange_needs_write_permission_on_it(hb: HttpBroker) -> None:
+    """As RabbitMQ: exchange.declare with ``alternate-exchange`` checks read on the exchange and write on the
+    alternate; otherwise unroutable publishes would land in an exchange the user may not write to."""
+    assert call(hb, "PUT", "/api/users/aeuser", {"password": "pw", "tags": ""})[0] == 201
+    assert call(hb, "PUT", "/api/permissions/%2F/aeuser",
+                {"configure": "^aeu-", "write": "^aeu-", "read": "^aeu-"})[0] == 201
+    creds = pika.PlainCredentials("aeuser", "pw")
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", hb.amqp_port, credentials=creds))
+    try:
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            ch.exchange_declare("aeu-x", "direct", arguments={"alternate-exchange": "amq.fanout"})
+        assert info.value.reply_code == 403
+        ch = conn.channel()
+        ch.exchange_declare("aeu-y", "direct", arguments={"alternate-exchange": "aeu-ae"})  # its own: fine
+    finally:
+        conn.close()
+    assert call(hb, "GET", "/api/exchanges/%2F/aeu-x")[0] == 404
+    assert call(hb, "DELETE", "/api/users/aeuser")[0] == 204

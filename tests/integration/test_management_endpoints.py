@@ -259,3 +259,18 @@ def test_openapi_documents_the_rabbitmq_endpoints(hb: BrokerProcess) -> None:
         assert p in paths, p
     assert {"get", "delete"} <= set(paths["/api/connections/{name}"])
     assert {"get", "put", "delete"} <= set(paths["/api/policies/{vhost}/{name}"])
+
+
+def test_listing_refuses_a_catastrophic_name_regex_and_the_broker_keeps_answering(hb: BrokerProcess) -> None:
+    """``use_regex`` runs on the event loop: a backtracking pattern over a long queue name would freeze
+    every connection of the node. Patterns that can backtrack exponentially (or polynomially of high
+    degree) get a 400; ordinary filters still work."""
+    assert call(hb, "PUT", f"/api/queues/%2F/{'a' * 40}!", {})[0] == 201
+    for rx in ("(a+)+$", "(a|aa)*$", "(a*)*!b", "a*a*a*a*a*b", "(.{1,100}){1,100}$"):
+        t0 = time.monotonic()
+        st, body = call(hb, "GET", f"/api/queues?use_regex=true&name={quote(rx, safe='')}")
+        assert st == 400 and time.monotonic() - t0 < 2, (rx, st, body)
+    st, qs = call(hb, "GET", f"/api/queues?use_regex=true&name={quote('^a+!$', safe='')}&columns=name")
+    assert st == 200 and qs == [{"name": "a" * 40 + "!"}]
+    st, qs = call(hb, "GET", f"/api/queues?use_regex=true&name={quote('^a.*a.*!$', safe='')}&columns=name")
+    assert st == 200 and qs == [{"name": "a" * 40 + "!"}]

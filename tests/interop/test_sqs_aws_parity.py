@@ -468,3 +468,29 @@ def test_send_to_a_full_queue_is_over_limit_not_a_parameter_error(hb: HttpBroker
     with pytest.raises(ClientError) as e:
         sqs.send_message(QueueUrl=url, MessageBody="does not")
     assert err(e)[0::2] == ("OverLimit", 403)
+
+
+def test_a_redrive_policy_needs_send_permission_on_its_dead_letter_queue(hb: HttpBroker, sqs: Any,
+                                                                         make_client: Client) -> None:
+    """A redrive moves received messages into the dead-letter queue: pointing one at a queue the user may
+    not send to is AccessDenied (as an AMQP dead-letter exchange needs write), on create and on set."""
+    user = qname("rdu")
+    mine, guarded = qname(f"{user}-src"), qname("guarded")
+    management(hb, "PUT", f"/api/users/{user}", {"password": "pw", "access_keys": {f"AK{user}": "s3cret"}})
+    management(hb, "PUT", f"/api/permissions/%2F/{user}", {"configure": f"^{user}-", "write": f"^{user}-",
+                                                            "read": f"^({user}-|{guarded})"})
+    sqs.create_queue(QueueName=guarded)
+    arn = attrs(sqs, sqs.get_queue_url(QueueName=guarded)["QueueUrl"], "QueueArn")["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "1"})
+    c = make_client(f"AK{user}", "s3cret")
+    with pytest.raises(ClientError) as e:
+        c.create_queue(QueueName=mine, Attributes={"RedrivePolicy": policy})
+    assert err(e)[0] == "AccessDenied"
+    url = c.create_queue(QueueName=mine)["QueueUrl"]
+    with pytest.raises(ClientError) as e:
+        c.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": policy})
+    assert err(e)[0] == "AccessDenied"
+    assert "RedrivePolicy" not in attrs(c, url, "All")
+    own_dlq = c.create_queue(QueueName=qname(f"{user}-dlq"))["QueueUrl"]
+    own = json.dumps({"deadLetterTargetArn": attrs(c, own_dlq, "QueueArn")["QueueArn"], "maxReceiveCount": "1"})
+    c.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": own})

@@ -230,6 +230,10 @@ class Broker:
         caller holds its answer until then: the store's ``pending()``); see core/vhost.py."""
         if not passive:
             self.check(s, "configure", "exchange", name)
+            ae = (arguments or {}).get("alternate-exchange")
+            if isinstance(ae, str):  # RabbitMQ: unroutable messages are read here and written there
+                self.check(s, "read", "exchange", name)
+                self.check(s, "write", "exchange", ae)
         return s.vhost.declare_exchange(name, type_, passive=passive, durable=durable, auto_delete=auto_delete,
                                         internal=internal, arguments=arguments or {}, defer=defer)
 
@@ -269,6 +273,10 @@ class Broker:
             return s.vhost.declare_queue(s, name, passive=True, durable=durable, exclusive=exclusive,
                                          auto_delete=auto_delete, arguments=arguments or {})
         self.check(s, "configure", "queue", name or "amq.gen")
+        dlx = (arguments or {}).get("x-dead-letter-exchange")
+        if isinstance(dlx, str):  # RabbitMQ: dead-lettering reads the queue and writes to the exchange
+            self.check(s, "read", "queue", name or "amq.gen")
+            self.check(s, "write", "exchange", dlx)
         vh = s.vhost
         before = len(vh.queues) + len(vh.pending_queues)  # a deferred new queue is created (pending) too
         q = vh.declare_queue(s, name, passive=False, durable=durable, exclusive=exclusive,

@@ -176,7 +176,7 @@ class SqsApi:
 
     def do_SetQueueAttributes(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:
         sq = self._queue(user, p, "configure")
-        sq.set_attributes(p.str_map("Attributes"))
+        self.service.set_attributes(user, sq, p.str_map("Attributes"))
         return {}
 
     def do_TagQueue(self, user: User, p: Params, req: Request, region: str) -> dict[str, Any]:

@@ -418,6 +418,7 @@ class SqsService:
                                           f"attribute {k}")
             return sq
         config = SqsConfig(attrs, fifo)
+        self.check_redrive(user, config)
         created = self.broker.clock.time()
         arguments = {SQS_ARGUMENT: {"attributes": dict(config.attributes), "tags": dict(tags), "created": int(created)}}
         pending = self.vhost.pending_queues.get(name)
@@ -435,6 +436,17 @@ class SqsService:
         # a new queue is visible (sendable, listed) only once its definition is durable
         q = self.broker.queue_declare(self.session(user), name, durable=True, arguments=arguments, defer=True)
         return SqsQueue(q, config, dict(tags), created)
+
+    def check_redrive(self, user: User, config: SqsConfig) -> None:
+        """A redrive moves messages into its dead-letter queue: the user must be allowed to send there
+        (as a dead-letter exchange needs write permission in AMQP)."""
+        if config.redrive is not None:
+            self.check(user, "write", config.redrive.dead_letter_queue)
+
+    def set_attributes(self, user: User, sq: SqsQueue, attrs: dict[str, str]) -> None:
+        fifo = sq.config.fifo
+        self.check_redrive(user, SqsConfig({**sq.config.attributes, **validate_attributes(attrs, fifo)}, fifo))
+        sq.set_attributes(attrs)
 
     def delete(self, user: User, name: str) -> None:
         sq = self.queue(user, name, "configure")

@@ -141,6 +141,17 @@ class FileQueueStore:
                     self._open_dir(qpath)
 
     def _open_dir(self, qpath: str) -> None:
+        if self._never_committed(qpath):
+            # a kill -9 before the queue's first group commit: queue.json was not written back yet.
+            # The commit fsyncs queue.json before it declares any record of the directory durable,
+            # so nothing here was confirmed; remove it (else it leaks and the queue's next
+            # directory becomes ``~2``)
+            log.warning("store: removing %s: its %s is empty (created, never committed)", qpath, META)
+            dest = os.path.join(self.root, TRASH, uuid.uuid4().hex)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(qpath, dest)
+            shutil.rmtree(dest, ignore_errors=True)
+            return
         try:
             with open(os.path.join(qpath, META), encoding="utf-8") as f:
                 meta = json.load(f)
@@ -155,6 +166,18 @@ class FileQueueStore:
         qlog = QueueLog(qpath, key[0], key[1], self.flusher, self.config, self.worker)
         qlog.open()
         self.logs[key] = qlog
+
+    @staticmethod
+    def _never_committed(qpath: str) -> bool:
+        """``queue.json`` missing or empty, and only files this store writes in the directory."""
+        try:
+            names = os.listdir(qpath)
+            if META in names and os.path.getsize(os.path.join(qpath, META)) > 0:
+                return False
+        except OSError:
+            return False
+        ours = (".seg", ".prealloc", ".compact", ".salvage", ".new", ".tmp", META)
+        return all(n.endswith(ours) and os.path.isfile(os.path.join(qpath, n)) for n in names)
 
     def recover(self, *, load_bodies: bool = True,
                 body_budget: int | None = None) -> dict[tuple[str, str], list[RecoveredMessage]]:

@@ -252,3 +252,32 @@ def test_sigkill_mid_stream_loses_nothing_synced(tmp_path: Path, encrypted: bool
     assert all(m.body == b"m%d" % m.seq * 40 for m in msgs)
     disk = b"".join(f.read_bytes() for f in qdir(tmp_path).glob("*.seg"))
     assert (b"m%d" % msgs[0].seq * 40 in disk) is not encrypted  # the encrypted run really was sealed
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing"])
+def test_queue_dir_whose_creation_crashed_before_its_first_commit_is_removed_not_leaked(
+        tmp_path: Path, damage: str) -> None:
+    """kill -9 before the first group commit may leave ``queue.json`` empty (or not renamed yet):
+    nothing in that directory was ever confirmed (the commit fsyncs ``queue.json`` first), so
+    recovery removes it instead of skipping it at every start and making the re-created queue a
+    ``~2`` directory next to the orphan."""
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    s.recover()
+    q = FakeQueue("q")
+    s.publish(q, q.entry(b"never confirmed"))
+    s.close()
+    qpath = tmp_path / "queues" / encode_name("/") / encode_name("q")
+    meta = qpath / "queue.json"
+    if damage == "empty":
+        meta.write_bytes(b"")
+    else:
+        meta.unlink()
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    assert s.recover() == {}
+    assert not qpath.exists()
+    s.publish(q, q.entry(b"again"))
+    assert s.logs[("/", "q")].directory == str(qpath)
+    s.close()
+    s = FileQueueStore(tmp_path, segment_size=64 * 1024, min_segment_size=64 * 1024)
+    assert [m.body for m in s.recover()[("/", "q")]] == [b"again"]
+    s.close()

@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import datetime
 import hmac
+import importlib
 import inspect
 import json
 import logging
@@ -28,6 +29,7 @@ import os
 import re
 import resource
 import secrets
+import struct
 import threading
 import time
 from collections import deque
@@ -41,8 +43,9 @@ from haremq.core.consumer import NoDeliveries, Session
 from haremq.core.exchange import EXCHANGE_TYPES
 from haremq.core.policy import Policy, PolicyError, effective_arguments
 from haremq.core.queue import PAGED, Queue
-from haremq.errors import HareError, InternalError
+from haremq.errors import HareError, InternalError, ResourceError
 from haremq.message import Message, Properties
+from haremq.protocol.amqp.codec import encode_properties
 from haremq.protocol.http import HttpRequest, HttpResponse
 from haremq.security.access import may_open_vhost
 from haremq.security.refusal import LoginRefused, Peer
@@ -119,6 +122,46 @@ def _args(d: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise HttpError(400, "'arguments' must be an object")
     return v
+
+
+def _backtracks(pattern: str) -> bool:
+    """Whether a name filter could backtrack for long on the event loop (Python's ``re`` has no time
+    limit and holds the GIL): a repeat inside a repeat, a repeated alternation, a back-reference, or
+    more than two repeats (each multiplies the work by the name's length)."""
+    parser: Any = importlib.import_module("re._parser")
+    repeat_ops = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+    repeats = 0
+
+    def walk(items: Any, in_repeat: bool) -> bool:
+        nonlocal repeats
+        for op, av in items:
+            kind = str(op)
+            if kind in ("GROUPREF", "GROUPREF_EXISTS"):
+                return True
+            if kind in repeat_ops and av[1] > 1:
+                repeats += 1
+                if in_repeat or repeats > 2 or walk(av[2], True):
+                    return True
+                continue
+            if kind == "BRANCH" and in_repeat:
+                return True
+            if any(walk(sub, in_repeat) for sub in _subpatterns(av)):
+                return True
+        return False
+
+    try:
+        return walk(parser.parse(pattern), False)
+    except (RecursionError, re.error):
+        return True
+
+
+def _subpatterns(av: Any) -> list[Any]:
+    """The nested sub-patterns in a parsed regex node's argument."""
+    if isinstance(av, tuple | list):
+        return [s for x in av for s in _subpatterns(x)]
+    if hasattr(av, "data"):  # a SubPattern
+        return [av.data]
+    return []
 
 
 def _path(obj: Any, dotted: str) -> Any:
@@ -326,9 +369,10 @@ class ManagementApp:
                 out.headers.append(("WWW-Authenticate", 'Basic realm="haremq"'))
             return out
         if isinstance(e, HareError):
-            # a failed definitions write (InternalError) is ours, not the client's: 503, nothing answered as kept
+            # a failed definitions write (InternalError) or store (ResourceError: an fsync failed, disk full) is
+            # ours, not the client's: 503, nothing answered as kept
             status = (404 if e.reply_code == 404 else 403 if e.reply_code in (403, 530)
-                      else 503 if isinstance(e, InternalError) else 400)
+                      else 503 if isinstance(e, InternalError | ResourceError) else 400)
             return _json({"error": e.reply_name.lower(), "reason": e.text}, status)
         if isinstance(e, RecursionError):
             return _json({"error": "bad_request", "reason": "input nested too deeply"}, 400)
@@ -595,6 +639,9 @@ class ManagementApp:
                     rx = re.compile(name, re.IGNORECASE)
                 except re.error:
                     raise HttpError(400, f"invalid regular expression '{name[:60]}'") from None
+                if _backtracks(name):
+                    raise HttpError(400, f"regular expression too costly to match: '{name[:60]}' (no nested "
+                                         "or alternating repeats, no back-references, at most 2 repeats)")
                 items = [x for x in items if rx.search(str(x.get("name", "")))]
             else:
                 items = [x for x in items if name.lower() in str(x.get("name", "")).lower()]
@@ -961,7 +1008,7 @@ class ManagementApp:
         self.broker.exchange_delete(self._session(user, vhost), name, defer=True)
         return self._settled(HttpResponse(204))
 
-    def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> HttpResponse:
+    def exchange_publish(self, vhost: str, name: str, user: User, body: dict[str, Any], **_: Any) -> Answer:
         payload = _str(body, "payload", "")
         data = base64.b64decode(payload) if body.get("payload_encoding") == "base64" else payload.encode()
         props = body.get("properties") or {}
@@ -973,14 +1020,33 @@ class ManagementApp:
                        else None,
                        content_type=props.get("content_type") if isinstance(props.get("content_type"), str) else None,
                        message_id=props.get("message_id") if isinstance(props.get("message_id"), str) else None)
+        try:  # what every AMQP consumer will be sent: a value it cannot carry would close their connections
+            encode_properties(p)
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            raise HttpError(400, f"invalid message properties: {exc}"[:300]) from None
         rk = _str(body, "routing_key", "")
         name = "" if name == "amq.default" else name  # the API's name for the default exchange
-        from haremq.core.broker import ROUTED
+        from haremq.core.broker import REJECTED, ROUTED
 
-        routed = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data)) == ROUTED
+        written = self.broker.written
+        written.clear()
+        result = self.broker.publish(self._session(user, vhost), name, Message(name, rk, p, data))
+        if result == REJECTED and self.broker.store_failed:  # refused by a store that cannot write: our fault
+            raise HttpError(503, "message not stored: the store cannot make messages durable")
+        routed = result == ROUTED
+        positions = dict(written)
+        written.clear()
         self.broker.flush()
         self.node.flush_output()
-        return _json({"routed": routed})
+        res = _json({"routed": routed})
+        if not positions:
+            return res
+
+        async def durable() -> HttpResponse:  # as RabbitMQ's publish, which waits for its confirm
+            await self.node.wait_durable(positions)
+            return res
+
+        return durable()
 
     # ---- bindings ---------------------------------------------------------------------------------------
     @staticmethod

@@ -6,6 +6,8 @@ read from that line. Used by conftest's fixtures and by the protocol-specific te
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -13,7 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 URL = re.compile(r"(amqps|amqp|stomps|stomp|sqs\+https|sqs|https|http)://[^\s:]+:(\d+)")
 STARTED: list[subprocess.Popen[str]] = []  # every broker started, so a failed test cannot leak one
@@ -60,6 +65,25 @@ class BrokerProcess:
     def log(self) -> str:
         with open(os.path.join(self.data_dir, "broker.log")) as f:
             return f.read()
+
+    def api(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+            user: str = "guest", password: str = "guest") -> tuple[int, Any]:
+        """One management API call as a tool makes it (JSON body, Basic auth): (status, parsed JSON, or
+        the text when it is not JSON)."""
+        data = None if body is None else json.dumps(body).encode()
+        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.management_port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json", "Authorization": auth,
+                                              **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as res:
+                raw, status = res.read(), res.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode()
 
 
 def start_broker(*extra: str, data_dir: str | None = None, env: dict[str, str] | None = None,

@@ -3,11 +3,7 @@ against a real broker process and real AMQP clients."""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -16,8 +12,6 @@ import pika
 import pytest
 
 from brokerproc import BrokerProcess, start_broker, stop_broker
-
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +23,7 @@ def hb() -> Iterator[BrokerProcess]:
 
 def call(hb: BrokerProcess, method: str, path: str, body: Any = None,
          headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{hb.management_port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Authorization": AUTH,
-                                          **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            raw, status = res.read(), res.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode()
+    return hb.api(method, path, body, headers)
 
 
 def amqp(hb: BrokerProcess) -> pika.BlockingConnection:

@@ -4,14 +4,11 @@ rules, applied at once to matching queues; keys haremq does not implement are re
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +17,6 @@ import pytest
 
 from brokerproc import BrokerProcess, start_broker, stop_broker
 
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 RABBITMQADMIN = shutil.which("rabbitmqadmin")
 
 
@@ -32,18 +28,7 @@ def hb() -> Iterator[BrokerProcess]:
 
 
 def call(hb: BrokerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{hb.management_port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Authorization": AUTH})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            raw, status = res.read(), res.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode()
+    return hb.api(method, path, body)
 
 
 def publish(hb: BrokerProcess, queue: str, *bodies: bytes) -> None:

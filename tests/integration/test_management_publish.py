@@ -4,11 +4,7 @@ sent is refused, not stored (real broker process, pika consumer)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +15,6 @@ import pytest
 from brokerproc import BrokerProcess, start_broker, stop_broker
 
 pytestmark = pytest.mark.timeout(60)
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +26,7 @@ def slow_sync_broker() -> Iterator[BrokerProcess]:
 
 
 def call(b: BrokerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{b.management_port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Authorization": AUTH})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            raw, status = res.read(), res.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    return status, json.loads(raw) if raw else None
+    return b.api(method, path, body)
 
 
 def publish(b: BrokerProcess, q: str, payload: str, props: dict[str, Any]) -> tuple[int, Any]:

@@ -9,8 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +17,6 @@ import pytest
 
 from brokerproc import BrokerProcess, start_broker, stop_broker
 
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 RABBITMQADMIN = shutil.which("rabbitmqadmin") or next(
     (p for p in ("/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8/plugins/rabbitmq_management-3.10.8/priv/www/cli/"
                  "rabbitmqadmin",) if os.path.exists(p)), None)
@@ -33,18 +30,7 @@ def hb() -> Iterator[BrokerProcess]:
 
 
 def call(hb: BrokerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{hb.management_port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Authorization": AUTH})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            raw, status = res.read(), res.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode()
+    return hb.api(method, path, body)
 
 
 def admin(hb: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:

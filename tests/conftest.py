@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -35,3 +38,16 @@ def fresh_broker() -> Iterator[BrokerProcess]:
     b = start_broker()
     yield b
     stop_broker(b)
+
+
+@pytest.fixture
+def small_fs() -> Iterator[str]:
+    """A 4 MiB tmpfs (root only, skipped otherwise): a disk that fills up, for disk-full tests."""
+    path = tempfile.mkdtemp(prefix="haremq-full-")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -61,17 +59,6 @@ def attrs(sqs: Any, url: str, *names: str) -> dict[str, str]:
 
 
 # ---- item 6: a storage fault is the server's, and retryable ----------------------------------------------
-@pytest.fixture
-def small_fs() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="haremq-sqsfull-")
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path], check=False)
-
 
 def test_send_on_a_full_disk_is_a_retryable_server_error(small_fs: str, tmp_path: Any) -> None:
     # free-space limit 1 byte: no disk alarm first, the write itself fails

@@ -515,9 +515,7 @@ def test_broker_unaffected_after_bad_input(broker: StompBroker) -> None:
 
 
 def test_no_stomp_flag() -> None:
-    import subprocess
     import sys
-    import tempfile
 
     proc = subprocess.Popen([sys.executable, "-m", "haremq.cli", "serve", "--amqp-port", "0", "--no-stomp",
                              "--sqs-port", "0", "--management-port", "0",
@@ -710,17 +708,6 @@ def test_shutdown_sends_error_even_while_a_receipt_waits_for_the_disk(monkeypatc
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
-
-@pytest.fixture
-def small_fs() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="haremq-stomp-full-")
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", path],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path], check=False)
 
 
 def test_persistent_send_on_full_disk_gets_error_not_receipt(small_fs: str) -> None:

@@ -407,20 +407,36 @@ class VHost:
             ex.bindings.append((dest, routing_key, dict(arguments)))
 
     def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
-               session: Session | None = None) -> None:
+               session: Session | None = None, *, defer: bool = False) -> None:
         """Remove a binding; one that does not exist is not an error (RabbitMQ 3.10). With ``session``,
-        an existing binding to a queue exclusive to another connection is 405."""
+        an existing binding to a queue exclusive to another connection is 405. ``defer``: a durable
+        binding keeps routing until its delete is durable (the caller's answer waits for that)."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
         want = canonical(arguments)
-        if session is not None and isinstance(dest, Queue) and any(
-                b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+        exists = any(b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings)
+        if session is not None and isinstance(dest, Queue) and exists:
             self.check_exclusive(dest, session)
+        if defer and exists and ex.durable and dest.durable:
+            change = Change("delete", "binding", (self.name, ex.name, dest.name, dest.kind, routing_key),
+                            {"arguments": dict(arguments)})
+            self.broker.commit_then([change], lambda failure: self._unbound(ex, dest, routing_key, arguments,
+                                                                            failure))
+            return
         if ex.table.unbind(dest, routing_key, arguments):
             ex.bindings = [b for b in ex.bindings
                            if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self.broker.metadata.delete_binding(self.name, ex.name, dest, routing_key, arguments)
+            self._maybe_auto_delete(ex)
+
+    def _unbound(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+                 failure: BaseException | None) -> None:
+        """The delete of a durable binding is durable: it stops routing now (a failed one keeps it)."""
+        if failure is None and ex.table.unbind(dest, routing_key, arguments):
+            want = canonical(arguments)
+            ex.bindings = [b for b in ex.bindings
+                           if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self._maybe_auto_delete(ex)
 
     # ---- routing -------------------------------------------------------------------------------

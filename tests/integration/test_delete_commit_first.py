@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import boto3
 import pika
 import pika.exceptions
 import pytest
+from botocore.config import Config
 from test_definitions_hold import BrokenDisk, SlowDisk, http
 
 from haremq.testing.server import BrokerThread
@@ -133,3 +135,47 @@ def test_a_failed_unbind_commit_keeps_the_binding_and_is_refused() -> None:
             http(bt.management_port, "DELETE", "/api/bindings/%2F/e/fail-x/q/fail-q/fail-q")
         assert info.value.code >= 500
         assert bound(bt, "fail-x", "fail-q")
+
+
+def sqs_client(bt: BrokerThread) -> Any:
+    return boto3.client("sqs", endpoint_url=bt.sqs_endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="guest", aws_secret_access_key="guest",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def queue_exists(sqs: Any, name: str) -> bool:
+    try:
+        sqs.get_queue_url(QueueName=name)
+    except sqs.exceptions.QueueDoesNotExist:
+        return False
+    return True
+
+
+def test_sqs_delete_queue_keeps_the_queue_until_its_delete_is_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    sqs = sqs_client(bt)
+    disk.gate.set()
+    url = sqs.create_queue(QueueName="sqs-del")["QueueUrl"]
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: sqs_client(bt).delete_queue(QueueUrl=url))
+        assert queue_exists(sqs, "sqs-del")  # a crash now would keep it: so it is still there
+        assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        disk.gate.set()
+        fut.result(10)
+    assert not queue_exists(sqs, "sqs-del")
+    assert bt.node is not None
+    assert "sqs-del" not in [q["name"] for q in bt.node.broker.metadata.load()["queues"]]  # type: ignore[attr-defined]
+
+
+def test_a_failed_sqs_delete_queue_keeps_the_queue_and_is_a_server_error() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None
+        sqs = sqs_client(bt)
+        url = sqs.create_queue(QueueName="sqs-kept")["QueueUrl"]
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        with pytest.raises(sqs.exceptions.ClientError) as err:
+            sqs.delete_queue(QueueUrl=url)
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 500
+        assert queue_exists(sqs, "sqs-kept")

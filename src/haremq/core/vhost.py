@@ -28,6 +28,8 @@ from haremq.message import Message
 from haremq.store.api import Change, exchange_change, queue_change
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from haremq.core.broker import Broker
     from haremq.core.consumer import Session
 
@@ -329,9 +331,10 @@ class VHost:
         self.broker.flush()
 
     def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False,
-                     defer: bool = False) -> int:
+                     defer: bool = False, then: Callable[[], None] | None = None) -> int:
         """``defer``: a durable queue goes once its delete is durable (until then it still exists for
-        everyone; the caller's answer waits); the count is the messages it held when checked."""
+        everyone; the caller's answer waits); the count is the messages it held when checked.
+        ``then()`` runs once the queue is gone (not when its delete failed)."""
         if if_unused and q.consumers:
             raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' in use")
         if if_empty and q.message_count:
@@ -340,16 +343,23 @@ class VHost:
             return 0
         if self.pending_queues.get(q.name) is q:
             self._delete_pending(q)
+            if then is not None:
+                then()
             return 0
         if defer and q.persist:
             def durable(failure: BaseException | None) -> None:
                 if failure is None:
                     self._remove_queue(q, commit=False)
                     self.broker.flush()
+                    if then is not None:
+                        then()
 
             self.broker.commit_then([Change("delete", "queue", (self.name, q.name))], durable)
             return q.message_count
-        return self._remove_queue(q)
+        count = self._remove_queue(q)
+        if then is not None:
+            then()
+        return count
 
     def _remove_queue(self, q: Queue, *, commit: bool = True) -> int:
         if q.deleted:

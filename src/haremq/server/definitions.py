@@ -19,9 +19,9 @@ queue is applied). ``Broker.pending_definitions`` is what every answer waits for
 or the newest declare durable but not applied yet. Transient, exclusive and other never-persisted
 objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttributes on a durable
 queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
-once durable); a durable queue or exchange deleted by AMQP or the management API stays until its
-delete is durable, and a durable binding unbound by AMQP or the management API routes until its
-delete is durable. Auto-deletes, SQS DeleteQueue, vhost deletes and management exchange-to-exchange
+once durable); a durable queue or exchange deleted by AMQP, SQS DeleteQueue or the management API
+stays until its delete is durable, and a durable binding unbound by AMQP or the management API
+routes until its delete is durable. Auto-deletes, vhost deletes and management exchange-to-exchange
 binds still change memory first and only their answer waits (``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the

@@ -179,3 +179,37 @@ def test_a_failed_sqs_delete_queue_keeps_the_queue_and_is_a_server_error() -> No
             sqs.delete_queue(QueueUrl=url)
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 500
         assert queue_exists(sqs, "sqs-kept")
+
+
+def test_a_management_exchange_to_exchange_bind_routes_only_once_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    conn = connect(bt)
+    ch = conn.channel()
+    disk.gate.set()
+    ch.exchange_declare("mb-src", "fanout", durable=True)
+    ch.exchange_declare("mb-dst", "fanout", durable=True)
+    disk.gate.clear()
+    port = bt.management_port
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: http(port, "POST", "/api/bindings/%2F/e/mb-src/e/mb-dst", {"routing_key": "k"}))
+        assert not bound(bt, "mb-src", "mb-dst")  # a crash now would lose it: so it does not route yet
+        disk.gate.set()
+        assert fut.result(10) == 201
+    assert bound(bt, "mb-src", "mb-dst")
+    assert stored_bindings(bt) == [("mb-src", "mb-dst")]
+    conn.close()
+
+
+def test_a_failed_management_exchange_to_exchange_bind_is_a_server_error_and_binds_nothing() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None
+        conn = connect(bt)
+        ch = conn.channel()
+        ch.exchange_declare("mbf-src", "fanout", durable=True)
+        ch.exchange_declare("mbf-dst", "fanout", durable=True)
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            http(bt.management_port, "POST", "/api/bindings/%2F/e/mbf-src/e/mbf-dst", {"routing_key": "k"})
+        assert info.value.code >= 500
+        assert not bound(bt, "mbf-src", "mbf-dst")

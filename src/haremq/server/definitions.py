@@ -21,8 +21,8 @@ objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttribu
 queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
 once durable); a durable queue or exchange deleted by AMQP, SQS DeleteQueue or the management API
 stays until its delete is durable, and a durable binding unbound by AMQP or the management API
-routes until its delete is durable. Auto-deletes, vhost deletes and management exchange-to-exchange
-binds still change memory first and only their answer waits (``settle``).
+routes until its delete is durable. Auto-deletes and vhost deletes still change memory first and
+only their answer waits (``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of

@@ -1075,7 +1075,7 @@ class ManagementApp:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
         rk = _str(body, "routing_key", "")
-        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body))
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body), defer=True)
         return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
 
     def unbind_exchange(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:

@@ -213,3 +213,45 @@ def test_a_failed_management_exchange_to_exchange_bind_is_a_server_error_and_bin
             http(bt.management_port, "POST", "/api/bindings/%2F/e/mbf-src/e/mbf-dst", {"routing_key": "k"})
         assert info.value.code >= 500
         assert not bound(bt, "mbf-src", "mbf-dst")
+
+
+def test_a_vhost_delete_keeps_the_vhost_until_durable_then_removes_everything_in_one_commit(slowed: Slow) -> None:
+    bt, disk = slowed
+    assert bt.node is not None
+    port = bt.management_port
+    disk.gate.set()
+    assert http(port, "PUT", "/api/vhosts/gone-vh") == 201
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port, virtual_host="gone-vh"))
+    ch = conn.channel()
+    ch.exchange_declare("vh-x", "fanout", durable=True)
+    ch.queue_declare("vh-q", durable=True)
+    ch.queue_bind("vh-q", "vh-x")
+    conn.close()
+    revision = bt.node.broker.metadata.revision
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: http(port, "DELETE", "/api/vhosts/gone-vh"))
+        assert http(port, "GET", "/api/queues/gone-vh/vh-q") == 200  # a crash now would keep it all
+        disk.gate.set()
+        assert fut.result(10) == 204
+    with pytest.raises(urllib.error.HTTPError) as info:
+        http(port, "GET", "/api/vhosts/gone-vh")
+    assert info.value.code == 404
+    assert bt.node.broker.metadata.revision == revision + 1  # the vhost's delete drops everything in it
+    kept: Any = bt.node.broker.metadata.load()
+    assert [q["name"] for q in kept["queues"] if q["vhost"] == "gone-vh"] == []
+    assert [b for b in kept["bindings"] if b["vhost"] == "gone-vh"] == []
+
+
+def test_a_failed_vhost_delete_keeps_the_vhost_and_is_a_server_error() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None
+        port = bt.management_port
+        assert http(port, "PUT", "/api/vhosts/kept-vh") == 201
+        assert http(port, "PUT", "/api/queues/kept-vh/kept-q", {"durable": True}) == 201
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            http(port, "DELETE", "/api/vhosts/kept-vh")
+        assert info.value.code >= 500
+        assert http(port, "GET", "/api/queues/kept-vh/kept-q") == 200

@@ -361,6 +361,15 @@ class VHost:
             then()
         return count
 
+    def remove_all(self) -> None:
+        """This vhost's delete is durable (the store dropped everything in it with the vhost): remove
+        its queues from memory (consumers cancelled, message logs removed) without committing again."""
+        for q in list(self.pending_queues.values()):
+            self._drop_pending(q)
+        self.pending_exchanges.clear()
+        for q in list(self.queues.values()):
+            self._remove_queue(q, commit=False)
+
     def _remove_queue(self, q: Queue, *, commit: bool = True) -> int:
         if q.deleted:
             return 0

@@ -21,8 +21,9 @@ objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttribu
 queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
 once durable); a durable queue or exchange deleted by AMQP, SQS DeleteQueue or the management API
 stays until its delete is durable, and a durable binding unbound by AMQP or the management API
-routes until its delete is durable. Auto-deletes and vhost deletes still change memory first and
-only their answer waits (``settle``).
+routes until its delete is durable. A vhost delete is one commit (the store drops everything in
+the vhost), then ``apply`` removes it from memory. Auto-deletes still change memory first and only
+their answer waits (``settle``).
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of
@@ -106,8 +107,7 @@ class Definitions:
                     continue
                 vh = b.vhosts.pop(k[0], None)
                 if vh is not None:
-                    for q in list(vh.queues.values()):
-                        vh.delete_queue(q)  # consumers cancelled, message logs removed
+                    vh.remove_all()  # consumers cancelled, message logs removed; nothing more to commit
                 for u in users.values():
                     u.permissions.pop(k[0], None)
                 b.flush()

@@ -5,6 +5,7 @@ client gets an error."""
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
@@ -255,3 +256,84 @@ def test_a_failed_vhost_delete_keeps_the_vhost_and_is_a_server_error() -> None:
             http(port, "DELETE", "/api/vhosts/kept-vh")
         assert info.value.code >= 500
         assert http(port, "GET", "/api/queues/kept-vh/kept-q") == 200
+
+
+def test_a_durable_auto_delete_queue_stays_until_its_delete_is_durable(slowed: Slow) -> None:
+    bt, disk = slowed
+    consumer, other = connect(bt), connect(bt)
+    cch = consumer.channel()
+    disk.gate.set()
+    cch.queue_declare("ad-q", durable=True, auto_delete=True)
+    tag = cch.basic_consume("ad-q", lambda *a: None)
+    disk.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        fut = in_thread(pool, lambda: cch.basic_cancel(tag))  # the last consumer goes: the queue is deleted
+        # a crash now would keep the queue: so it is still there for everyone
+        assert other.channel().queue_declare("ad-q", passive=True).method.queue == "ad-q"
+        disk.gate.set()
+        fut.result(10)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        other.channel().queue_declare("ad-q", passive=True)
+    assert info.value.reply_code == 404
+    assert bt.node is not None
+    assert "ad-q" not in [q["name"] for q in bt.node.broker.metadata.load()["queues"]]  # type: ignore[attr-defined]
+    consumer.close()
+    other.close()
+
+
+class HeldExchangeDeletes:
+    """The metadata store's disk, where only exchange deletes wait for ``gate``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.gate = threading.Event()
+
+    def execute(self, *args: Any) -> Any:
+        if str(args[0]).startswith("DELETE FROM exchanges"):
+            self.gate.wait(10)
+        return self.real.execute(*args)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_durable_auto_delete_exchange_stays_until_its_delete_is_durable() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None
+        metadata: Any = bt.node.broker.metadata
+        disk = HeldExchangeDeletes(metadata.db)
+        metadata.db = disk
+        try:
+            conn = connect(bt)
+            ch = conn.channel()
+            ch.exchange_declare("ad-x", "fanout", durable=True, auto_delete=True)
+            ch.queue_declare("ad-xq", durable=True)
+            ch.queue_bind("ad-xq", "ad-x")
+            ch.queue_unbind("ad-xq", "ad-x")  # its last binding: the exchange's delete is submitted
+            vh = bt.node.broker.vhosts["/"]
+            time.sleep(0.3)
+            assert "ad-x" in vh.exchanges  # a crash now would keep it: so it is still there
+            assert ch.exchange_declare("ad-x", passive=True)
+            disk.gate.set()
+            deadline = time.monotonic() + 5
+            while "ad-x" in vh.exchanges and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "ad-x" not in vh.exchanges
+            assert "ad-x" not in [e["name"] for e in metadata.load()["exchanges"]]
+            conn.close()
+        finally:
+            disk.gate.set()
+
+
+def test_a_failed_auto_delete_commit_keeps_the_queue() -> None:
+    with BrokerThread() as bt:
+        assert bt.node is not None
+        conn = connect(bt)
+        ch = conn.channel()
+        ch.queue_declare("adf-q", durable=True, auto_delete=True)
+        tag = ch.basic_consume("adf-q", lambda *a: None)
+        metadata: Any = bt.node.broker.metadata
+        metadata.db = BrokenDisk(metadata.db)
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            ch.basic_cancel(tag)  # no cancel-ok: the delete it caused is not durable
+        assert "adf-q" in bt.node.broker.vhosts["/"].queues

@@ -256,8 +256,20 @@ class VHost:
         self._maybe_auto_delete(src)
 
     def _maybe_auto_delete(self, ex: Exchange) -> None:
-        if ex.auto_delete and not ex.bindings and ex.name in self.exchanges:
-            self._remove_exchange(ex)
+        """An auto-delete exchange whose last binding went: a durable one is removed once its delete is
+        durable (it exists until then, and goes then even if bound again meanwhile, as the store says)."""
+        if not (ex.auto_delete and not ex.bindings and self.exchanges.get(ex.name) is ex):
+            return
+        if self.broker.vhosts.get(self.name) is not self:
+            return  # the vhost's own delete dropped it from the store
+        if ex.durable:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None and self.exchanges.get(ex.name) is ex:
+                    self._remove_exchange(ex, commit=False)
+
+            self.broker.commit_then([Change("delete", "exchange", (self.name, ex.name))], durable)
+            return
+        self._remove_exchange(ex)
 
     # ---- queues --------------------------------------------------------------------------------
     def declare_queue(self, session: Session, name: str, *, passive: bool, durable: bool, exclusive: bool,

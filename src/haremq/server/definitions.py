@@ -22,8 +22,9 @@ queue commits, then applies (server/sqs_service.py), and so does a new durable b
 once durable); a durable queue or exchange deleted by AMQP, SQS DeleteQueue or the management API
 stays until its delete is durable, and a durable binding unbound by AMQP or the management API
 routes until its delete is durable. A vhost delete is one commit (the store drops everything in
-the vhost), then ``apply`` removes it from memory. Auto-deletes still change memory first and only
-their answer waits (``settle``).
+the vhost), then ``apply`` removes it from memory. A durable auto-delete queue (last consumer gone)
+or exchange (last binding gone) stays until its delete is durable, too. Still memory-first (only
+the answer waits): a durable queue expired by ``x-expires`` and STOMP's queue deletes.
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of

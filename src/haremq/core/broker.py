@@ -251,7 +251,7 @@ class Broker:
             # RabbitMQ 3.10: unbinding from or to an exchange that is already gone is unbind-ok
             dest = s.vhost.exchanges.get(destination)
             if dest is not None and source in s.vhost.exchanges:
-                s.vhost.unbind(source, dest, routing_key, arguments or {}, s)
+                s.vhost.unbind(source, dest, routing_key, arguments or {}, s, defer=defer)
         else:
             s.vhost.exchange(source)  # a missing source is reported before a missing destination (RabbitMQ)
             s.vhost.bind(source, s.vhost.exchange(destination), routing_key, arguments or {}, defer=defer)
@@ -312,7 +312,7 @@ class Broker:
             # RPC close() unbinds its auto-deleted reply queue); 405 only for a binding that exists
             q = s.vhost.queues.get(queue)
             if q is not None and exchange in s.vhost.exchanges:
-                s.vhost.unbind(exchange, q, routing_key, arguments or {}, s)
+                s.vhost.unbind(exchange, q, routing_key, arguments or {}, s, defer=defer)
         else:
             s.vhost.exchange(exchange)  # a missing source is reported before a missing destination (RabbitMQ)
             s.vhost.bind(exchange, s.vhost.queue(queue, s), routing_key, arguments or {}, defer=defer)

@@ -371,7 +371,7 @@ class Queue:
             return
         self.touch()
         if not self.consumers and self.auto_delete and self.has_had_consumer and not self.deleted:
-            self.vhost.delete_queue(self)
+            self.vhost.delete_queue(self, defer=True)  # a durable one goes once its delete is durable
         else:
             self.vhost.broker.mark_dirty(self)
 

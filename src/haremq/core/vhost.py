@@ -28,6 +28,8 @@ from haremq.message import Message
 from haremq.store.api import Change, exchange_change, queue_change
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from haremq.core.broker import Broker
     from haremq.core.consumer import Session
 
@@ -254,8 +256,20 @@ class VHost:
         self._maybe_auto_delete(src)
 
     def _maybe_auto_delete(self, ex: Exchange) -> None:
-        if ex.auto_delete and not ex.bindings and ex.name in self.exchanges:
-            self._remove_exchange(ex)
+        """An auto-delete exchange whose last binding went: a durable one is removed once its delete is
+        durable (it exists until then, and goes then even if bound again meanwhile, as the store says)."""
+        if not (ex.auto_delete and not ex.bindings and self.exchanges.get(ex.name) is ex):
+            return
+        if self.broker.vhosts.get(self.name) is not self:
+            return  # the vhost's own delete dropped it from the store
+        if ex.durable:
+            def durable(failure: BaseException | None) -> None:
+                if failure is None and self.exchanges.get(ex.name) is ex:
+                    self._remove_exchange(ex, commit=False)
+
+            self.broker.commit_then([Change("delete", "exchange", (self.name, ex.name))], durable)
+            return
+        self._remove_exchange(ex)
 
     # ---- queues --------------------------------------------------------------------------------
     def declare_queue(self, session: Session, name: str, *, passive: bool, durable: bool, exclusive: bool,
@@ -329,9 +343,10 @@ class VHost:
         self.broker.flush()
 
     def delete_queue(self, q: Queue, *, if_unused: bool = False, if_empty: bool = False,
-                     defer: bool = False) -> int:
+                     defer: bool = False, then: Callable[[], None] | None = None) -> int:
         """``defer``: a durable queue goes once its delete is durable (until then it still exists for
-        everyone; the caller's answer waits); the count is the messages it held when checked."""
+        everyone; the caller's answer waits); the count is the messages it held when checked.
+        ``then()`` runs once the queue is gone (not when its delete failed)."""
         if if_unused and q.consumers:
             raise PreconditionFailed(f"queue '{q.name}' in vhost '{self.name}' in use")
         if if_empty and q.message_count:
@@ -340,16 +355,32 @@ class VHost:
             return 0
         if self.pending_queues.get(q.name) is q:
             self._delete_pending(q)
+            if then is not None:
+                then()
             return 0
         if defer and q.persist:
             def durable(failure: BaseException | None) -> None:
                 if failure is None:
                     self._remove_queue(q, commit=False)
                     self.broker.flush()
+                    if then is not None:
+                        then()
 
             self.broker.commit_then([Change("delete", "queue", (self.name, q.name))], durable)
             return q.message_count
-        return self._remove_queue(q)
+        count = self._remove_queue(q)
+        if then is not None:
+            then()
+        return count
+
+    def remove_all(self) -> None:
+        """This vhost's delete is durable (the store dropped everything in it with the vhost): remove
+        its queues from memory (consumers cancelled, message logs removed) without committing again."""
+        for q in list(self.pending_queues.values()):
+            self._drop_pending(q)
+        self.pending_exchanges.clear()
+        for q in list(self.queues.values()):
+            self._remove_queue(q, commit=False)
 
     def _remove_queue(self, q: Queue, *, commit: bool = True) -> int:
         if q.deleted:
@@ -407,20 +438,36 @@ class VHost:
             ex.bindings.append((dest, routing_key, dict(arguments)))
 
     def unbind(self, source: str, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
-               session: Session | None = None) -> None:
+               session: Session | None = None, *, defer: bool = False) -> None:
         """Remove a binding; one that does not exist is not an error (RabbitMQ 3.10). With ``session``,
-        an existing binding to a queue exclusive to another connection is 405."""
+        an existing binding to a queue exclusive to another connection is 405. ``defer``: a durable
+        binding keeps routing until its delete is durable (the caller's answer waits for that)."""
         if source == "":
             raise AccessRefused("operation not permitted on the default exchange")
         ex = self.exchange(source)
         want = canonical(arguments)
-        if session is not None and isinstance(dest, Queue) and any(
-                b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings):
+        exists = any(b[0] is dest and b[1] == routing_key and canonical(b[2]) == want for b in ex.bindings)
+        if session is not None and isinstance(dest, Queue) and exists:
             self.check_exclusive(dest, session)
+        if defer and exists and ex.durable and dest.durable:
+            change = Change("delete", "binding", (self.name, ex.name, dest.name, dest.kind, routing_key),
+                            {"arguments": dict(arguments)})
+            self.broker.commit_then([change], lambda failure: self._unbound(ex, dest, routing_key, arguments,
+                                                                            failure))
+            return
         if ex.table.unbind(dest, routing_key, arguments):
             ex.bindings = [b for b in ex.bindings
                            if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self.broker.metadata.delete_binding(self.name, ex.name, dest, routing_key, arguments)
+            self._maybe_auto_delete(ex)
+
+    def _unbound(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict[str, Any],
+                 failure: BaseException | None) -> None:
+        """The delete of a durable binding is durable: it stops routing now (a failed one keeps it)."""
+        if failure is None and ex.table.unbind(dest, routing_key, arguments):
+            want = canonical(arguments)
+            ex.bindings = [b for b in ex.bindings
+                           if not (b[0] is dest and b[1] == routing_key and canonical(b[2]) == want)]
             self._maybe_auto_delete(ex)
 
     # ---- routing -------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ queue is applied). ``Broker.pending_definitions`` is what every answer waits for
 or the newest declare durable but not applied yet. Transient, exclusive and other never-persisted
 objects apply at once, as do STOMP frames without a receipt. SQS SetQueueAttributes on a durable
 queue commits, then applies (server/sqs_service.py), and so does a new durable binding (it routes
-once durable); a durable queue or exchange deleted by AMQP or the management API stays until its
-delete is durable. Unbinds, auto-deletes, SQS DeleteQueue and vhost deletes still change memory
-first and only their answer waits (``settle``).
+once durable); a durable queue or exchange deleted by AMQP, SQS DeleteQueue or the management API
+stays until its delete is durable, and a durable binding unbound by AMQP or the management API
+routes until its delete is durable. A vhost delete is one commit (the store drops everything in
+the vhost), then ``apply`` removes it from memory. A durable auto-delete queue (last consumer gone)
+or exchange (last binding gone) stays until its delete is durable, too. Still memory-first (only
+the answer waits): a durable queue expired by ``x-expires`` and STOMP's queue deletes.
 
 For a cluster: the store is the port (``MetadataStore.commit`` becomes a compare-and-set on the
 revision: a refused one fails the future and nothing is applied), ``apply`` is what a watch of
@@ -105,8 +108,7 @@ class Definitions:
                     continue
                 vh = b.vhosts.pop(k[0], None)
                 if vh is not None:
-                    for q in list(vh.queues.values()):
-                        vh.delete_queue(q)  # consumers cancelled, message logs removed
+                    vh.remove_all()  # consumers cancelled, message logs removed; nothing more to commit
                 for u in users.values():
                     u.permissions.pop(k[0], None)
                 b.flush()

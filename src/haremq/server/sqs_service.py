@@ -451,9 +451,13 @@ class SqsService:
     def delete(self, user: User, name: str) -> None:
         sq = self.queue(user, name, "configure")
         q = sq.queue
-        q.vhost.delete_queue(q)
-        self.tasks.pop(name, None)
-        sq.wake()
+
+        def gone() -> None:
+            self.tasks.pop(name, None)
+            sq.wake()
+
+        # a durable queue stays (for everyone) until its delete is durable; the answer waits for that
+        q.vhost.delete_queue(q, defer=True, then=gone)
         self.broker.flush()
 
     def names(self, user: User, prefix: str | None) -> list[str]:

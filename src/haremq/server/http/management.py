@@ -1075,14 +1075,14 @@ class ManagementApp:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
         rk = _str(body, "routing_key", "")
-        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body))
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, _args(body), defer=True)
         return self._settled(HttpResponse(201, headers=[("Location", rk or "~")]))
 
     def unbind_exchange(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
         if name not in self._vhost(vhost).exchanges:
             raise HttpError(404, "Object Not Found")
         rk = "" if props == "~" else props
-        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
+        self.broker.exchange_bind(self._session(user, vhost), name, source, rk, {}, unbind=True, defer=True)
         return self._settled(HttpResponse(204))
 
     def bindings_between(self, vhost: str, source: str, name: str, user: User, **_: Any) -> HttpResponse:
@@ -1099,7 +1099,7 @@ class ManagementApp:
     def unbind_queue(self, vhost: str, source: str, name: str, props: str, user: User, **_: Any) -> Answer:
         self._queue(vhost, name)
         rk = "" if props == "~" else props
-        self.broker.queue_bind(self._session(user, vhost), name, source, rk, {}, unbind=True)
+        self.broker.queue_bind(self._session(user, vhost), name, source, rk, {}, unbind=True, defer=True)
         return self._settled(HttpResponse(204))
 
     # ---- connections, channels, consumers -------------------------------------------------------------

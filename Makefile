@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck layers unit bench clean
+.PHONY: run test lint typecheck layers unit bench clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,10 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: lint typecheck layers
+system-deps:
+	bash tools/system-deps.sh
+
+test: system-deps lint typecheck layers
 	$(BIN)/pytest -q
 
 clean:

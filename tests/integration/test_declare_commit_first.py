@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -31,19 +31,6 @@ from haremq.testing.server import BrokerThread
 Slow = tuple[BrokerThread, SlowDisk]
 
 
-@pytest.fixture
-def slowed() -> Iterator[Slow]:
-    """A broker whose metadata store's disk waits for ``gate``."""
-    with BrokerThread() as bt:
-        assert bt.node is not None
-        metadata: Any = bt.node.broker.metadata
-        disk = SlowDisk(metadata.db)
-        metadata.db = disk
-        try:
-            yield bt, disk
-        finally:
-            disk.gate.set()
-
 
 def connect(bt: BrokerThread) -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", bt.port))
@@ -61,8 +48,8 @@ def stored(bt: BrokerThread, kind: str) -> list[str]:
     return [d["name"] for d in bt.node.broker.metadata.load()[kind]]  # type: ignore[attr-defined]
 
 
-def test_another_connection_cannot_route_to_a_queue_whose_declare_is_not_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_another_connection_cannot_route_to_a_queue_whose_declare_is_not_durable(slow: Slow) -> None:
+    bt, disk = slow
     declarer, other = connect(bt), connect(bt)
     dch, och = declarer.channel(), other.channel()
     och.confirm_delivery()
@@ -81,8 +68,8 @@ def test_another_connection_cannot_route_to_a_queue_whose_declare_is_not_durable
     other.close()
 
 
-def test_another_connection_cannot_bind_to_an_exchange_whose_declare_is_not_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_another_connection_cannot_bind_to_an_exchange_whose_declare_is_not_durable(slow: Slow) -> None:
+    bt, disk = slow
     declarer, other = connect(bt), connect(bt)
     dch = declarer.channel()
     q = other.channel().queue_declare("", exclusive=True).method.queue
@@ -99,8 +86,8 @@ def test_another_connection_cannot_bind_to_an_exchange_whose_declare_is_not_dura
     other.close()
 
 
-def test_a_publish_pipelined_after_a_declare_on_the_same_channel_reaches_the_queue(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_publish_pipelined_after_a_declare_on_the_same_channel_reaches_the_queue(slow: Slow) -> None:
+    bt, disk = slow
     with RawAmqp(bt.port) as raw:
         raw.handshake()
         raw.open_channel(1)
@@ -123,8 +110,8 @@ def test_a_publish_pipelined_after_a_declare_on_the_same_channel_reaches_the_que
         assert raw.expect(C.Queue.DeclareOk)[1].message_count == 1  # the publish saw the queue
 
 
-def test_two_connections_declaring_one_new_durable_queue_get_one_queue_once_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_two_connections_declaring_one_new_durable_queue_get_one_queue_once_durable(slow: Slow) -> None:
+    bt, disk = slow
     first, second, odd = connect(bt), connect(bt), connect(bt)
     args = {"x-max-length": 10}
     with ThreadPoolExecutor(2) as pool:
@@ -144,8 +131,8 @@ def test_two_connections_declaring_one_new_durable_queue_get_one_queue_once_dura
         c.close()
 
 
-def test_a_delete_of_a_queue_whose_declare_is_pending_wins_after_it(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_delete_of_a_queue_whose_declare_is_pending_wins_after_it(slow: Slow) -> None:
+    bt, disk = slow
     declarer, deleter = connect(bt), connect(bt)
     with ThreadPoolExecutor(2) as pool:
         declared = in_thread(pool, lambda: declarer.channel().queue_declare("doomed-q", durable=True))
@@ -163,8 +150,8 @@ def test_a_delete_of_a_queue_whose_declare_is_pending_wins_after_it(slowed: Slow
     deleter.close()
 
 
-def test_sqs_create_queue_is_invisible_until_durable_and_a_racing_create_gets_the_same_queue(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_sqs_create_queue_is_invisible_until_durable_and_a_racing_create_gets_the_same_queue(slow: Slow) -> None:
+    bt, disk = slow
 
     def client() -> Any:
         return boto3.client("sqs", endpoint_url=bt.sqs_endpoint_url, region_name="us-east-1",
@@ -184,8 +171,8 @@ def test_sqs_create_queue_is_invisible_until_durable_and_a_racing_create_gets_th
     assert stored(bt, "queues") == ["sqs-pending"]
 
 
-def test_management_queue_put_is_invisible_until_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_management_queue_put_is_invisible_until_durable(slow: Slow) -> None:
+    bt, disk = slow
     port = bt.management_port
     with ThreadPoolExecutor(1) as pool:
         put = in_thread(pool, lambda: http(port, "PUT", "/api/queues/%2F/mgmt-q", {"durable": True}))
@@ -250,8 +237,8 @@ class Stomp:
         return self.read()
 
 
-def test_stomp_subscribe_creating_a_durable_queue_consumes_once_it_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_stomp_subscribe_creating_a_durable_queue_consumes_once_it_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     assert bt.node is not None and bt.node.stomp_port is not None
     stomp = Stomp(bt.node.stomp_port)
     other = connect(bt)
@@ -284,8 +271,8 @@ def test_stomp_subscribe_whose_queue_definition_fails_gets_an_error_and_no_queue
         stomp.sock.close()
 
 
-def test_sqs_set_queue_attributes_apply_once_durable_and_racing_sets_both_stick(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_sqs_set_queue_attributes_apply_once_durable_and_racing_sets_both_stick(slow: Slow) -> None:
+    bt, disk = slow
 
     def client() -> Any:
         return boto3.client("sqs", endpoint_url=bt.sqs_endpoint_url, region_name="us-east-1",
@@ -312,8 +299,8 @@ def test_sqs_set_queue_attributes_apply_once_durable_and_racing_sets_both_stick(
     assert (kept["VisibilityTimeout"], kept["DelaySeconds"]) == ("99", "7")
 
 
-def test_a_durable_binding_routes_only_once_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_binding_routes_only_once_durable(slow: Slow) -> None:
+    bt, disk = slow
     binder, other = connect(bt), connect(bt)
     bch, och = binder.channel(), other.channel()
     och.confirm_delivery()
@@ -335,8 +322,8 @@ def test_a_durable_binding_routes_only_once_durable(slowed: Slow) -> None:
     other.close()
 
 
-def test_a_durable_queue_deleted_stays_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_queue_deleted_stays_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     deleter, other = connect(bt), connect(bt)
     disk.gate.set()
     deleter.channel().queue_declare("del-q", durable=True)
@@ -355,8 +342,8 @@ def test_a_durable_queue_deleted_stays_until_its_delete_is_durable(slowed: Slow)
     other.close()
 
 
-def test_a_durable_exchange_deleted_routes_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_exchange_deleted_routes_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     deleter, other = connect(bt), connect(bt)
     och = other.channel()
     och.confirm_delivery()

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -37,17 +37,6 @@ class SlowDisk:
         self.real.close()
 
 
-@pytest.fixture
-def slow() -> Iterator[tuple[BrokerThread, SlowDisk]]:
-    with BrokerThread() as bt:
-        assert bt.node is not None
-        metadata: Any = bt.node.broker.metadata
-        disk = SlowDisk(metadata.db)
-        metadata.db = disk
-        try:
-            yield bt, disk
-        finally:
-            disk.gate.set()
 
 
 def held_until_gate(disk: SlowDisk, call: Callable[[], Any], still_served: Callable[[], Any]) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -23,18 +23,6 @@ from haremq.testing.server import BrokerThread
 
 Slow = tuple[BrokerThread, SlowDisk]
 
-
-@pytest.fixture
-def slowed() -> Iterator[Slow]:
-    with BrokerThread() as bt:
-        assert bt.node is not None
-        metadata: Any = bt.node.broker.metadata
-        disk = SlowDisk(metadata.db)
-        metadata.db = disk
-        try:
-            yield bt, disk
-        finally:
-            disk.gate.set()
 
 
 def connect(bt: BrokerThread) -> pika.BlockingConnection:
@@ -66,8 +54,8 @@ def durable_pair(bt: BrokerThread, disk: SlowDisk, ch: Any, x: str, q: str) -> N
     disk.gate.clear()
 
 
-def test_a_durable_queue_unbind_routes_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_queue_unbind_routes_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     unbinder, other = connect(bt), connect(bt)
     uch, och = unbinder.channel(), other.channel()
     och.confirm_delivery()
@@ -85,8 +73,8 @@ def test_a_durable_queue_unbind_routes_until_its_delete_is_durable(slowed: Slow)
     other.close()
 
 
-def test_a_durable_exchange_unbind_routes_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_exchange_unbind_routes_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     unbinder = connect(bt)
     uch = unbinder.channel()
     disk.gate.set()
@@ -104,8 +92,8 @@ def test_a_durable_exchange_unbind_routes_until_its_delete_is_durable(slowed: Sl
     unbinder.close()
 
 
-def test_a_management_binding_delete_routes_until_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_management_binding_delete_routes_until_durable(slow: Slow) -> None:
+    bt, disk = slow
     conn = connect(bt)
     durable_pair(bt, disk, conn.channel(), "mub-x", "mub-q")
     port = bt.management_port
@@ -152,8 +140,8 @@ def queue_exists(sqs: Any, name: str) -> bool:
     return True
 
 
-def test_sqs_delete_queue_keeps_the_queue_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_sqs_delete_queue_keeps_the_queue_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     sqs = sqs_client(bt)
     disk.gate.set()
     url = sqs.create_queue(QueueName="sqs-del")["QueueUrl"]
@@ -182,8 +170,8 @@ def test_a_failed_sqs_delete_queue_keeps_the_queue_and_is_a_server_error() -> No
         assert queue_exists(sqs, "sqs-kept")
 
 
-def test_a_management_exchange_to_exchange_bind_routes_only_once_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_management_exchange_to_exchange_bind_routes_only_once_durable(slow: Slow) -> None:
+    bt, disk = slow
     conn = connect(bt)
     ch = conn.channel()
     disk.gate.set()
@@ -216,8 +204,8 @@ def test_a_failed_management_exchange_to_exchange_bind_is_a_server_error_and_bin
         assert not bound(bt, "mbf-src", "mbf-dst")
 
 
-def test_a_vhost_delete_keeps_the_vhost_until_durable_then_removes_everything_in_one_commit(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_vhost_delete_keeps_the_vhost_until_durable_then_removes_everything_in_one_commit(slow: Slow) -> None:
+    bt, disk = slow
     assert bt.node is not None
     port = bt.management_port
     disk.gate.set()
@@ -258,8 +246,8 @@ def test_a_failed_vhost_delete_keeps_the_vhost_and_is_a_server_error() -> None:
         assert http(port, "GET", "/api/queues/kept-vh/kept-q") == 200
 
 
-def test_a_durable_auto_delete_queue_stays_until_its_delete_is_durable(slowed: Slow) -> None:
-    bt, disk = slowed
+def test_a_durable_auto_delete_queue_stays_until_its_delete_is_durable(slow: Slow) -> None:
+    bt, disk = slow
     consumer, other = connect(bt), connect(bt)
     cch = consumer.channel()
     disk.gate.set()

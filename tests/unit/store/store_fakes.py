@@ -1,31 +1,20 @@
-"""Fakes for the store tests: the attributes the store reads from core objects, nothing more."""
+"""Fakes for the store tests: the attributes the store reads from core objects, nothing more (messages
+carry the neutral ``haremq.message.Properties``, which the store may import)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from haremq.message import PROPERTY_NAMES, Properties
 
-@dataclasses.dataclass(frozen=True)
-class FakeProps:
-    content_type: str | None = None
-    content_encoding: str | None = None
-    headers: dict[str, Any] | None = None
-    delivery_mode: int | None = 2
-    priority: int | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    expiration: str | None = None
-    message_id: str | None = None
-    timestamp: int | None = None
-    type: str | None = None
-    user_id: str | None = None
-    app_id: str | None = None
-    cluster_id: str | None = None
+
+def FakeProps(**fields: Any) -> Properties:
+    """The message model's own properties (one property list), persistent unless told otherwise."""
+    return Properties(**{"delivery_mode": 2, **fields})
 
 
 class FakeMsg:
-    def __init__(self, exchange: str, routing_key: str, props: FakeProps, body: bytes) -> None:
+    def __init__(self, exchange: str, routing_key: str, props: Properties, body: bytes) -> None:
         self.exchange, self.routing_key, self.props, self.body = exchange, routing_key, props, body
 
 
@@ -56,11 +45,11 @@ class FakeQueue:
         self.arguments: dict[str, Any] = {}
 
     def entry(self, body: bytes = b"x", *, exchange: str = "ex", routing_key: str = "rk",
-              props: FakeProps | None = None) -> FakeEntry:
+              props: Properties | None = None) -> FakeEntry:
         e = FakeEntry(self.next_seq, FakeMsg(exchange, routing_key, props or FakeProps(), body))
         self.next_seq += 1
         return e
 
 
-def props_dict(p: FakeProps) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+def props_dict(p: Properties) -> dict[str, Any]:
+    return {k: v for k in PROPERTY_NAMES if (v := getattr(p, k)) is not None}
